@@ -1,0 +1,324 @@
+package caddysse
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("sse", parseCaddyfile)
+	// Right after encode: encode then wraps our writer, so events are
+	// compressed when it is configured (and flushed per event through it),
+	// while handlers that buffer responses (templates, intercept) come
+	// later and never sit between a stream and its client. Authentication
+	// directives (basic_auth, forward_auth) run before both.
+	httpcaddyfile.RegisterDirectiveOrder("sse", httpcaddyfile.After, "encode")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var handler Handler
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return &handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	sse [<matcher>] {
+//		topic         <placeholder>            # default {path}
+//		retry         <duration>               # default 3s
+//		heartbeat     <duration> | off         # default 15s; 0 or off disables
+//		write_timeout <duration>               # default 30s
+//		on_gap        replay | live            # default replay
+//		reset_event   <name>                   # default reset
+//		close_event   <name>                   # default close
+//		history {
+//			events <n>                         # default 1000
+//			size   <size>                      # default 16MiB
+//			age    <duration>                  # default 1h
+//		}
+//		limits {
+//			topics                <n>          # default 10000
+//			subscribers           <n>          # default 10000, per process
+//			subscribers_per_topic <n>          # default 0: none
+//			event_size            <size>       # default 1MiB
+//			topic_length          <n>          # default 256 bytes
+//		}
+//		store memory [<name>]                  # default memory default
+//		publish {
+//			bearer            <token>
+//			hmac_sha256       <secret> [<header>]
+//			standard_webhooks <whsec_secret>
+//			allow_unauthenticated
+//			event             <placeholder>    # default message
+//			max_body          <size>           # default 1MiB
+//			dedup_window      <duration>       # default 1h
+//		}
+//	}
+//
+// bearer, hmac_sha256 and standard_webhooks may each be given several times;
+// any one passing admits a request.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "topic":
+			if err := oneArg(d, &h.Topic); err != nil {
+				return err
+			}
+		case "retry":
+			if err := durationArg(d, &h.Retry); err != nil {
+				return err
+			}
+		case "heartbeat":
+			if err := durationArg(d, &h.Heartbeat); err != nil {
+				return err
+			}
+			if h.Heartbeat == 0 {
+				h.Heartbeat = -1 // the JSON encoding of "off"
+			}
+		case "write_timeout":
+			if err := durationArg(d, &h.WriteTimeout); err != nil {
+				return err
+			}
+		case "on_gap":
+			if err := oneArg(d, &h.OnGap); err != nil {
+				return err
+			}
+			if h.OnGap != "replay" && h.OnGap != "live" {
+				return d.Errf("on_gap: %q is neither replay nor live", h.OnGap)
+			}
+		case "reset_event":
+			if err := oneArg(d, &h.ResetEvent); err != nil {
+				return err
+			}
+		case "close_event":
+			if err := oneArg(d, &h.CloseEvent); err != nil {
+				return err
+			}
+		case "history":
+			if err := h.unmarshalHistory(d); err != nil {
+				return err
+			}
+		case "limits":
+			if err := h.unmarshalLimits(d); err != nil {
+				return err
+			}
+		case "store":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "http.handlers.sse.stores."+name)
+			if err != nil {
+				return err
+			}
+			h.StoreRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
+		case "publish":
+			if err := h.unmarshalPublish(d); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized sse option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalHistory(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if h.History == nil {
+		h.History = new(History)
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "events":
+			err = intArg(d, &h.History.Events)
+		case "size":
+			err = sizeArg(d, &h.History.Size)
+		case "age":
+			err = durationArg(d, &h.History.Age)
+		default:
+			err = d.Errf("unrecognized history option %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalLimits(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if h.Limits == nil {
+		h.Limits = new(Limits)
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "topics":
+			err = intArg(d, &h.Limits.Topics)
+		case "subscribers":
+			err = intArg(d, &h.Limits.Subscribers)
+		case "subscribers_per_topic":
+			err = intArg(d, &h.Limits.SubscribersPerTopic)
+		case "event_size":
+			err = sizeArg(d, &h.Limits.EventSize)
+		case "topic_length":
+			err = intArg(d, &h.Limits.TopicLength)
+		default:
+			err = d.Errf("unrecognized limits option %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalPublish(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if h.Publish == nil {
+		h.Publish = new(Publish)
+	}
+	p := h.Publish
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "bearer":
+			var token string
+			if err = oneArg(d, &token); err == nil {
+				p.Bearer = append(p.Bearer, token)
+			}
+		case "hmac_sha256":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			s := HMACSecret{Secret: args[0]}
+			if len(args) == 2 {
+				s.Header = args[1]
+			}
+			p.HMACSHA256 = append(p.HMACSHA256, s)
+		case "standard_webhooks":
+			var secret string
+			if err = oneArg(d, &secret); err == nil {
+				p.StandardWebhooks = append(p.StandardWebhooks, secret)
+			}
+		case "allow_unauthenticated":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			p.AllowUnauthenticated = true
+		case "event":
+			err = oneArg(d, &p.Event)
+		case "max_body":
+			err = sizeArg(d, &p.MaxBody)
+		case "dedup_window":
+			err = durationArg(d, &p.DedupWindow)
+		default:
+			err = d.Errf("unrecognized publish option %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// oneArg reads exactly one argument of the current option.
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	opt := d.Val()
+	if !d.NextArg() {
+		return d.Errf("%s: missing value", opt)
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.Errf("%s: too many values", opt)
+	}
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	opt := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	if s == "off" {
+		*dst = 0
+		return nil
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return d.Errf("%s: %v", opt, err)
+	}
+	if dur < 0 {
+		return d.Errf("%s: %s is negative", opt, s)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+func intArg(d *caddyfile.Dispenser, dst *int) error {
+	opt := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return d.Errf("%s: %q is not a non-negative integer", opt, s)
+	}
+	*dst = n
+	return nil
+}
+
+func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
+	opt := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n > 1<<40 {
+		return d.Errf("%s: %q is not a size such as 64KiB or 1MB", opt, s)
+	}
+	*dst = int64(n)
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the memory store. Syntax:
+//
+//	store memory [<name>]
+func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the store name
+	if d.NextArg() {
+		m.Name = d.Val()
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler = (*MemoryStore)(nil)
+)

@@ -1,0 +1,520 @@
+// Package caddysse is a Caddy HTTP handler that serves Server-Sent Events:
+// every topic is an ordered log of events with ids, browsers subscribe with
+// EventSource and resume with Last-Event-ID, and webhooks POSTed to the same
+// URL publish into the topic.
+package caddysse
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	mathrand "math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/ssegate/caddy-sse/replay"
+	"github.com/ssegate/caddy-sse/stream"
+	"github.com/ssegate/caddy-sse/webhook"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the handler's options.
+const (
+	DefaultTopic        = "{http.request.uri.path}"
+	DefaultRetry        = 3 * time.Second
+	DefaultHeartbeat    = 15 * time.Second
+	DefaultWriteTimeout = 30 * time.Second
+	DefaultResetEvent   = "reset"
+	DefaultCloseEvent   = "close"
+	DefaultEventSize    = 1 << 20
+	DefaultTopicLength  = 256
+	DefaultSubscribers  = 10000
+	DefaultMaxBody      = 1 << 20
+	DefaultPublishEvent = "message"
+
+	// stopJitter spreads the reconnections of clients cut off by a shutdown
+	// or reload over this much time beyond their retry.
+	stopJitter = 5 * time.Second
+	// maxCursorLength bounds the Last-Event-ID a client may send; longer
+	// values are treated as unknown ids.
+	maxCursorLength = 512
+)
+
+// Handler serves Server-Sent Events. A GET subscribes to the topic the
+// request names; with a publish block, a POST appends events to it and a
+// DELETE ends it.
+type Handler struct {
+	// The topic a request addresses. Placeholders are expanded per request.
+	// Default: `{http.request.uri.path}`.
+	Topic string `json:"topic,omitempty"`
+
+	// The reconnection delay sent to clients in the `retry:` field when
+	// their stream opens. Default: 3s.
+	Retry caddy.Duration `json:"retry,omitempty"`
+
+	// After this much silence a comment line is written, so that proxies
+	// and load balancers keep the idle stream open. Default: 15s; a
+	// negative value turns heartbeats off.
+	Heartbeat caddy.Duration `json:"heartbeat,omitempty"`
+
+	// Every write to a subscriber must complete within this time; a client
+	// that stops reading is disconnected rather than holding resources.
+	// Default: 30s.
+	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
+
+	// How much history each topic retains for resumption.
+	History *History `json:"history,omitempty"`
+
+	// What a client resuming from an id that is no longer in history gets
+	// after the reset event: `replay` (default) sends everything retained,
+	// `live` only new events.
+	OnGap string `json:"on_gap,omitempty"`
+
+	// The name of the event sent when a stream cannot resume exactly after
+	// the client's id. Its data is JSON: `{"reason": "expired"|"unknown",
+	// "requested": <id>, "resume_after": <id>}`, and its id is where delivery
+	// resumes. Default: `reset`.
+	ResetEvent string `json:"reset_event,omitempty"`
+
+	// The name of the last event of a stream whose topic was ended.
+	// Default: `close`.
+	CloseEvent string `json:"close_event,omitempty"`
+
+	// Enables publishing (POST) and ending topics (DELETE) on the same URL.
+	// Without it both answer 405.
+	Publish *Publish `json:"publish,omitempty"`
+
+	// Bounds on what clients can make the handler hold.
+	Limits *Limits `json:"limits,omitempty"`
+
+	// Where topic logs live. Default: `{"module": "memory"}`.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.sse.stores inline_key=module"`
+
+	store    replay.Store
+	verifier webhook.Any
+	logger   *zap.Logger
+
+	// stop is closed when the config this handler belongs to stops (a
+	// reload or the process exiting), ending every open stream.
+	stop     chan struct{}
+	stopOnce sync.Once
+	streams  sync.WaitGroup
+}
+
+// History bounds a topic's log. The oldest events are pruned first when any
+// bound is exceeded.
+type History struct {
+	// Most events retained per topic. Default: 1000.
+	Events int `json:"events,omitempty"`
+	// Most bytes retained per topic (payload and its encoding). Default:
+	// 16MiB.
+	Size int64 `json:"size,omitempty"`
+	// Events older than this are pruned; a closed topic is remembered (and
+	// answers 204) this long. Default: 1h.
+	Age caddy.Duration `json:"age,omitempty"`
+}
+
+// Limits bound what clients can make the handler hold. Past a limit a
+// subscriber gets 503 with Retry-After, a publisher 413 or 503; nothing
+// already accepted is dropped.
+type Limits struct {
+	// Most topics alive at once, closed ones still remembered included.
+	// Default: 10000.
+	Topics int `json:"topics,omitempty"`
+	// Most open streams in this process, across every sse handler.
+	// Default: 10000.
+	Subscribers int `json:"subscribers,omitempty"`
+	// Most open streams per topic on this node. Default: 0 (no limit but
+	// the global one).
+	SubscribersPerTopic int `json:"subscribers_per_topic,omitempty"`
+	// Largest event payload in bytes. Default: 1MiB.
+	EventSize int64 `json:"event_size,omitempty"`
+	// Longest topic name in bytes. Default: 256.
+	TopicLength int `json:"topic_length,omitempty"`
+}
+
+// Publish configures the webhook side: POST appends events, DELETE ends the
+// topic. At least one authentication scheme is required, unless
+// allow_unauthenticated says otherwise; when several are configured, any one
+// passing admits the request.
+type Publish struct {
+	// Accepted bearer tokens (`Authorization: Bearer <token>`).
+	Bearer []string `json:"bearer,omitempty"`
+	// GitHub-style HMAC signatures of the raw body.
+	HMACSHA256 []HMACSecret `json:"hmac_sha256,omitempty"`
+	// Standard Webhooks (v1) signing secrets, `whsec_` followed by base64.
+	// Several may be listed during key rotation.
+	StandardWebhooks []string `json:"standard_webhooks,omitempty"`
+	// Admit publishes without authentication. Required to provision a
+	// publish block with no scheme, so that an open endpoint is a choice.
+	AllowUnauthenticated bool `json:"allow_unauthenticated,omitempty"`
+	// The event type of published events. Placeholders are expanded per
+	// request, e.g. `{http.request.header.X-GitHub-Event}`. Default:
+	// `message`.
+	Event string `json:"event,omitempty"`
+	// Largest request body in bytes. Default: 1MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+	// How long a delivery id (`webhook-id`, `X-GitHub-Delivery` or
+	// `Idempotency-Key`) is remembered: a repeat within this window appends
+	// nothing and answers with the original ids. Default: 1h.
+	DedupWindow caddy.Duration `json:"dedup_window,omitempty"`
+}
+
+// HMACSecret is a secret for GitHub-style signatures.
+type HMACSecret struct {
+	// The shared secret. Placeholders such as `{env.GITHUB_SECRET}` work.
+	Secret string `json:"secret"`
+	// The header carrying `sha256=<hex>`. Default: `X-Hub-Signature-256`.
+	Header string `json:"header,omitempty"`
+}
+
+// subscribers counts open streams in the process; it outlives handler
+// instances so that a reload does not reset the limit.
+var subscribers atomic.Int64
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.sse",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults, opens the store and listens for the config
+// stopping.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.stop = make(chan struct{})
+	h.setDefaults()
+	repl := caddy.NewReplacer()
+
+	if h.Publish != nil {
+		v, err := h.Publish.verifiers(repl)
+		if err != nil {
+			return err
+		}
+		h.verifier = v
+	}
+
+	if h.StoreRaw == nil {
+		h.StoreRaw = json.RawMessage(`{"module": "memory"}`)
+	}
+	mod, err := ctx.LoadModule(h, "StoreRaw")
+	if err != nil {
+		return fmt.Errorf("loading sse store: %w", err)
+	}
+	provider, ok := mod.(StoreProvider)
+	if !ok {
+		return fmt.Errorf("sse store module %T does not provide a store", mod)
+	}
+	h.store = provider.Store()
+	h.store.Configure(h.storeConfig())
+
+	// Streams never end by themselves, so a stopping server would wait for
+	// them forever (caddy stop) or leave them on the old config (reload):
+	// end them when the config stops.
+	events, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("loading events app: %w", err)
+	}
+	if err := events.(*caddyevents.App).On("stopping", stoppingListener{h}); err != nil {
+		return fmt.Errorf("subscribing to stopping event: %w", err)
+	}
+	return nil
+}
+
+func (h *Handler) setDefaults() {
+	if h.Topic == "" {
+		h.Topic = DefaultTopic
+	}
+	if h.Retry == 0 {
+		h.Retry = caddy.Duration(DefaultRetry)
+	}
+	if h.Heartbeat == 0 {
+		h.Heartbeat = caddy.Duration(DefaultHeartbeat)
+	}
+	if h.WriteTimeout == 0 {
+		h.WriteTimeout = caddy.Duration(DefaultWriteTimeout)
+	}
+	if h.ResetEvent == "" {
+		h.ResetEvent = DefaultResetEvent
+	}
+	if h.CloseEvent == "" {
+		h.CloseEvent = DefaultCloseEvent
+	}
+	if h.History == nil {
+		h.History = new(History)
+	}
+	if h.Limits == nil {
+		h.Limits = new(Limits)
+	}
+	if h.Limits.Subscribers == 0 {
+		h.Limits.Subscribers = DefaultSubscribers
+	}
+	if h.Limits.EventSize == 0 {
+		h.Limits.EventSize = DefaultEventSize
+	}
+	if h.Limits.TopicLength == 0 {
+		h.Limits.TopicLength = DefaultTopicLength
+	}
+	if p := h.Publish; p != nil {
+		if p.Event == "" {
+			p.Event = DefaultPublishEvent
+		}
+		if p.MaxBody == 0 {
+			p.MaxBody = DefaultMaxBody
+		}
+	}
+}
+
+func (h *Handler) storeConfig() replay.Config {
+	cfg := replay.Config{
+		MaxEvents:              h.History.Events,
+		MaxBytes:               h.History.Size,
+		MaxAge:                 time.Duration(h.History.Age),
+		MaxTopics:              h.Limits.Topics,
+		MaxSubscribersPerTopic: h.Limits.SubscribersPerTopic,
+		Framer:                 stream.EncodeEvent,
+	}
+	if h.Publish != nil {
+		cfg.DedupWindow = time.Duration(h.Publish.DedupWindow)
+	}
+	return cfg.WithDefaults()
+}
+
+func (p *Publish) verifiers(repl *caddy.Replacer) (webhook.Any, error) {
+	var any webhook.Any
+	for i, token := range p.Bearer {
+		v, err := webhook.NewBearer(repl.ReplaceKnown(token, ""))
+		if err != nil {
+			return nil, fmt.Errorf("publish: bearer token %d: %w", i, err)
+		}
+		any = append(any, v)
+	}
+	for i, s := range p.HMACSHA256 {
+		v, err := webhook.NewHMACSHA256(repl.ReplaceKnown(s.Secret, ""), s.Header)
+		if err != nil {
+			return nil, fmt.Errorf("publish: hmac_sha256 secret %d: %w", i, err)
+		}
+		any = append(any, v)
+	}
+	for i, s := range p.StandardWebhooks {
+		v, err := webhook.NewStandardWebhooks(repl.ReplaceKnown(s, ""), 0)
+		if err != nil {
+			return nil, fmt.Errorf("publish: standard_webhooks secret %d: %w", i, err)
+		}
+		any = append(any, v)
+	}
+	return any, nil
+}
+
+// Validate rejects configs that would be unsafe or could not work.
+func (h *Handler) Validate() error {
+	if h.OnGap != "" && h.OnGap != "replay" && h.OnGap != "live" {
+		return fmt.Errorf("on_gap: %q is neither replay nor live", h.OnGap)
+	}
+	if h.Retry < 0 {
+		return fmt.Errorf("retry: must not be negative")
+	}
+	if h.WriteTimeout < 0 {
+		return fmt.Errorf("write_timeout: must not be negative")
+	}
+	if stream.SanitizeName(h.ResetEvent) != h.ResetEvent || stream.SanitizeName(h.CloseEvent) != h.CloseEvent {
+		return fmt.Errorf("reset_event and close_event must be plain event names")
+	}
+	cfg := h.storeConfig()
+	if h.Limits.EventSize*2 > cfg.MaxBytes {
+		return fmt.Errorf("limits: event_size %d does not fit twice in history size %d (an event is counted with its encoding)", h.Limits.EventSize, cfg.MaxBytes)
+	}
+	if p := h.Publish; p != nil {
+		if len(h.verifier) == 0 && !p.AllowUnauthenticated {
+			return fmt.Errorf("publish: no authentication configured; add bearer, hmac_sha256 or standard_webhooks, or say allow_unauthenticated to accept anyone's events")
+		}
+		if len(h.verifier) > 0 && p.AllowUnauthenticated {
+			return fmt.Errorf("publish: allow_unauthenticated contradicts the authentication configured")
+		}
+		if p.MaxBody < 0 {
+			return fmt.Errorf("publish: max_body must not be negative")
+		}
+	}
+	return nil
+}
+
+// Cleanup ends the streams still open on this handler.
+func (h *Handler) Cleanup() error {
+	h.endStreams()
+	return nil
+}
+
+func (h *Handler) endStreams() {
+	h.stopOnce.Do(func() { close(h.stop) })
+}
+
+// stoppingListener ends every stream when Caddy stops this config. It must
+// not block: the event is emitted synchronously before the servers stop.
+type stoppingListener struct{ h *Handler }
+
+func (l stoppingListener) Handle(context.Context, caddy.Event) error {
+	l.h.endStreams()
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler. The handler answers
+// every request it is given; next is never called.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	topic := repl.ReplaceAll(h.Topic, "")
+	if err := h.validateTopic(topic); err != nil {
+		return writeError(w, http.StatusBadRequest, err.Error())
+	}
+	switch r.Method {
+	case http.MethodGet:
+		return h.subscribe(w, r, topic)
+	case http.MethodPost:
+		if h.Publish != nil {
+			return h.publish(w, r, repl, topic)
+		}
+	case http.MethodDelete:
+		if h.Publish != nil {
+			return h.closeTopic(w, r, topic)
+		}
+	}
+	allow := "GET"
+	if h.Publish != nil {
+		allow = "GET, POST, DELETE"
+	}
+	w.Header().Set("Allow", allow)
+	return writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; allowed: %s", r.Method, allow))
+}
+
+func (h *Handler) validateTopic(topic string) error {
+	switch {
+	case topic == "":
+		return errors.New("topic: empty topic name")
+	case len(topic) > h.Limits.TopicLength:
+		return fmt.Errorf("topic: name is %d bytes, longer than the limit of %d", len(topic), h.Limits.TopicLength)
+	case !utf8.ValidString(topic):
+		return errors.New("topic: name is not valid UTF-8")
+	}
+	for _, r := range topic {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("topic: name contains control character %U", r)
+		}
+	}
+	return nil
+}
+
+// cursorFrom reads where the client wants to resume: the Last-Event-ID
+// header its EventSource sends on reconnection, or a query parameter for a
+// first connection and for polyfills. The header wins.
+func cursorFrom(r *http.Request) string {
+	from := r.Header.Get("Last-Event-ID")
+	if from == "" {
+		q := r.URL.Query()
+		from = q.Get("lastEventId")
+		if from == "" {
+			from = q.Get("last_event_id")
+		}
+	}
+	if len(from) > maxCursorLength {
+		// Never matches an id; the client gets a reset.
+		from = from[:maxCursorLength]
+	}
+	return from
+}
+
+func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string) error {
+	if n := subscribers.Add(1); n > int64(h.Limits.Subscribers) {
+		subscribers.Add(-1)
+		return writeRetryLater(w, fmt.Sprintf("subscriber limit of %d reached", h.Limits.Subscribers))
+	}
+	defer subscribers.Add(-1)
+
+	onGap := replay.GapReplay
+	if h.OnGap == "live" {
+		onGap = replay.GapLive
+	}
+	from := cursorFrom(r)
+	cur, err := h.store.Subscribe(r.Context(), topic, from, onGap)
+	switch {
+	case errors.Is(err, replay.ErrTopicClosed):
+		// 204 is the one answer that makes EventSource stop reconnecting.
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	case errors.Is(err, replay.ErrTooManyTopics), errors.Is(err, replay.ErrTooManySubscribers):
+		return writeRetryLater(w, err.Error())
+	case err != nil:
+		return writeError(w, http.StatusServiceUnavailable, "subscribing: "+err.Error())
+	}
+	defer cur.Close()
+
+	if err := stream.WriteHead(w); err != nil {
+		return nil // the client is gone already
+	}
+	heartbeat := time.Duration(h.Heartbeat)
+	if heartbeat < 0 {
+		heartbeat = 0
+	}
+	retry := time.Duration(h.Retry)
+	started := time.Now()
+	stats, err := stream.Serve(r.Context(), w, cur, stream.Options{
+		Retry:        retry,
+		Heartbeat:    heartbeat,
+		WriteTimeout: time.Duration(h.WriteTimeout),
+		ResetEvent:   h.ResetEvent,
+		CloseEvent:   h.CloseEvent,
+		Stop:         h.stop,
+		StopRetry: func() time.Duration {
+			return retry + mathrand.N(stopJitter)
+		},
+	})
+	if c := h.logger.Check(zap.DebugLevel, "stream ended"); c != nil {
+		c.Write(zap.String("topic", topic), zap.String("from", from),
+			zap.Int("events", stats.Events), zap.Int("resets", stats.Resets),
+			zap.Int64("bytes", stats.Bytes), zap.Duration("duration", time.Since(started)),
+			zap.NamedError("reason", err))
+	}
+	return nil
+}
+
+// writeError answers with a JSON body saying what is wrong, since Caddy's
+// own error path would send the status with an empty body.
+func writeError(w http.ResponseWriter, status int, msg string) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Del("Content-Length")
+	w.WriteHeader(status)
+	body, _ := json.Marshal(map[string]string{"error": msg})
+	_, _ = w.Write(append(body, '\n'))
+	return nil
+}
+
+// writeRetryLater answers 503 with Retry-After: a limit or a restart that
+// the client can simply wait out.
+func writeRetryLater(w http.ResponseWriter, msg string) error {
+	w.Header().Set("Retry-After", strconv.Itoa(int(DefaultRetry/time.Second)))
+	return writeError(w, http.StatusServiceUnavailable, msg)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyevents.Handler         = stoppingListener{}
+)

@@ -1,0 +1,189 @@
+package caddysse
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"time"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/ssegate/caddy-sse/replay"
+	"github.com/ssegate/caddy-sse/stream"
+	"github.com/ssegate/caddy-sse/webhook"
+)
+
+// ndjsonTypes are the media types whose body is one event per line.
+var ndjsonTypes = map[string]bool{
+	"application/x-ndjson":    true,
+	"application/ndjson":      true,
+	"application/jsonl":       true,
+	"application/x-jsonlines": true,
+}
+
+// publishResult is the response body of a publish.
+type publishResult struct {
+	Topic string   `json:"topic"`
+	IDs   []string `json:"ids"`
+	// Duplicate is true when the delivery id had been seen: nothing was
+	// appended and ids are those of the first delivery.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// readAuthenticated reads the bounded body and checks it against the
+// configured schemes. It writes the error response itself and returns
+// ok=false when the request must go no further.
+func (h *Handler) readAuthenticated(w http.ResponseWriter, r *http.Request) (body []byte, ok bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.Publish.MaxBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds max_body of %d bytes", h.Publish.MaxBody))
+		return nil, false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return nil, false
+	}
+	if len(h.verifier) > 0 {
+		if err := h.verifier.Verify(r.Header, body, time.Now()); err != nil {
+			if h.hasBearer() {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="sse"`)
+			}
+			writeError(w, http.StatusUnauthorized, "authentication failed: "+err.Error())
+			return nil, false
+		}
+	}
+	return body, true
+}
+
+func (h *Handler) hasBearer() bool {
+	return len(h.Publish.Bearer) > 0
+}
+
+func (h *Handler) publish(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, topic string) error {
+	body, ok := h.readAuthenticated(w, r)
+	if !ok {
+		return nil
+	}
+	key, _, err := webhook.DeliveryID(r.Header)
+	if err != nil {
+		return writeError(w, http.StatusBadRequest, err.Error())
+	}
+	eventType := stream.SanitizeName(repl.ReplaceAll(h.Publish.Event, ""))
+
+	var drafts []replay.Draft
+	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ndjsonTypes[mediaType] {
+		drafts, err = h.splitNDJSON(body, eventType)
+	} else {
+		var d replay.Draft
+		d, err = h.draft(body, eventType)
+		drafts = []replay.Draft{d}
+	}
+	if err != nil {
+		var se *statusError
+		if errors.As(err, &se) {
+			return writeError(w, se.status, se.msg)
+		}
+		return writeError(w, http.StatusBadRequest, err.Error())
+	}
+
+	res, err := h.store.Append(r.Context(), topic, replay.Batch{Events: drafts, Key: key})
+	switch {
+	case errors.Is(err, replay.ErrTopicClosed):
+		return writeError(w, http.StatusGone, "topic is closed")
+	case errors.Is(err, replay.ErrBatchTooLarge):
+		return writeError(w, http.StatusRequestEntityTooLarge, "batch is larger than the topic's history can hold")
+	case errors.Is(err, replay.ErrTooManyTopics):
+		return writeRetryLater(w, err.Error())
+	case err != nil:
+		h.logger.Error("appending to topic", zap.String("topic", topic), zap.Error(err))
+		return writeRetryLater(w, "storing events failed")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	return json.NewEncoder(w).Encode(publishResult{Topic: topic, IDs: res.IDs, Duplicate: res.Duplicate})
+}
+
+type statusError struct {
+	status int
+	msg    string
+}
+
+func (e *statusError) Error() string { return e.msg }
+
+// draft checks one event's payload; line breaks become LF, which is what
+// every SSE client reads back anyway.
+func (h *Handler) draft(data []byte, eventType string) (replay.Draft, error) {
+	switch {
+	case len(data) == 0:
+		return replay.Draft{}, errors.New("empty body: an event needs data")
+	case int64(len(data)) > h.Limits.EventSize:
+		return replay.Draft{}, &statusError{http.StatusRequestEntityTooLarge,
+			fmt.Sprintf("event of %d bytes exceeds event_size of %d", len(data), h.Limits.EventSize)}
+	case !utf8.Valid(data):
+		return replay.Draft{}, errors.New("body is not valid UTF-8")
+	}
+	return replay.Draft{Type: eventType, Data: stream.NormalizeLineBreaks(data)}, nil
+}
+
+// splitNDJSON turns a body of JSON values, one per line, into events. The
+// batch is all or nothing: one bad line rejects it, saying which, so the
+// sender can fix and resend without duplicating the good lines.
+func (h *Handler) splitNDJSON(body []byte, eventType string) ([]replay.Draft, error) {
+	body = bytes.TrimPrefix(body, []byte("\ufeff"))
+	var drafts []replay.Draft
+	for n := 1; len(body) > 0; n++ {
+		line := body
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i], body[i+1:]
+		} else {
+			body = nil
+		}
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		if int64(len(line)) > h.Limits.EventSize {
+			return nil, &statusError{http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("line %d: %d bytes exceeds event_size of %d", n, len(line), h.Limits.EventSize)}
+		}
+		if !utf8.Valid(line) {
+			return nil, fmt.Errorf("line %d: not valid UTF-8", n)
+		}
+		if !json.Valid(line) {
+			return nil, fmt.Errorf("line %d: not valid JSON", n)
+		}
+		drafts = append(drafts, replay.Draft{Type: eventType, Data: line})
+	}
+	if len(drafts) == 0 {
+		return nil, errors.New("no events: the NDJSON body has no non-empty line")
+	}
+	return drafts, nil
+}
+
+func (h *Handler) closeTopic(w http.ResponseWriter, r *http.Request, topic string) error {
+	if _, ok := h.readAuthenticated(w, r); !ok {
+		return nil
+	}
+	err := h.store.CloseTopic(r.Context(), topic)
+	switch {
+	case errors.Is(err, replay.ErrTopicClosed):
+		return writeError(w, http.StatusGone, "topic is already closed")
+	case errors.Is(err, replay.ErrTooManyTopics):
+		return writeRetryLater(w, err.Error())
+	case err != nil:
+		h.logger.Error("closing topic", zap.String("topic", topic), zap.Error(err))
+		return writeRetryLater(w, "closing topic failed")
+	}
+	h.logger.Info("topic closed", zap.String("topic", topic))
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,206 @@
+// Package replay holds topic logs: every topic is an ordered, bounded log of
+// events with ids, and a subscriber is a cursor reading it. Replaying missed
+// events and delivering live ones are the same read of the same log, so no
+// event can fall between the two or be delivered twice.
+//
+// Stores (memory here; durable and clustered ones later) implement Store and
+// nothing above this package knows which one is in use.
+package replay
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Earliest is the cursor a client sends (as Last-Event-ID or lastEventId) to
+// ask for everything the topic still retains.
+const Earliest = "earliest"
+
+// Event is one entry of a topic log. It is immutable once appended and shared
+// by every subscriber that reads it.
+type Event struct {
+	// ID is the event's position in its topic, assigned by the store.
+	ID string
+	// Type is the SSE event name (already sanitised by the publisher).
+	Type string
+	// Data is the event payload, line breaks normalised to LF.
+	Data []byte
+	// Time is when the store accepted the event; history age counts from it.
+	Time time.Time
+	// Frame is the event's wire encoding, computed once by the store's Framer
+	// when the event enters the log, so a delivery to N subscribers encodes
+	// nothing N times.
+	Frame []byte
+
+	// seq orders events in the store's timeline (memory store).
+	seq uint64
+}
+
+// size is what an event costs against a topic's byte bound.
+func (e *Event) size() int64 {
+	const overhead = 96 // struct, slice headers, the id string
+	return int64(len(e.Data)+len(e.Frame)+len(e.ID)+len(e.Type)) + overhead
+}
+
+// Draft is an event offered for publishing: it has no id yet.
+type Draft struct {
+	Type string
+	Data []byte
+}
+
+// Batch is a group of drafts appended atomically and in order.
+type Batch struct {
+	Events []Draft
+	// Key, when set, makes the append idempotent: a batch whose key was
+	// already appended to the topic within the dedup window appends nothing
+	// and reports the ids of the first append.
+	Key string
+}
+
+// Appended reports the result of an append.
+type Appended struct {
+	IDs []string
+	// Duplicate is true when Batch.Key had been seen: nothing was appended
+	// and IDs are those of the original append.
+	Duplicate bool
+}
+
+// Gap reasons.
+const (
+	// GapExpired: the requested id was once in the log but has been pruned
+	// (history bounds), so events were missed.
+	GapExpired = "expired"
+	// GapUnknown: the id was never issued by this log: malformed, from an
+	// earlier life (epoch) of the store, or ahead of the log.
+	GapUnknown = "unknown"
+)
+
+// Gap says that delivery cannot continue exactly after the requested id. It is
+// sent to the client as the data of a reset event.
+type Gap struct {
+	Reason string `json:"reason"`
+	// Requested is the id the client asked to resume after.
+	Requested string `json:"requested"`
+	// ResumeAfter is the cursor after which delivery continues: the events
+	// that follow are the first ones the client gets.
+	ResumeAfter string `json:"resume_after"`
+}
+
+// GapPolicy chooses where a cursor continues when it hits a gap.
+type GapPolicy int
+
+const (
+	// GapReplay continues from the oldest retained event.
+	GapReplay GapPolicy = iota
+	// GapLive skips to the end of the log: only new events follow.
+	GapLive
+)
+
+// Page is what one read of a cursor returns.
+type Page struct {
+	// Events follow the cursor in order; the slice is shared and read-only.
+	Events []*Event
+	// Gap is set when the cursor could not continue exactly where it was.
+	// It is reported once, before Events.
+	Gap *Gap
+	// Closed is set when the topic has ended and Events holds the last ones.
+	Closed bool
+	// Wait, when Events is empty and Closed is false, is closed as soon as
+	// the log changes, so the reader can block on it without missing a write
+	// that happens between the read and the wait.
+	Wait <-chan struct{}
+}
+
+// Cursor is one subscriber's position in one topic.
+type Cursor interface {
+	// Next reads up to max events after the cursor and advances past them.
+	// It never blocks.
+	Next(max int) (Page, error)
+	// Position is the id after which the next read continues.
+	Position() string
+	// Close releases the subscription. It is safe to call more than once.
+	Close()
+}
+
+// Store holds the logs of many topics.
+type Store interface {
+	// Append adds b to topic atomically. It creates the topic when needed.
+	Append(ctx context.Context, topic string, b Batch) (Appended, error)
+	// Subscribe opens a cursor on topic after from: "" for live events only,
+	// Earliest for everything retained, or an event id. An id the log cannot
+	// continue after yields a cursor whose first page carries a Gap.
+	Subscribe(ctx context.Context, topic, from string, onGap GapPolicy) (Cursor, error)
+	// CloseTopic ends a topic: readers get Closed after its last event, and
+	// later Subscribe and Append calls fail with ErrTopicClosed.
+	CloseTopic(ctx context.Context, topic string) error
+	// Configure applies new bounds, pruning what no longer fits.
+	Configure(cfg Config)
+}
+
+// Framer encodes an event to its wire bytes once, when it enters a log.
+type Framer func(id, eventType string, data []byte) []byte
+
+// Config bounds a store. Zero values take the documented defaults.
+type Config struct {
+	// MaxEvents per topic. Default 1000.
+	MaxEvents int
+	// MaxBytes of history per topic (data and wire bytes). Default 16 MiB.
+	MaxBytes int64
+	// MaxAge of retained events; also how long a closed topic is remembered.
+	// Default 1h.
+	MaxAge time.Duration
+	// MaxTopics alive at once (including closed ones still remembered).
+	// Default 10000.
+	MaxTopics int
+	// MaxSubscribersPerTopic on this node. Default 0: no per-topic limit.
+	MaxSubscribersPerTopic int
+	// DedupWindow is how long an idempotency key is remembered. Default 1h.
+	DedupWindow time.Duration
+	// MaxDedupKeys remembered per topic; the oldest go first. Default 10000.
+	MaxDedupKeys int
+	// Framer encodes events; required.
+	Framer Framer
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxEvents    = 1000
+	DefaultMaxBytes     = 16 << 20
+	DefaultMaxAge       = time.Hour
+	DefaultMaxTopics    = 10000
+	DefaultDedupWindow  = time.Hour
+	DefaultMaxDedupKeys = 10000
+)
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.MaxEvents <= 0 {
+		c.MaxEvents = DefaultMaxEvents
+	}
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.MaxAge <= 0 {
+		c.MaxAge = DefaultMaxAge
+	}
+	if c.MaxTopics <= 0 {
+		c.MaxTopics = DefaultMaxTopics
+	}
+	if c.DedupWindow <= 0 {
+		c.DedupWindow = DefaultDedupWindow
+	}
+	if c.MaxDedupKeys <= 0 {
+		c.MaxDedupKeys = DefaultMaxDedupKeys
+	}
+	return c
+}
+
+// Errors a store returns; callers map them to HTTP statuses.
+var (
+	ErrTopicClosed        = errors.New("topic is closed")
+	ErrTooManyTopics      = errors.New("topic limit reached")
+	ErrTooManySubscribers = errors.New("subscriber limit of the topic reached")
+	ErrBatchTooLarge      = errors.New("batch is larger than the topic's history bound")
+	ErrStoreClosed        = errors.New("store is closed")
+)

@@ -1,0 +1,196 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/ssegate/caddy-sse/replay"
+)
+
+// Options shape one subscriber's stream.
+type Options struct {
+	// Retry is sent first as the client's reconnection delay; 0 sends none.
+	Retry time.Duration
+	// Heartbeat is the silence after which a comment is written; 0 turns
+	// heartbeats off.
+	Heartbeat time.Duration
+	// WriteTimeout bounds every write and flush, so a client that stops
+	// reading is cut off instead of holding its connection forever.
+	WriteTimeout time.Duration
+	// MaxBatch is how many pending events go out in one write and one flush.
+	MaxBatch int
+	// ResetEvent names the event sent when the cursor cannot continue
+	// exactly (see replay.Gap); CloseEvent the one sent when the topic ends.
+	ResetEvent string
+	CloseEvent string
+	// StopRetry gives the retry hint written when Stop is closed (shutdown
+	// or reload), so that clients come back spread out, not all at once.
+	StopRetry func() time.Duration
+	// Stop ends the stream with a retry hint when closed.
+	Stop <-chan struct{}
+}
+
+// How a stream ended.
+var (
+	ErrTopicClosed = errors.New("topic closed")
+	ErrStopped     = errors.New("server stopping")
+)
+
+// Stats count what one stream delivered.
+type Stats struct {
+	Events int
+	Resets int
+	Bytes  int64
+}
+
+// Heartbeat is the comment written after a silence.
+var heartbeat = EncodeComment("")
+
+// WriteHead sends the response head of an event stream and flushes it, so
+// the client sees the stream open before the first event. Calling
+// WriteHeader explicitly is also what makes Caddy's encode handler compress
+// an event stream from the first byte (since Caddy 2.11.5).
+func WriteHead(w http.ResponseWriter) error {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	h.Del("Content-Length")
+	w.WriteHeader(http.StatusOK)
+	return http.NewResponseController(w).Flush()
+}
+
+// Serve writes the events read from cur to w until the topic closes, the
+// client goes away (ctx), a write times out, or opts.Stop is closed. The
+// response head must have been written (WriteHead). It returns what it
+// delivered and why it ended: ErrTopicClosed, ErrStopped, the context's
+// error, or the write error.
+func Serve(ctx context.Context, w http.ResponseWriter, cur replay.Cursor, opts Options) (Stats, error) {
+	s := &subscriber{w: w, rc: http.NewResponseController(w), opts: opts}
+	if opts.MaxBatch <= 0 {
+		s.opts.MaxBatch = 64
+	}
+	// Clear our deadline on the way out: the connection may serve further
+	// requests.
+	defer s.rc.SetWriteDeadline(time.Time{}) //nolint:errcheck
+
+	if opts.Retry > 0 {
+		if err := s.write(EncodeRetry(opts.Retry)); err != nil {
+			return s.stats, err
+		}
+	}
+
+	var idle <-chan time.Time
+	var timer *time.Timer
+	if opts.Heartbeat > 0 {
+		timer = time.NewTimer(opts.Heartbeat)
+		defer timer.Stop()
+		idle = timer.C
+	}
+	wrote := func() {
+		if timer != nil {
+			timer.Reset(opts.Heartbeat)
+		}
+	}
+
+	for {
+		page, err := cur.Next(s.opts.MaxBatch)
+		if err != nil {
+			return s.stats, fmt.Errorf("reading topic: %w", err)
+		}
+		if page.Gap != nil || len(page.Events) > 0 || page.Closed {
+			if err := s.deliver(page); err != nil {
+				return s.stats, err
+			}
+			wrote()
+			if page.Closed {
+				return s.stats, ErrTopicClosed
+			}
+			continue
+		}
+		select {
+		case <-page.Wait:
+		case <-idle:
+			if err := s.write(heartbeat); err != nil {
+				return s.stats, err
+			}
+			wrote()
+		case <-ctx.Done():
+			return s.stats, ctx.Err()
+		case <-opts.Stop:
+			retry := opts.Retry
+			if opts.StopRetry != nil {
+				retry = opts.StopRetry()
+			}
+			if err := s.write(EncodeRetry(retry)); err != nil {
+				return s.stats, err
+			}
+			return s.stats, ErrStopped
+		}
+	}
+}
+
+type subscriber struct {
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	opts  Options
+	stats Stats
+}
+
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// deliver writes a page in one write and one flush: a reader that is behind
+// catches up with one syscall per batch rather than one per event.
+func (s *subscriber) deliver(p replay.Page) error {
+	if p.Gap == nil && !p.Closed && len(p.Events) == 1 {
+		s.stats.Events++
+		return s.write(p.Events[0].Frame)
+	}
+	bp := batchPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	if p.Gap != nil {
+		data, err := json.Marshal(p.Gap)
+		if err != nil {
+			return fmt.Errorf("encoding reset event: %w", err)
+		}
+		buf = AppendEvent(buf, p.Gap.ResumeAfter, s.opts.ResetEvent, data)
+		s.stats.Resets++
+	}
+	for _, e := range p.Events {
+		buf = append(buf, e.Frame...)
+	}
+	s.stats.Events += len(p.Events)
+	if p.Closed {
+		buf = AppendEvent(buf, "", s.opts.CloseEvent, []byte(`{"reason":"topic closed"}`))
+	}
+	err := s.write(buf)
+	if cap(buf) <= 1<<20 {
+		*bp = buf
+		batchPool.Put(bp)
+	}
+	return err
+}
+
+// write sends b and flushes it through every layer (encode's compressor
+// included), bounded by the write timeout.
+func (s *subscriber) write(b []byte) error {
+	if s.opts.WriteTimeout > 0 {
+		// ErrNotSupported (e.g. HTTP/3) leaves the stream without a
+		// deadline; the server's own timeouts still apply there.
+		_ = s.rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	}
+	n, err := s.w.Write(b)
+	s.stats.Bytes += int64(n)
+	if err != nil {
+		return fmt.Errorf("writing to subscriber: %w", err)
+	}
+	if err := s.rc.Flush(); err != nil {
+		return fmt.Errorf("flushing to subscriber: %w", err)
+	}
+	return nil
+}
