@@ -418,6 +418,11 @@ func (c *memCursor) Next(max int) (Page, error) {
 	if c.closed || t.store.closed.Load() {
 		return Page{}, ErrStoreClosed
 	}
+	if max < 1 {
+		// A read takes at least one event: an empty page would carry a
+		// Wait that no write is coming to close.
+		max = 1
+	}
 	p := Page{Gap: c.gap}
 	c.gap = nil
 	if c.after < t.pruned {
@@ -425,7 +430,13 @@ func (c *memCursor) Next(max int) (Page, error) {
 		// continue from what is still there.
 		requested := t.store.id(c.after)
 		c.after = t.gapTarget(c.onGap)
-		p.Gap = &Gap{Reason: GapExpired, Requested: requested, ResumeAfter: t.store.id(c.after)}
+		if p.Gap != nil {
+			// The gap Subscribe found is not reported yet: it keeps its
+			// reason and the client's id; only the resume point moved.
+			p.Gap.ResumeAfter = t.store.id(c.after)
+		} else {
+			p.Gap = &Gap{Reason: GapExpired, Requested: requested, ResumeAfter: t.store.id(c.after)}
+		}
 	}
 	i := sort.Search(len(t.events), func(i int) bool { return t.events[i].seq > c.after })
 	if i < len(t.events) {
