@@ -111,8 +111,7 @@ type Handler struct {
 	// stop is closed when the config this handler belongs to stops (a
 	// reload or the process exiting), ending every open stream.
 	stop     chan struct{}
-	stopOnce sync.Once
-	streams  sync.WaitGroup
+	stopOnce *sync.Once
 }
 
 // History bounds a topic's log. The oldest events are pruned first when any
@@ -199,6 +198,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.stop = make(chan struct{})
+	h.stopOnce = new(sync.Once)
 	h.setDefaults()
 	repl := caddy.NewReplacer()
 
@@ -361,7 +361,9 @@ func (h *Handler) Cleanup() error {
 }
 
 func (h *Handler) endStreams() {
-	h.stopOnce.Do(func() { close(h.stop) })
+	if h.stopOnce != nil {
+		h.stopOnce.Do(func() { close(h.stop) })
+	}
 }
 
 // stoppingListener ends every stream when Caddy stops this config. It must
