@@ -34,6 +34,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		retry         <duration>               # default 3s
 //		heartbeat     <duration> | off         # default 15s; 0 or off disables
 //		write_timeout <duration>               # default 30s
+//		drain_window  <duration>               # default 5s; 0 ends streams at once on reload
 //		on_gap        replay | live            # default replay
 //		reset_event   <name>                   # default reset
 //		close_event   <name>                   # default close
@@ -88,6 +89,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "write_timeout":
 			if err := durationArg(d, &h.WriteTimeout); err != nil {
 				return err
+			}
+		case "drain_window":
+			if err := durationArg(d, &h.DrainWindow); err != nil {
+				return err
+			}
+			if h.DrainWindow == 0 {
+				h.DrainWindow = -1 // the JSON encoding of "end at once"
 			}
 		case "on_gap":
 			if err := oneArg(d, &h.OnGap); err != nil {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	mathrand "math/rand/v2"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,7 @@ const (
 	DefaultRetry        = 3 * time.Second
 	DefaultHeartbeat    = 15 * time.Second
 	DefaultWriteTimeout = 30 * time.Second
+	DefaultDrainWindow  = 5 * time.Second
 	DefaultResetEvent   = "reset"
 	DefaultCloseEvent   = "close"
 	DefaultEventSize    = 1 << 20
@@ -75,6 +77,14 @@ type Handler struct {
 	// that stops reading is disconnected rather than holding resources.
 	// Default: 30s.
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
+
+	// When a config reload replaces this handler, its open streams keep
+	// delivering and end one by one at random moments within this window,
+	// each with a retry hint, so that clients reconnect to the new config
+	// (and resume with Last-Event-ID) spread out rather than all at once.
+	// When the process exits, streams end at once. Default: 5s; a negative
+	// value ends them at once on reloads too.
+	DrainWindow caddy.Duration `json:"drain_window,omitempty"`
 
 	// How much history each topic retains for resumption.
 	History *History `json:"history,omitempty"`
@@ -224,6 +234,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.store = provider.Store()
 	h.store.Configure(h.storeConfig())
 
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering sse metrics: %w", err)
+	}
+
 	// Streams never end by themselves, so a stopping server would wait for
 	// them forever (caddy stop) or leave them on the old config (reload):
 	// end them when the config stops.
@@ -249,6 +263,9 @@ func (h *Handler) setDefaults() {
 	}
 	if h.WriteTimeout == 0 {
 		h.WriteTimeout = caddy.Duration(DefaultWriteTimeout)
+	}
+	if h.DrainWindow == 0 {
+		h.DrainWindow = caddy.Duration(DefaultDrainWindow)
 	}
 	if h.ResetEvent == "" {
 		h.ResetEvent = DefaultResetEvent
@@ -332,6 +349,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.WriteTimeout < 0 {
 		return fmt.Errorf("write_timeout: must not be negative")
+	}
+	if h.DrainWindow < 0 {
+		return fmt.Errorf("drain_window: must not be negative")
 	}
 	if stream.SanitizeName(h.ResetEvent) != h.ResetEvent || stream.SanitizeName(h.CloseEvent) != h.CloseEvent {
 		return fmt.Errorf("reset_event and close_event must be plain event names")
@@ -460,9 +480,16 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 	case errors.Is(err, replay.ErrTooManyTopics), errors.Is(err, replay.ErrTooManySubscribers):
 		return writeRetryLater(w, err.Error())
 	case err != nil:
-		return writeError(w, http.StatusServiceUnavailable, "subscribing: "+err.Error())
+		h.logger.Error("subscribing", zap.String("topic", topic), zap.Error(err))
+		return writeRetryLater(w, "subscribing failed")
 	}
 	defer cur.Close()
+	metrics.subscriptions.Inc()
+	metrics.subscribers.Inc()
+	defer metrics.subscribers.Dec()
+	if from != "" {
+		metrics.replays.Inc()
+	}
 
 	if err := stream.WriteHead(w); err != nil {
 		return nil // the client is gone already
@@ -483,7 +510,15 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		StopRetry: func() time.Duration {
 			return retry + mathrand.N(stopJitter)
 		},
+		Drain: h.drainDelay,
 	})
+	metrics.delivered.Add(float64(stats.Events))
+	metrics.resets.Add(float64(stats.Resets))
+	metrics.bytesWritten.Add(float64(stats.Bytes))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		metrics.slowDisconnects.Inc()
+		h.logger.Debug("subscriber too slow, disconnected", zap.String("topic", topic), zap.Duration("write_timeout", time.Duration(h.WriteTimeout)))
+	}
 	if c := h.logger.Check(zap.DebugLevel, "stream ended"); c != nil {
 		c.Write(zap.String("topic", topic), zap.String("from", from),
 			zap.Int("events", stats.Events), zap.Int("resets", stats.Resets),
@@ -491,6 +526,15 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 			zap.NamedError("reason", err))
 	}
 	return nil
+}
+
+// drainDelay picks when a stream of a stopping config ends: at once when
+// the process exits, at a random moment of the drain window on a reload.
+func (h *Handler) drainDelay() time.Duration {
+	if caddy.Exiting() || h.DrainWindow <= 0 {
+		return 0
+	}
+	return mathrand.N(time.Duration(h.DrainWindow))
 }
 
 // writeError answers with a JSON body saying what is wrong, since Caddy's

@@ -44,14 +44,17 @@ func (h *Handler) readAuthenticated(w http.ResponseWriter, r *http.Request) (bod
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
+		metrics.rejects.WithLabelValues(rejectTooLarge).Inc()
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds max_body of %d bytes", h.Publish.MaxBody))
 		return nil, false
 	case err != nil:
+		metrics.rejects.WithLabelValues(rejectBadInput).Inc()
 		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
 		return nil, false
 	}
 	if len(h.verifier) > 0 {
 		if err := h.verifier.Verify(r.Header, body, time.Now()); err != nil {
+			metrics.rejects.WithLabelValues(rejectAuth).Inc()
 			if h.hasBearer() {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="sse"`)
 			}
@@ -73,6 +76,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 	}
 	key, _, err := webhook.DeliveryID(r.Header)
 	if err != nil {
+		metrics.rejects.WithLabelValues(rejectBadInput).Inc()
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}
 	eventType := stream.SanitizeName(repl.ReplaceAll(h.Publish.Event, ""))
@@ -89,22 +93,31 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 	if err != nil {
 		var se *statusError
 		if errors.As(err, &se) {
+			metrics.rejects.WithLabelValues(rejectTooLarge).Inc()
 			return writeError(w, se.status, se.msg)
 		}
+		metrics.rejects.WithLabelValues(rejectBadInput).Inc()
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}
 
 	res, err := h.store.Append(r.Context(), topic, replay.Batch{Events: drafts, Key: key})
 	switch {
 	case errors.Is(err, replay.ErrTopicClosed):
+		metrics.rejects.WithLabelValues(rejectClosed).Inc()
 		return writeError(w, http.StatusGone, "topic is closed")
 	case errors.Is(err, replay.ErrBatchTooLarge):
+		metrics.rejects.WithLabelValues(rejectTooLarge).Inc()
 		return writeError(w, http.StatusRequestEntityTooLarge, "batch is larger than the topic's history can hold")
 	case errors.Is(err, replay.ErrTooManyTopics):
+		metrics.rejects.WithLabelValues(rejectLimit).Inc()
 		return writeRetryLater(w, err.Error())
 	case err != nil:
+		metrics.rejects.WithLabelValues(rejectStore).Inc()
 		h.logger.Error("appending to topic", zap.String("topic", topic), zap.Error(err))
 		return writeRetryLater(w, "storing events failed")
+	}
+	if !res.Duplicate {
+		metrics.published.Add(float64(len(res.IDs)))
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

@@ -28,11 +28,15 @@ type Options struct {
 	// exactly (see replay.Gap); CloseEvent the one sent when the topic ends.
 	ResetEvent string
 	CloseEvent string
-	// StopRetry gives the retry hint written when Stop is closed (shutdown
-	// or reload), so that clients come back spread out, not all at once.
+	// StopRetry gives the retry hint written when the stream ends because
+	// of Stop, so that clients come back spread out, not all at once.
 	StopRetry func() time.Duration
 	// Stop ends the stream with a retry hint when closed.
 	Stop <-chan struct{}
+	// Drain, when set, tells how long the stream goes on delivering after
+	// Stop is closed: on a reload, streams end spread over a window instead
+	// of all reconnecting to the new config at once.
+	Drain func() time.Duration
 }
 
 // How a stream ended.
@@ -98,6 +102,9 @@ func Serve(ctx context.Context, w http.ResponseWriter, cur replay.Cursor, opts O
 		}
 	}
 
+	stop := opts.Stop
+	var drain *time.Timer
+	var drained <-chan time.Time
 	for {
 		page, err := cur.Next(s.opts.MaxBatch)
 		if err != nil {
@@ -122,17 +129,34 @@ func Serve(ctx context.Context, w http.ResponseWriter, cur replay.Cursor, opts O
 			wrote()
 		case <-ctx.Done():
 			return s.stats, ctx.Err()
-		case <-opts.Stop:
-			retry := opts.Retry
-			if opts.StopRetry != nil {
-				retry = opts.StopRetry()
+		case <-stop:
+			stop = nil
+			var delay time.Duration
+			if opts.Drain != nil {
+				delay = opts.Drain()
 			}
-			if err := s.write(EncodeRetry(retry)); err != nil {
-				return s.stats, err
+			if delay <= 0 {
+				return s.stats, s.end()
 			}
-			return s.stats, ErrStopped
+			drain = time.NewTimer(delay)
+			defer drain.Stop()
+			drained = drain.C
+		case <-drained:
+			return s.stats, s.end()
 		}
 	}
+}
+
+// end writes the retry hint that sends the client back after a stop.
+func (s *subscriber) end() error {
+	retry := s.opts.Retry
+	if s.opts.StopRetry != nil {
+		retry = s.opts.StopRetry()
+	}
+	if err := s.write(EncodeRetry(retry)); err != nil {
+		return err
+	}
+	return ErrStopped
 }
 
 type subscriber struct {
