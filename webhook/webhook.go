@@ -61,9 +61,13 @@ func (b *Bearer) Verify(h http.Header, _ []byte, _ time.Time) error {
 	if auth == "" {
 		return fail("bearer", "missing Authorization header")
 	}
-	scheme, token, ok := strings.Cut(auth, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
+	scheme, token, _ := strings.Cut(auth, " ")
+	if !strings.EqualFold(scheme, "Bearer") {
 		return fail("bearer", "Authorization header is not of the Bearer scheme")
+	}
+	if strings.TrimSpace(token) == "" {
+		// net/http trims "Bearer " to "Bearer"; say so rather than blame the scheme.
+		return fail("bearer", "Authorization header has no token after Bearer")
 	}
 	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
 	if subtle.ConstantTimeCompare(got[:], b.digest[:]) != 1 {
@@ -171,12 +175,16 @@ func (v *StandardWebhooks) Verify(h http.Header, body []byte, now time.Time) err
 	}
 	// The timestamp is signed, so a replay of a captured request is only
 	// accepted within the tolerance (and deduplicated by webhook-id there).
-	skew := now.Sub(time.Unix(secs, 0))
-	if skew > v.tolerance {
-		return fail(scheme, "webhook-timestamp is %s old, beyond the tolerance of %s", skew.Round(time.Second), v.tolerance)
+	// Instants are compared rather than now.Sub(sent) against the tolerance:
+	// Sub saturates at about 292 years, and negating the saturated minimum
+	// overflows back to a negative skew, which let a far-future timestamp
+	// (milliseconds, say) through the window and replay forever.
+	sent := time.Unix(secs, 0)
+	if sent.Before(now.Add(-v.tolerance)) {
+		return fail(scheme, "webhook-timestamp is %s old, beyond the tolerance of %s", now.Sub(sent).Round(time.Second), v.tolerance)
 	}
-	if -skew > v.tolerance {
-		return fail(scheme, "webhook-timestamp is %s in the future, beyond the tolerance of %s", (-skew).Round(time.Second), v.tolerance)
+	if sent.After(now.Add(v.tolerance)) {
+		return fail(scheme, "webhook-timestamp is %s in the future, beyond the tolerance of %s", sent.Sub(now).Round(time.Second), v.tolerance)
 	}
 	mac := hmac.New(sha256.New, v.key)
 	mac.Write([]byte(id))
@@ -255,11 +263,11 @@ func DeliveryID(h http.Header) (key, header string, err error) {
 			continue
 		}
 		if len(v) > maxDeliveryID {
-			return "", name, fmt.Errorf("%s header is %d bytes, longer than %d", name, len(v), maxDeliveryID)
+			return "", name, fmt.Errorf("%s header is malformed: %d bytes, longer than %d", name, len(v), maxDeliveryID)
 		}
 		for i := 0; i < len(v); i++ {
-			if v[i] < 0x21 || v[i] > 0x7e {
-				return "", name, fmt.Errorf("%s header must be printable ASCII without spaces", name)
+			if v[i] < 0x20 || v[i] > 0x7e {
+				return "", name, fmt.Errorf("%s header is malformed: byte %d is not printable ASCII", name, i)
 			}
 		}
 		return v, name, nil
