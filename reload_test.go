@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ http://127.0.0.1:%d {
 // retry safe: a repeat appends nothing.
 func postEvent(t testing.TB, client *http.Client, url, data string) string {
 	t.Helper()
-	key := fmt.Sprintf("%s-%s-%d", t.Name(), data, time.Now().UnixNano())
+	key := fmt.Sprintf("%s-%d", t.Name(), postSeq.Add(1))
 	var resp *http.Response
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -65,6 +66,8 @@ func postEvent(t testing.TB, client *http.Client, url, data string) string {
 	id, _, _ := strings.Cut(rest, `"`)
 	return id
 }
+
+var postSeq atomic.Int64
 
 // resumingClient follows a topic the way EventSource does: when its stream
 // ends it reconnects with Last-Event-ID set to the last id it received.
@@ -248,4 +251,3 @@ func TestReloadAppliesNewHistoryBounds(t *testing.T) {
 		t.Errorf("retained after shrinking history to 4: %v, want %v", got, want)
 	}
 }
-

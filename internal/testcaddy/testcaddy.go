@@ -21,6 +21,12 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	// What a real Caddy has: encode, file_server, the admin /metrics
+	// endpoint and the rest of the standard modules.
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	// The module under test.
+	_ "github.com/ssegate/caddy-sse"
 )
 
 // FreePort returns a loopback TCP port that was free a moment ago.

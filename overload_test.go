@@ -1,0 +1,267 @@
+package caddysse_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ssegate/caddy-sse/internal/ssetest"
+	"github.com/ssegate/caddy-sse/internal/testcaddy"
+)
+
+func overloadCaddyfile(adminPort, port int) string {
+	return fmt.Sprintf(`{
+	admin 127.0.0.1:%d
+}
+
+http://127.0.0.1:%d {
+	sse /o/* {
+		write_timeout 2s
+		history {
+			events 1000
+		}
+		publish {
+			bearer reload-token
+		}
+	}
+}
+`, adminPort, port)
+}
+
+// publishBurst publishes n events of about 1 KiB one by one and returns
+// events/s. Each event's data starts with its index.
+func publishBurst(t *testing.T, url string, n int) float64 {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	pad := strings.Repeat("p", 1<<10)
+	start := time.Now()
+	for i := range n {
+		postEvent(t, client, url, strconv.Itoa(i)+" "+pad)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// A subscriber that reads one byte a second while 10,000 events are
+// published never holds the publisher back, nor the other subscribers: its
+// writes time out and it is cut off, and memory for it is only its cursor.
+func TestSlowConsumerSlowsNobody(t *testing.T) {
+	const n = 10000
+	adminPort, port := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	testcaddy.Load(t, overloadCaddyfile(adminPort, port))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+
+	before := scrape(t, adminPort)
+	baseline := publishBurst(t, "http://"+addr+"/o/slow-baseline", n/4)
+
+	// The slow reader: a raw connection read one byte a second.
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /o/slow HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+	slowDone := make(chan int)
+	go func() {
+		r := bufio.NewReaderSize(conn, 16) // small buffer: each Read takes little
+		read := 0
+		for {
+			if _, err := r.ReadByte(); err != nil {
+				slowDone <- read
+				return
+			}
+			read++
+			time.Sleep(time.Second)
+		}
+	}()
+
+	// A normal subscriber on the same topic.
+	fast, err := ssetest.Dial(addr, "/o/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fast.Close()
+	_ = fast.Conn.SetReadDeadline(time.Now().Add(120 * time.Second))
+	received := make(chan int)
+	go func() {
+		count := 0
+		for count < n {
+			ev, err := fast.Next()
+			if err != nil {
+				break
+			}
+			if strings.Fields(ev.Data)[0] != strconv.Itoa(count) {
+				t.Errorf("fast subscriber: event %d has data %q", count, ev.Data)
+				break
+			}
+			count++
+		}
+		received <- count
+	}()
+
+	// 10 MiB in all: far more than the slow reader's socket buffers hold.
+	rate := publishBurst(t, "http://"+addr+"/o/slow", n)
+	if got := <-received; got != n {
+		t.Errorf("fast subscriber received %d of %d events", got, n)
+	}
+	t.Logf("publish rate: %.0f events/s without a slow subscriber, %.0f events/s with one reading 1 byte/s (ratio %.2f)", baseline, rate, rate/baseline)
+
+	// Its blocked write times out (write_timeout 2s) and it is cut off.
+	deadline := time.Now().Add(30 * time.Second)
+	for scrape(t, adminPort)["caddy_sse_slow_consumer_disconnects_total"]-before["caddy_sse_slow_consumer_disconnects_total"] < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow subscriber was not disconnected within 30s of a 2s write_timeout")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	conn.Close()
+	<-slowDone
+}
+
+// A subscriber whose cursor falls behind the retained history (it stops
+// reading while more than the history is published) gets a reset event and
+// continues with what is retained, ids still increasing.
+func TestSubscriberBehindHistoryGetsReset(t *testing.T) {
+	adminPort, port := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	testcaddy.Load(t, strings.Replace(overloadCaddyfile(adminPort, port), "events 1000", "events 50", 1))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	s, err := ssetest.Dial(addr, "/o/behind")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	// 8 KiB events: a few hundred fill the loopback socket buffers, so the
+	// server's writer blocks while history moves on past its cursor.
+	big := strings.Repeat("x", 8<<10)
+	client := &http.Client{Timeout: 10 * time.Second}
+	for i := range 2000 {
+		postEvent(t, client, "http://"+addr+"/o/behind", fmt.Sprintf("%d %s", i, big))
+	}
+	_ = s.Conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	var resets, events int
+	lastSeq := -1
+	for {
+		ev, err := s.Next()
+		if err != nil {
+			t.Fatalf("after %d events: %v", events, err)
+		}
+		if ev.Type == "reset" {
+			var gap struct{ Reason, Requested, ResumeAfter string }
+			_ = json.Unmarshal([]byte(ev.Data), &gap)
+			if !strings.Contains(ev.Data, `"reason":"expired"`) {
+				t.Errorf("reset data %s, want reason expired", ev.Data)
+			}
+			resets++
+			continue
+		}
+		seq, _ := strconv.Atoi(strings.Fields(ev.Data)[0])
+		if seq <= lastSeq {
+			t.Fatalf("event %d after %d: not increasing", seq, lastSeq)
+		}
+		lastSeq = seq
+		events++
+		if seq == 1999 {
+			break
+		}
+	}
+	if resets == 0 {
+		t.Errorf("received %d events and no reset, but history holds only 50 of 2000", events)
+	}
+	t.Logf("behind subscriber: %d events, %d resets", events, resets)
+}
+
+// The module's metrics appear on the admin endpoint with the values a
+// scripted run produced.
+func TestMetricsOnAdminEndpoint(t *testing.T) {
+	adminPort, port := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	testcaddy.Load(t, overloadCaddyfile(adminPort, port))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	before := scrape(t, adminPort)
+
+	s, err := ssetest.Dial(addr, "/o/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	for i := range 3 {
+		postEvent(t, client, "http://"+addr+"/o/metrics", strconv.Itoa(i))
+	}
+	for range 3 {
+		if _, err := s.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Rejected: no credentials.
+	resp, err := client.Post("http://"+addr+"/o/metrics", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	during := scrape(t, adminPort)
+	s.Close()
+
+	var wg sync.WaitGroup
+	wg.Wait()
+	checks := []struct {
+		name string
+		want float64
+	}{
+		{"caddy_sse_subscriptions_total", 1},
+		{"caddy_sse_events_published_total", 3},
+		{`caddy_sse_publish_rejects_total{reason="auth"}`, 1},
+		{"caddy_sse_subscribers", 1},
+	}
+	for _, c := range checks {
+		if got := during[c.name] - before[c.name]; got != c.want {
+			t.Errorf("%s grew by %v, want %v", c.name, got, c.want)
+		}
+	}
+	// Deliveries are counted when a stream ends.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		after := scrape(t, adminPort)
+		if after["caddy_sse_events_delivered_total"]-before["caddy_sse_events_delivered_total"] == 3 &&
+			after["caddy_sse_subscribers"] == before["caddy_sse_subscribers"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the stream closed: delivered grew by %v (want 3), subscribers %v (want %v)",
+				after["caddy_sse_events_delivered_total"]-before["caddy_sse_events_delivered_total"],
+				after["caddy_sse_subscribers"], before["caddy_sse_subscribers"])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var sampleLine = regexp.MustCompile(`^(caddy_sse_[a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$`)
+
+// scrape reads the admin /metrics endpoint into name{labels} → value.
+func scrape(t *testing.T, adminPort int) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	values := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if m := sampleLine.FindStringSubmatch(line); m != nil {
+			v, _ := strconv.ParseFloat(m[2], 64)
+			values[m[1]] = v
+		}
+	}
+	if len(values) == 0 {
+		t.Fatalf("no caddy_sse_ metrics on the admin endpoint:\n%.2000s", body)
+	}
+	return values
+}
