@@ -83,3 +83,65 @@ func BenchmarkFanOut(b *testing.B) {
 		})
 	}
 }
+
+// syscallWriter stands for a connection where every write and every flush
+// costs a system call: it counts them and the events written.
+type syscallWriter struct {
+	countingWriter
+	writes, flushes int
+	onWrite         func()
+}
+
+func (w *syscallWriter) Write(b []byte) (int, error) {
+	w.writes++
+	n, err := w.countingWriter.Write(b)
+	w.onWrite()
+	return n, err
+}
+
+func (w *syscallWriter) Flush() { w.flushes++ }
+
+// BenchmarkCatchUp measures a subscriber that is behind by 1,000 events
+// (a resume, or a reader that stalled), with and without coalescing: with
+// batch=64 up to 64 events leave in one write and one flush.
+func BenchmarkCatchUp(b *testing.B) {
+	const behind = 1000
+	store := replay.NewMemory(replay.Config{Framer: stream.EncodeEvent, MaxEvents: behind})
+	defer store.Close()
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("x"), 200)
+	for range behind {
+		if _, err := store.Append(ctx, "catch-up", replay.Batch{Events: []replay.Draft{{Data: data}}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, batch := range []int{1, 64} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			var delivered atomic.Int64
+			var writes, flushes int
+			b.ReportAllocs()
+			for range b.N {
+				cur, err := store.Subscribe(ctx, "catch-up", replay.Earliest, replay.GapReplay)
+				if err != nil {
+					b.Fatal(err)
+				}
+				delivered.Store(0)
+				w := &syscallWriter{countingWriter: countingWriter{header: http.Header{}, events: &delivered}}
+				// Caught up: end the stream as a client going away would.
+				caughtUp, done := context.WithCancel(ctx)
+				w.onWrite = func() {
+					if delivered.Load() >= behind {
+						done()
+					}
+				}
+				_, _ = stream.Serve(caughtUp, w, cur, stream.Options{MaxBatch: batch, WriteTimeout: time.Minute})
+				done()
+				cur.Close()
+				writes, flushes = w.writes, w.flushes
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*behind), "ns/event")
+			b.ReportMetric(float64(writes), "writes/catch-up")
+			b.ReportMetric(float64(flushes), "flushes/catch-up")
+		})
+	}
+}
