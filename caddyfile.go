@@ -35,6 +35,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		heartbeat     <duration> | off         # default 15s; 0 or off disables
 //		write_timeout <duration>               # default 30s
 //		drain_window  <duration>               # default 5s; 0 ends streams at once on reload
+//		compress      <encoding...> | off      # gzip, zstd; default off (encode applies)
 //		on_gap        replay | live            # default replay
 //		reset_event   <name>                   # default reset
 //		close_event   <name>                   # default close
@@ -60,6 +61,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max_body          <size>           # default 1MiB
 //			dedup_window      <duration>       # default 1h
 //		}
+//		source <url> { … }                     # repeatable: an upstream pulled into topics (see unmarshalSource)
 //	}
 //
 // bearer, hmac_sha256 and standard_webhooks may each be given several times;
@@ -96,6 +98,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if h.DrainWindow == 0 {
 				h.DrainWindow = -1 // the JSON encoding of "end at once"
+			}
+		case "compress":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("compress: name encodings (gzip, zstd) or off")
+			}
+			h.Compress = nil
+			if len(args) == 1 && args[0] == "off" {
+				continue
+			}
+			for _, a := range args {
+				if a != "gzip" && a != "zstd" {
+					return d.Errf("compress: unknown encoding %q; offered: gzip, zstd, or off", a)
+				}
+				h.Compress = append(h.Compress, a)
 			}
 		case "on_gap":
 			if err := oneArg(d, &h.OnGap); err != nil {
@@ -134,6 +151,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := h.unmarshalPublish(d); err != nil {
 				return err
 			}
+		case "source":
+			sc, err := unmarshalSource(d)
+			if err != nil {
+				return err
+			}
+			h.Sources = append(h.Sources, sc)
 		default:
 			return d.Errf("unrecognized sse option %q", d.Val())
 		}

@@ -104,6 +104,15 @@ type Handler struct {
 	// Default: `close`.
 	CloseEvent string `json:"close_event,omitempty"`
 
+	// Compress event streams here, each event compressed once and the bytes
+	// shared by every subscriber, with these encodings in order of
+	// preference: `gzip`, `zstd`. The encoding is negotiated from
+	// Accept-Encoding (q-values honoured; identity when nothing matches).
+	// Responses then carry Content-Encoding themselves, so Caddy's encode
+	// leaves them alone. Default: empty, off: Caddy's encode, if
+	// configured, compresses each stream with a compressor of its own.
+	Compress []string `json:"compress,omitempty"`
+
 	// Enables publishing (POST) and ending topics (DELETE) on the same URL.
 	// Without it both answer 405.
 	Publish *Publish `json:"publish,omitempty"`
@@ -114,9 +123,15 @@ type Handler struct {
 	// Where topic logs live. Default: `{"module": "memory"}`.
 	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.sse.stores inline_key=module"`
 
-	store    replay.Store
-	verifier webhook.Any
-	logger   *zap.Logger
+	// Upstreams pulled into topics: NDJSON or event-stream backends, each
+	// read by one connection however many clients listen. See
+	// SourceConfig.
+	Sources []*SourceConfig `json:"sources,omitempty"`
+
+	store     replay.Store
+	encodings []*stream.Encoding
+	verifier  webhook.Any
+	logger    *zap.Logger
 
 	// stop is closed when the config this handler belongs to stops (a
 	// reload or the process exiting), ending every open stream.
@@ -212,6 +227,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.setDefaults()
 	repl := caddy.NewReplacer()
 
+	for _, name := range h.Compress {
+		enc := stream.EncodingByName(name)
+		if enc == nil {
+			return fmt.Errorf("compress: unknown encoding %q; offered: gzip, zstd", name)
+		}
+		h.encodings = append(h.encodings, enc)
+	}
+
 	if h.Publish != nil {
 		v, err := h.Publish.verifiers(repl)
 		if err != nil {
@@ -233,6 +256,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.store = provider.Store()
 	h.store.Configure(h.storeConfig())
+	if err := h.provisionSources(ctx); err != nil {
+		return err
+	}
 
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering sse metrics: %w", err)
@@ -306,6 +332,7 @@ func (h *Handler) storeConfig() replay.Config {
 		MaxTopics:              h.Limits.Topics,
 		MaxSubscribersPerTopic: h.Limits.SubscribersPerTopic,
 		Framer:                 stream.EncodeEvent,
+		Encodings:              len(h.Compress),
 	}
 	if h.Publish != nil {
 		cfg.DedupWindow = time.Duration(h.Publish.DedupWindow)
@@ -377,7 +404,7 @@ func (h *Handler) Validate() error {
 // Cleanup ends the streams still open on this handler.
 func (h *Handler) Cleanup() error {
 	h.endStreams()
-	return nil
+	return h.cleanupSources()
 }
 
 func (h *Handler) endStreams() {
@@ -484,6 +511,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		return writeRetryLater(w, "subscribing failed")
 	}
 	defer cur.Close()
+	defer h.sourceDemand(topic)()
 	metrics.subscriptions.Inc()
 	metrics.subscribers.Inc()
 	defer metrics.subscribers.Dec()
@@ -491,7 +519,14 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		metrics.replays.Inc()
 	}
 
-	if err := stream.WriteHead(w); err != nil {
+	var enc *stream.Encoding
+	if len(h.encodings) > 0 {
+		enc = stream.Negotiate(r.Header.Get("Accept-Encoding"), h.encodings)
+		w.Header().Add("Vary", "Accept-Encoding")
+		// Whatever was negotiated, encode must not compress again.
+		w.Header().Set("Cache-Control", "no-cache, no-transform")
+	}
+	if err := stream.WriteHead(w, enc); err != nil {
 		return nil // the client is gone already
 	}
 	heartbeat := time.Duration(h.Heartbeat)
@@ -510,7 +545,8 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		StopRetry: func() time.Duration {
 			return retry + mathrand.N(stopJitter)
 		},
-		Drain: h.drainDelay,
+		Drain:    h.drainDelay,
+		Encoding: enc,
 	})
 	metrics.delivered.Add(float64(stats.Events))
 	metrics.resets.Add(float64(stats.Resets))

@@ -10,6 +10,7 @@ package replay
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,12 +36,33 @@ type Event struct {
 
 	// seq orders events in the store's timeline (memory store).
 	seq uint64
+	// encoded caches Frame in other encodings (shared compression).
+	encoded [MaxEncodings]atomic.Pointer[[]byte]
+	// encodedBudget is what the cached encodings are charged against the
+	// history bounds, reserved when the event is appended.
+	encodedBudget int
+}
+
+// MaxEncodings is how many encoded copies of a frame an event can cache.
+const MaxEncodings = 2
+
+// Encoded returns the frame in the encoding numbered slot, computing it with
+// encode on first use: one compression per event and encoding, shared by
+// every subscriber that negotiated it. Concurrent first callers may both
+// compute; encode must be deterministic, so either result serves.
+func (e *Event) Encoded(slot int, encode func(frame []byte) []byte) []byte {
+	if p := e.encoded[slot].Load(); p != nil {
+		return *p
+	}
+	b := encode(e.Frame)
+	e.encoded[slot].CompareAndSwap(nil, &b)
+	return *e.encoded[slot].Load()
 }
 
 // size is what an event costs against a topic's byte bound.
 func (e *Event) size() int64 {
 	const overhead = 96 // struct, slice headers, the id string
-	return int64(len(e.Data)+len(e.Frame)+len(e.ID)+len(e.Type)) + overhead
+	return int64(len(e.Data)+len(e.Frame)+len(e.ID)+len(e.Type)+e.encodedBudget) + overhead
 }
 
 // Draft is an event offered for publishing: it has no id yet.
@@ -161,6 +183,10 @@ type Config struct {
 	MaxDedupKeys int
 	// Framer encodes events; required.
 	Framer Framer
+	// Encodings is how many compressed copies of each frame subscribers
+	// may make the log cache (see Event.Encoded); each is charged as much
+	// as the frame against MaxBytes, so the bound holds whatever is cached.
+	Encodings int
 }
 
 // Defaults of Config.

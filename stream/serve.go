@@ -33,6 +33,9 @@ type Options struct {
 	StopRetry func() time.Duration
 	// Stop ends the stream with a retry hint when closed.
 	Stop <-chan struct{}
+	// Encoding, when set, compresses the stream with shared per-event
+	// segments (see Encoding); WriteHead must have been given the same.
+	Encoding *Encoding
 	// Drain, when set, tells how long the stream goes on delivering after
 	// Stop is closed: on a reload, streams end spread over a window instead
 	// of all reconnecting to the new config at once.
@@ -59,12 +62,20 @@ var heartbeat = EncodeComment("")
 // the client sees the stream open before the first event. Calling
 // WriteHeader explicitly is also what makes Caddy's encode handler compress
 // an event stream from the first byte (since Caddy 2.11.5).
-func WriteHead(w http.ResponseWriter) error {
+//
+// With an encoding, Content-Encoding is set here, which is also what makes
+// Caddy's encode leave the response alone.
+func WriteHead(w http.ResponseWriter, enc *Encoding) error {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
+	if h.Get("Cache-Control") == "" {
+		h.Set("Cache-Control", "no-cache")
+	}
 	h.Set("X-Accel-Buffering", "no")
 	h.Del("Content-Length")
+	if enc != nil {
+		h.Set("Content-Encoding", enc.Name)
+	}
 	w.WriteHeader(http.StatusOK)
 	return http.NewResponseController(w).Flush()
 }
@@ -83,8 +94,16 @@ func Serve(ctx context.Context, w http.ResponseWriter, cur replay.Cursor, opts O
 	// requests.
 	defer s.rc.SetWriteDeadline(time.Time{}) //nolint:errcheck
 
+	var first []byte
+	if opts.Encoding != nil {
+		s.enc = &encodedWriter{enc: opts.Encoding}
+		first = s.enc.start(first)
+	}
 	if opts.Retry > 0 {
-		if err := s.write(EncodeRetry(opts.Retry)); err != nil {
+		first = s.plain(first, EncodeRetry(opts.Retry))
+	}
+	if len(first) > 0 {
+		if err := s.write(first); err != nil {
 			return s.stats, err
 		}
 	}
@@ -123,7 +142,11 @@ func Serve(ctx context.Context, w http.ResponseWriter, cur replay.Cursor, opts O
 		select {
 		case <-page.Wait:
 		case <-idle:
-			if err := s.write(heartbeat); err != nil {
+			hb := heartbeat
+			if s.enc != nil {
+				hb = s.enc.heartbeat(nil)
+			}
+			if err := s.write(hb); err != nil {
 				return s.stats, err
 			}
 			wrote()
@@ -153,7 +176,11 @@ func (s *subscriber) end() error {
 	if s.opts.StopRetry != nil {
 		retry = s.opts.StopRetry()
 	}
-	if err := s.write(EncodeRetry(retry)); err != nil {
+	b := s.plain(nil, EncodeRetry(retry))
+	if s.enc != nil {
+		b = s.enc.finish(b)
+	}
+	if err := s.write(b); err != nil {
 		return err
 	}
 	return ErrStopped
@@ -163,7 +190,24 @@ type subscriber struct {
 	w     http.ResponseWriter
 	rc    *http.ResponseController
 	opts  Options
+	enc   *encodedWriter // nil for identity
 	stats Stats
+}
+
+// plain appends bytes of this subscriber's own (not a shared event frame).
+func (s *subscriber) plain(dst, b []byte) []byte {
+	if s.enc != nil {
+		return s.enc.own(dst, b)
+	}
+	return append(dst, b...)
+}
+
+// frame appends a shared event frame.
+func (s *subscriber) frame(dst []byte, e *replay.Event) []byte {
+	if s.enc != nil {
+		return s.enc.event(dst, e)
+	}
+	return append(dst, e.Frame...)
 }
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -171,7 +215,7 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return
 // deliver writes a page in one write and one flush: a reader that is behind
 // catches up with one syscall per batch rather than one per event.
 func (s *subscriber) deliver(p replay.Page) error {
-	if p.Gap == nil && !p.Closed && len(p.Events) == 1 {
+	if p.Gap == nil && !p.Closed && len(p.Events) == 1 && s.enc == nil {
 		s.stats.Events++
 		return s.write(p.Events[0].Frame)
 	}
@@ -182,15 +226,18 @@ func (s *subscriber) deliver(p replay.Page) error {
 		if err != nil {
 			return fmt.Errorf("encoding reset event: %w", err)
 		}
-		buf = AppendEvent(buf, p.Gap.ResumeAfter, s.opts.ResetEvent, data)
+		buf = s.plain(buf, EncodeEvent(p.Gap.ResumeAfter, s.opts.ResetEvent, data))
 		s.stats.Resets++
 	}
 	for _, e := range p.Events {
-		buf = append(buf, e.Frame...)
+		buf = s.frame(buf, e)
 	}
 	s.stats.Events += len(p.Events)
 	if p.Closed {
-		buf = AppendEvent(buf, "", s.opts.CloseEvent, []byte(`{"reason":"topic closed"}`))
+		buf = s.plain(buf, EncodeEvent("", s.opts.CloseEvent, []byte(`{"reason":"topic closed"}`)))
+		if s.enc != nil {
+			buf = s.enc.finish(buf)
+		}
 	}
 	err := s.write(buf)
 	if cap(buf) <= 1<<20 {

@@ -1,0 +1,389 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ssegate/caddy-sse/replay"
+)
+
+var (
+	errIdle          = errors.New("upstream sent nothing for idle_timeout")
+	errHeaderTimeout = errors.New("upstream sent no response head in time")
+)
+
+func newRunContext() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}
+
+// outcome is how one connection ended.
+type outcome struct {
+	reason     error
+	status     int
+	progress   bool // lines were read: the next failure starts backoff afresh
+	retryAfter time.Duration
+	ended      bool // the topic ended: stop for good
+	stop       bool // the store is gone: stop for good
+
+	lines, appended, skipped, duplicates int64
+}
+
+// run connects, reads and reconnects until ctx ends or the source ends.
+func (s *Source) run(ctx context.Context) {
+	defer s.skips.flush(s)
+	for {
+		out := s.connect(ctx)
+		if ctx.Err() != nil {
+			s.log().Info("upstream closed", zap.Int64("lines", out.lines), zap.Int64("appended", out.appended))
+			return
+		}
+		if out.ended || out.stop {
+			s.ended.Store(true)
+			return
+		}
+		if out.progress {
+			s.attempt = 0
+		}
+		delay := backoff(s.cfg.BackoffMin, s.cfg.BackoffMax, s.attempt)
+		s.attempt++
+		if out.retryAfter > delay {
+			delay = out.retryAfter
+		}
+		s.skips.flush(s)
+		level := zapcore.WarnLevel
+		if out.status/100 == 2 && (errors.Is(out.reason, io.EOF) || errors.Is(out.reason, errIdle)) {
+			level = zapcore.InfoLevel
+		}
+		msg := "upstream disconnected"
+		if out.status/100 != 2 {
+			msg = "upstream unavailable"
+		}
+		if c := s.log().Check(level, msg); c != nil {
+			fields := []zap.Field{
+				zap.String("reason", reasonText(out.reason)),
+				zap.Duration("reconnect_in", delay),
+				zap.Int("attempt", s.attempt),
+			}
+			if out.status != 0 {
+				fields = append(fields, zap.Int("status", out.status))
+			}
+			if out.status/100 == 2 {
+				fields = append(fields, zap.Int64("lines", out.lines), zap.Int64("appended", out.appended),
+					zap.Int64("skipped", out.skipped), zap.Int64("duplicates", out.duplicates))
+			}
+			c.Write(fields...)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func reasonText(err error) string {
+	switch {
+	case err == nil:
+		return "unknown"
+	case errors.Is(err, io.EOF):
+		return "upstream ended the stream (EOF)"
+	}
+	return err.Error()
+}
+
+// request builds the upstream request, with the resume cursor.
+func (s *Source) request(ctx context.Context) (req *http.Request, cursor string) {
+	u := *s.url
+	cursor = s.lin.position()
+	if cursor != "" && s.cfg.ResumeQuery != "" {
+		q := u.Query()
+		q.Set(s.cfg.ResumeQuery, cursor)
+		u.RawQuery = q.Encode()
+	}
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	for name, values := range s.cfg.Header {
+		req.Header[http.CanonicalHeaderKey(name)] = append([]string(nil), values...)
+	}
+	if host := req.Header.Get("Host"); host != "" {
+		req.Host = host
+		req.Header.Del("Host")
+	}
+	if req.Header.Get("Accept") == "" {
+		if s.cfg.Format == FormatSSE {
+			req.Header.Set("Accept", "text/event-stream")
+		} else {
+			req.Header.Set("Accept", "application/x-ndjson, application/jsonl;q=0.9, */*;q=0.1")
+		}
+	}
+	if req.Header.Get("Cache-Control") == "" {
+		req.Header.Set("Cache-Control", "no-cache")
+	}
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", "caddy-sse")
+	}
+	if cursor != "" && s.cfg.ResumeHeader != "" {
+		req.Header.Set(s.cfg.ResumeHeader, cursor)
+	}
+	return req, cursor
+}
+
+// connect makes one request and reads its stream to the end.
+func (s *Source) connect(parent context.Context) (out outcome) {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	wait, timeoutErr := s.cfg.IdleTimeout, errIdle
+	if wait <= 0 {
+		wait, timeoutErr = headerTimeout, errHeaderTimeout
+	}
+	watchdog := time.AfterFunc(wait, func() { cancel(timeoutErr) })
+	defer watchdog.Stop()
+	cause := func(err error) error {
+		if c := context.Cause(ctx); c != nil && parent.Err() == nil {
+			return c
+		}
+		return err
+	}
+
+	req, cursor := s.request(ctx)
+	s.requests.Add(1)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		out.reason = cause(err)
+		return out
+	}
+	defer func() {
+		cancel(nil)
+		resp.Body.Close()
+	}()
+	out.status = resp.StatusCode
+	switch {
+	case resp.StatusCode == http.StatusNoContent:
+		s.log().Info("upstream answered 204: ending its topics")
+		s.closeAll(ctx)
+		out.ended = true
+		return out
+	case resp.StatusCode/100 != 2:
+		out.reason = fmt.Errorf("upstream answered %s", resp.Status)
+		out.retryAfter = retryAfter(resp.Header, time.Now())
+		return out
+	}
+	s.connects.Add(1)
+	s.log().Info("upstream connected", zap.Int("status", resp.StatusCode), zap.String("cursor", cursor))
+	body := io.Reader(resp.Body)
+	if s.cfg.IdleTimeout > 0 {
+		body = &idleReader{r: resp.Body, t: watchdog, d: s.cfg.IdleTimeout}
+	} else {
+		watchdog.Stop()
+	}
+	var err2 error
+	if s.cfg.Format == FormatSSE {
+		err2 = s.readSSE(ctx, body, &out)
+	} else {
+		err2 = s.readNDJSON(ctx, body, &out)
+	}
+	if err2 != nil {
+		out.reason = cause(err2)
+	}
+	if out.retryAfter > 0 {
+		out.retryAfter = min(out.retryAfter, s.cfg.BackoffMax)
+	}
+	return out
+}
+
+// idleReader re-arms the idle watchdog whenever the upstream sends bytes.
+type idleReader struct {
+	r io.Reader
+	t *time.Timer
+	d time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.t.Reset(r.d)
+	}
+	return n, err
+}
+
+// readNDJSON appends the lines of one connection. It returns the error
+// that ended the stream, or nil when the source must stop.
+func (s *Source) readNDJSON(ctx context.Context, body io.Reader, out *outcome) error {
+	sp := NewSplitter(body, s.cfg.MaxLine, false)
+	for {
+		l, err := sp.Next()
+		if err != nil {
+			return err
+		}
+		out.progress = true
+		out.lines++
+		s.lines.Add(1)
+		if l.TooLong {
+			s.skip(out, l, "line longer than max_line")
+			continue
+		}
+		rec, err := s.cfg.Mapping.Map(l.Text)
+		if err != nil {
+			s.skip(out, l, err.Error())
+			continue
+		}
+		if s.deliver(ctx, l, rec, rec.ID != "", out) {
+			return nil
+		}
+	}
+}
+
+// readSSE relays the events of one connection.
+func (s *Source) readSSE(ctx context.Context, body io.Reader, out *outcome) error {
+	sp := NewSplitter(body, s.cfg.MaxLine, true)
+	p := newSSEParser(s.cfg.Mapping.MaxEvent)
+	defer func() {
+		if p.Retry >= 0 {
+			out.retryAfter = p.Retry
+		}
+	}()
+	for {
+		l, err := sp.Next()
+		if err != nil {
+			return err
+		}
+		out.progress = true
+		ev, skip := p.Line(l)
+		if skip != "" {
+			out.lines++
+			s.lines.Add(1)
+			s.skip(out, l, skip)
+			continue
+		}
+		if ev == nil {
+			continue
+		}
+		out.lines++
+		s.lines.Add(1)
+		rec := Record{Topic: s.cfg.Mapping.Topic, ID: ev.ID, Event: ev.Type, Data: ev.Data}
+		if s.deliver(ctx, Line{N: l.N, Text: ev.Data[:min(len(ev.Data), sampleLen)]}, rec, ev.OwnID, out) {
+			return nil
+		}
+	}
+}
+
+// deliver appends one record unless its upstream id was appended already.
+// It returns true when the source must stop.
+func (s *Source) deliver(ctx context.Context, l Line, rec Record, dedup bool, out *outcome) bool {
+	lin := s.lin
+	lin.mu.Lock()
+	defer lin.mu.Unlock()
+	if dedup && lin.has(rec.ID) {
+		out.duplicates++
+		s.duplicates.Add(1)
+		return false
+	}
+	_, err := s.store.Append(ctx, rec.Topic, replay.Batch{Events: []replay.Draft{{Type: rec.Event, Data: rec.Data}}})
+	switch {
+	case err == nil:
+	case errors.Is(err, replay.ErrTopicClosed) && s.cfg.Mapping.TopicField == "":
+		s.log().Info("topic was closed: source stops", zap.String("topic", rec.Topic))
+		out.ended = true
+		return true
+	case errors.Is(err, replay.ErrStoreClosed):
+		out.stop = true
+		out.reason = err
+		return true
+	default:
+		s.skip(out, l, "store: "+err.Error())
+		return false
+	}
+	out.appended++
+	s.appended.Add(1)
+	if rec.ID != "" {
+		if dedup {
+			lin.add(rec.ID)
+		}
+		lin.cursor = rec.ID
+	}
+	if len(s.topics) < maxTracked {
+		s.topics[rec.Topic] = struct{}{}
+	}
+	if rec.Close {
+		s.closeTopic(ctx, rec.Topic, "close_when")
+		if s.cfg.Mapping.TopicField == "" {
+			out.ended = true
+			return true
+		}
+	}
+	return false
+}
+
+// maxTracked bounds the topics a topic_field source remembers, to end
+// them when the upstream answers 204.
+const maxTracked = 10000
+
+func (s *Source) closeTopic(ctx context.Context, topic, why string) {
+	err := s.store.CloseTopic(ctx, topic)
+	if err != nil && !errors.Is(err, replay.ErrTopicClosed) {
+		s.log().Error("ending topic", zap.String("topic", topic), zap.Error(err))
+		return
+	}
+	delete(s.topics, topic)
+	s.log().Info("topic ended by upstream", zap.String("topic", topic), zap.String("by", why))
+}
+
+// closeAll ends the source's topic, or every topic it routed lines to.
+func (s *Source) closeAll(ctx context.Context) {
+	if t := s.cfg.Mapping.Topic; t != "" {
+		s.closeTopic(ctx, t, "204")
+		return
+	}
+	for t := range s.topics {
+		s.closeTopic(ctx, t, "204")
+	}
+}
+
+// skipLog rate-limits the logs of skipped lines: the first skip is logged
+// at once, later ones at most once per skipLogEvery as a summary, and what
+// is pending when a connection ends.
+type skipLog struct {
+	last    time.Time
+	pending int64
+	line    int
+	reason  string
+	sample  []byte
+	length  int64
+}
+
+const skipLogEvery = 10 * time.Second
+
+func (s *Source) skip(out *outcome, l Line, reason string) {
+	out.skipped++
+	s.skipped.Add(1)
+	sl := &s.skips
+	sl.pending++
+	sl.line, sl.reason, sl.length = l.N, reason, l.Len
+	sl.sample = append(sl.sample[:0], l.Text[:min(len(l.Text), sampleLen)]...)
+	if now := time.Now(); now.Sub(sl.last) >= skipLogEvery {
+		sl.last = now
+		sl.flush(s)
+	}
+}
+
+func (sl *skipLog) flush(s *Source) {
+	if sl.pending == 0 {
+		return
+	}
+	s.log().Warn("skipped upstream lines",
+		zap.Int64("skipped", sl.pending),
+		zap.Int("last_line", sl.line),
+		zap.String("last_reason", sl.reason),
+		zap.Int64("last_length", sl.length),
+		zap.String("last_sample", string(bytes.ToValidUTF8(sl.sample, []byte("\uFFFD")))))
+	sl.pending = 0
+}
