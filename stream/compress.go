@@ -64,6 +64,10 @@ func (e *Encoding) segment(ev *replay.Event) []byte {
 	return ev.Encoded(e.slot, e.compress)
 }
 
+// SegmentOf returns an event's frame in enc, as every subscriber that
+// negotiated enc receives it.
+func SegmentOf(enc *Encoding, ev *replay.Event) []byte { return enc.segment(ev) }
+
 // gzip: a stream is the 10-byte member header, then per event the raw
 // DEFLATE blocks of a fresh compressor ended by a sync flush (so the
 // event is decodable at once and nothing carries over), then at the end
@@ -119,8 +123,13 @@ func (w *encodedWriter) account(plain []byte) {
 
 // event appends an event's shared segment.
 func (w *encodedWriter) event(dst []byte, ev *replay.Event) []byte {
+	return append(dst, w.shared(ev)...)
+}
+
+// shared returns an event's segment itself, to be written as is.
+func (w *encodedWriter) shared(ev *replay.Event) []byte {
 	w.account(ev.Frame)
-	return append(dst, w.enc.segment(ev)...)
+	return w.enc.segment(ev)
 }
 
 // own appends bytes only this subscriber sends (retry lines, reset and

@@ -215,8 +215,12 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return
 // deliver writes a page in one write and one flush: a reader that is behind
 // catches up with one syscall per batch rather than one per event.
 func (s *subscriber) deliver(p replay.Page) error {
-	if p.Gap == nil && !p.Closed && len(p.Events) == 1 && s.enc == nil {
+	if p.Gap == nil && !p.Closed && len(p.Events) == 1 {
+		// The live path: the shared bytes go out as they are, uncopied.
 		s.stats.Events++
+		if s.enc != nil {
+			return s.write(s.enc.shared(p.Events[0]))
+		}
 		return s.write(p.Events[0].Frame)
 	}
 	bp := batchPool.Get().(*[]byte)
