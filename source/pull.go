@@ -42,7 +42,8 @@ func (s *Source) run(ctx context.Context) {
 	for {
 		out := s.connect(ctx)
 		if ctx.Err() != nil {
-			s.log().Info("upstream closed", zap.Int64("lines", out.lines), zap.Int64("appended", out.appended))
+			s.log().Info("upstream closed", zap.Int64("lines", out.lines), zap.Int64("appended", out.appended),
+				zap.Int64("skipped", out.skipped), zap.Int64("duplicates", out.duplicates))
 			return
 		}
 		if out.ended || out.stop {
