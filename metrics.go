@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ssegate/caddy-sse/source"
 )
 
 // metrics are process-wide so that their values survive config reloads:
@@ -69,6 +71,63 @@ const (
 	rejectStore    = "store_error"
 )
 
+// sourceCollector reports the counters every live source keeps, labelled
+// by its upstream URL (credentials removed): one series per configured
+// source, never per topic.
+type sourceCollector struct{}
+
+var (
+	sourceConnectsDesc = prometheus.NewDesc("caddy_sse_source_connects_total",
+		"Upstream connections a source opened with a 2xx answer; more than one means reconnects.", []string{"source"}, nil)
+	sourceRequestsDesc = prometheus.NewDesc("caddy_sse_source_requests_total",
+		"Requests a source made to its upstream, whatever the answer.", []string{"source"}, nil)
+	sourceAppendedDesc = prometheus.NewDesc("caddy_sse_source_events_appended_total",
+		"Events a source appended to topics.", []string{"source"}, nil)
+	sourceSkippedDesc = prometheus.NewDesc("caddy_sse_source_lines_skipped_total",
+		"Upstream lines skipped: too long, not UTF-8, not JSON, a mapped field missing.", []string{"source"}, nil)
+	sourceDuplicatesDesc = prometheus.NewDesc("caddy_sse_source_lines_duplicate_total",
+		"Upstream lines dropped because their id was already appended (overlap after a resume).", []string{"source"}, nil)
+)
+
+func (sourceCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{sourceConnectsDesc, sourceRequestsDesc, sourceAppendedDesc, sourceSkippedDesc, sourceDuplicatesDesc} {
+		ch <- d
+	}
+}
+
+func (sourceCollector) Collect(ch chan<- prometheus.Metric) {
+	// Two configs may briefly hold sources for the same URL during a
+	// reload; their counts are summed so a series is never duplicated.
+	type sums struct{ connects, requests, appended, skipped, duplicates int64 }
+	bySource := map[string]*sums{}
+	sourcePool.Range(func(_, v any) bool {
+		src, ok := v.(*source.Source)
+		if !ok {
+			return true
+		}
+		label := redactURL(src.URL())
+		s := bySource[label]
+		if s == nil {
+			s = new(sums)
+			bySource[label] = s
+		}
+		st := src.Stats()
+		s.connects += st.Connects
+		s.requests += st.Requests
+		s.appended += st.Appended
+		s.skipped += st.Skipped
+		s.duplicates += st.Duplicates
+		return true
+	})
+	for label, s := range bySource {
+		ch <- prometheus.MustNewConstMetric(sourceConnectsDesc, prometheus.CounterValue, float64(s.connects), label)
+		ch <- prometheus.MustNewConstMetric(sourceRequestsDesc, prometheus.CounterValue, float64(s.requests), label)
+		ch <- prometheus.MustNewConstMetric(sourceAppendedDesc, prometheus.CounterValue, float64(s.appended), label)
+		ch <- prometheus.MustNewConstMetric(sourceSkippedDesc, prometheus.CounterValue, float64(s.skipped), label)
+		ch <- prometheus.MustNewConstMetric(sourceDuplicatesDesc, prometheus.CounterValue, float64(s.duplicates), label)
+	}
+}
+
 // registerMetrics adds the collectors to a config's registry. A collector
 // already there (the same config provisioning a second sse handler) is
 // fine.
@@ -76,7 +135,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
 		metrics.subscribers, metrics.subscriptions, metrics.replays, metrics.resets,
 		metrics.delivered, metrics.bytesWritten, metrics.slowDisconnects,
-		metrics.published, metrics.rejects,
+		metrics.published, metrics.rejects, sourceCollector{},
 	} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError

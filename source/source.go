@@ -289,6 +289,9 @@ func (s *Source) poke() {
 // connect again.
 func (s *Source) Ended() bool { return s.ended.Load() }
 
+// URL returns the upstream address the source pulls.
+func (s *Source) URL() string { return s.cfg.URL }
+
 // Stats returns the source's counters.
 func (s *Source) Stats() Stats {
 	return Stats{
