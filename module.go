@@ -377,9 +377,6 @@ func (h *Handler) Validate() error {
 	if h.WriteTimeout < 0 {
 		return fmt.Errorf("write_timeout: must not be negative")
 	}
-	if h.DrainWindow < 0 {
-		return fmt.Errorf("drain_window: must not be negative")
-	}
 	if stream.SanitizeName(h.ResetEvent) != h.ResetEvent || stream.SanitizeName(h.CloseEvent) != h.CloseEvent {
 		return fmt.Errorf("reset_event and close_event must be plain event names")
 	}

@@ -1,0 +1,115 @@
+package caddysse_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/ssegate/caddy-sse/internal/testcaddy"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files of testdata/caddyfile")
+
+// adapt turns a Caddyfile into Caddy's JSON as `caddy adapt` does.
+func adapt(text string) ([]byte, error) {
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), map[string]any{"filename": "Caddyfile"})
+	return cfg, err
+}
+
+// Every testdata/caddyfile/*.caddyfile adapts to the JSON beside it, and
+// that config provisions. Run with -update to rewrite the JSON.
+func TestCaddyfileAdaptGolden(t *testing.T) {
+	t.Setenv("SSE_GOLDEN_TOKEN", "token-from-env")
+	inputs, err := filepath.Glob(filepath.Join("testdata", "caddyfile", "*.caddyfile"))
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no golden inputs: %v", err)
+	}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".caddyfile")
+		t.Run(name, func(t *testing.T) {
+			text, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := adapt(string(text))
+			if err != nil {
+				t.Fatalf("adapting: %v", err)
+			}
+			var pretty bytes.Buffer
+			if err := json.Indent(&pretty, cfg, "", "\t"); err != nil {
+				t.Fatal(err)
+			}
+			pretty.WriteByte('\n')
+			golden := strings.TrimSuffix(in, ".caddyfile") + ".json"
+			if *update {
+				if err := os.WriteFile(golden, pretty.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(pretty.Bytes(), want) {
+				t.Errorf("%s adapts to:\n%s\nwant (%s):\n%s", in, pretty.Bytes(), golden, want)
+			}
+			if err := testcaddy.ValidateCaddyfile(string(text)); err != nil {
+				t.Errorf("the adapted config does not provision: %v", err)
+			}
+		})
+	}
+}
+
+// A mistake in the sse block is reported with the directive and the line
+// it is on.
+func TestCaddyfileErrors(t *testing.T) {
+	cases := []struct {
+		name  string
+		block string // the site block's body: the sse directive is on line 2
+		line  int
+		says  string
+	}{
+		{"unknown option", "sse {\n\tretry 1s\n\tbogus 1\n}", 4, `unrecognized sse option "bogus"`},
+		{"unknown history option", "sse {\n\thistory {\n\t\tevents 5\n\t\tdays 3\n\t}\n}", 5, `unrecognized history option "days"`},
+		{"unknown limits option", "sse {\n\tlimits {\n\t\tclients 3\n\t}\n}", 4, `unrecognized limits option "clients"`},
+		{"unknown publish option", "sse {\n\tpublish {\n\t\tbasic alice\n\t}\n}", 4, `unrecognized publish option "basic"`},
+		{"bad duration", "sse {\n\tretry soon\n}", 3, "retry:"},
+		{"negative duration", "sse {\n\twrite_timeout -1s\n}", 3, "write_timeout: -1s is negative"},
+		{"bad size", "sse {\n\thistory {\n\t\tsize lots\n\t}\n}", 4, `size: "lots" is not a size`},
+		{"bad publish size", "sse {\n\tpublish {\n\t\tallow_unauthenticated\n\t\tmax_body 2TiB\n\t}\n}", 5, `max_body: "2TiB" is not a size`},
+		{"bad integer", "sse {\n\thistory {\n\t\tevents many\n\t}\n}", 4, `events: "many" is not a non-negative integer`},
+		{"on_gap bogus", "sse {\n\ton_gap bogus\n}", 3, `on_gap: "bogus" is neither replay nor live`},
+		{"unknown encoding", "sse {\n\tcompress br\n}", 3, `compress: unknown encoding "br"`},
+		{"extra argument", "sse {\n\tretry 1s 2s\n}", 3, "retry: too many values"},
+		{"missing value", "sse {\n\theartbeat\n}", 3, "heartbeat: missing value"},
+		{"argument after the matcher", "sse /events/* extra", 2, "wrong argument count"},
+		{"argument on a block", "sse {\n\thistory 5 {\n\t\tevents 5\n\t}\n}", 3, "wrong argument count"},
+		{"unknown source option", "sse {\n\tsource http://127.0.0.1:9/feed {\n\t\ttopic /feed\n\t\tpoll 5s\n\t}\n}", 5, `unrecognized source option "poll"`},
+		{"hmac_sha256 with three values", "sse {\n\tpublish {\n\t\thmac_sha256 a b c\n\t}\n}", 4, "wrong argument count"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			text := "http://localhost:8080 {\n\t" + strings.ReplaceAll(c.block, "\n", "\n\t") + "\n}\n"
+			_, err := adapt(text)
+			if err == nil {
+				t.Fatalf("adapted without error:\n%s", text)
+			}
+			msg := err.Error()
+			for _, want := range []string{"parsing caddyfile tokens for 'sse'", c.says} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %q does not say %q", msg, want)
+				}
+			}
+			if at := ", at Caddyfile:" + strconv.Itoa(c.line); !strings.HasSuffix(msg, at) {
+				t.Errorf("error %q does not end %q", msg, at)
+			}
+		})
+	}
+}
