@@ -6,6 +6,7 @@ package testcaddy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -246,4 +247,12 @@ func (s *syncWriter) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.String()
+}
+
+// InsecureTransport is for talking to a test site with `tls internal`: its
+// certificate comes from a CA the test machine does not trust.
+func InsecureTransport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // loopback test sites only
+	return tr
 }

@@ -1,0 +1,1320 @@
+package replay
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// File is the durable single-node store: the same logs as Memory, kept in a
+// bbolt file, so that history, the id epoch and sequence and the dedup keys
+// survive a restart (a clean stop or a kill -9).
+//
+// An Append returns only once its events are on disk (an fsync'd bbolt
+// commit). Appends are not written one commit each: a single committer
+// goroutine takes every append queued while the previous commit was being
+// fsync'd and writes them all in one transaction (group commit), so the
+// fsync cost is shared by concurrent publishers. The committer is ours rather
+// than bbolt's DB.Batch because:
+//
+//   - DB.Batch may run a function twice and in any order relative to other
+//     calls (it retries a failed batch one call at a time); we need each
+//     topic's appends committed in the order their seqs were taken, which one
+//     goroutine draining a FIFO queue gives for free;
+//   - DB.Batch waits up to MaxBatchDelay (10ms) for a batch to fill; our
+//     committer starts the next commit as soon as the previous one is done,
+//     so a lone publisher pays one fsync, not one fsync plus a timer;
+//   - memory state (the cache of recent events, counters, wake channels) must
+//     be updated after the commit and in commit order, which the committer
+//     does right after each group.
+//
+// If a group's transaction fails, each append of it is retried in a
+// transaction of its own, so that one bad append (say, a key bbolt refuses)
+// fails alone.
+//
+// Layout of the file:
+//
+//	meta/     version, epoch, seq (highest seq ever issued), forgotten
+//	topics/<topic>/
+//	    meta     pruned seq, event count, bytes, closed-at time
+//	    events/  8-byte big-endian seq -> time, cost, type, data
+//	    dedup/   key -> time, seqs of the batch
+//
+// Events' wire frames are not stored: the Framer computes them when an
+// event is appended (kept in a bounded per-topic cache of recent events, so
+// live fan-out never reads the disk) or read back from the file (replays of
+// older events). bbolt reuses the pages that pruning frees, so the file stays
+// bounded by the history bounds; it never shrinks.
+type File struct {
+	path  string
+	db    *bolt.DB
+	epoch string
+	now   func() time.Time
+	opts  FileOptions
+
+	cfg    atomic.Pointer[Config]
+	seq    atomic.Uint64 // last seq assigned
+	closed atomic.Bool
+	// durable is the highest seq written to the file's meta: live cursors
+	// start there, so no position handed out is lost by a restart.
+	durable atomic.Uint64
+	commits atomic.Uint64 // groups committed (tests)
+
+	mu        sync.Mutex
+	topics    map[string]*fileTopic
+	forgotten uint64 // as Memory.forgotten, persisted
+
+	qmu     sync.Mutex
+	queue   []*fileOp
+	qclosed bool
+	qsignal chan struct{} // capacity 1: the queue is not empty
+
+	committerDone chan struct{}
+	stopJanitor   chan struct{}
+	janitorDone   chan struct{}
+	closeOnce     sync.Once
+	closeErr      error
+}
+
+// FileOptions tune OpenFile. Zero values take the defaults.
+type FileOptions struct {
+	// LockTimeout is how long OpenFile waits for another process to release
+	// the file's lock before failing. Default 1s.
+	LockTimeout time.Duration
+	// CacheEvents and CacheBytes bound the in-memory cache of each topic's
+	// most recent events, which serves live subscribers without reading the
+	// file. Defaults 256 events and 1 MiB.
+	CacheEvents int
+	CacheBytes  int64
+	// MaxGroup bounds how many appends one commit takes. Default 4096.
+	MaxGroup int
+}
+
+func (o FileOptions) withDefaults() FileOptions {
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = time.Second
+	}
+	if o.CacheEvents <= 0 {
+		o.CacheEvents = 256
+	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = 1 << 20
+	}
+	if o.MaxGroup <= 0 {
+		o.MaxGroup = 4096
+	}
+	return o
+}
+
+// fileFormat is the layout version written in meta/version.
+const fileFormat = "1"
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketTopics = []byte("topics")
+	bucketEvents = []byte("events")
+	bucketDedup  = []byte("dedup")
+	keyVersion   = []byte("version")
+	keyEpoch     = []byte("epoch")
+	keySeq       = []byte("seq")
+	keyForgotten = []byte("forgotten")
+	keyTopicMeta = []byte("meta")
+)
+
+// OpenFile opens (creating it if needed) the store file at path. It fails,
+// naming the file and the cause, when the file is locked by another process,
+// cannot be read or written, is corrupt or is not a store file: it never
+// starts empty over a file it cannot read. Frames are computed with the
+// Framer of the Config in force (set by Configure) when events are appended
+// or read back.
+func OpenFile(path string, cfg Config, opts *FileOptions) (*File, error) {
+	var o FileOptions
+	if opts != nil {
+		o = *opts
+	}
+	o = o.withDefaults()
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	f := &File{
+		path:          path,
+		now:           time.Now,
+		opts:          o,
+		topics:        make(map[string]*fileTopic),
+		qsignal:       make(chan struct{}, 1),
+		committerDone: make(chan struct{}),
+		stopJanitor:   make(chan struct{}),
+		janitorDone:   make(chan struct{}),
+	}
+	c := cfg.WithDefaults()
+	f.cfg.Store(&c)
+
+	db, err := openBolt(path, o.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	f.db = db
+	if err := f.load(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("file store %s: %w", path, err)
+	}
+	// No pruning here: the bounds in force are those of the first
+	// Configure (a Caddy handler opens the store with defaults and
+	// configures it right after), and pruning by defaults could drop what
+	// the configured bounds keep.
+	go f.committer()
+	go f.janitor()
+	return f, nil
+}
+
+// openBolt opens the bbolt file, turning its failures (and panics: bbolt
+// panics on some corrupt pages) into errors that name the file and say what
+// to do.
+func openBolt(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {
+	if info, statErr := os.Stat(path); statErr == nil && info.IsDir() {
+		return nil, fmt.Errorf("file store %s: is a directory, not a store file", path)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("file store %s: corrupt file: %v", path, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("file store %s: locked by another process (still locked after %s): %w", path, lockTimeout, err)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("file store %s: corrupt or not a store file: %w", path, err)
+	default:
+		return nil, fmt.Errorf("file store %s: cannot open: %w", path, err)
+	}
+}
+
+// Path returns the absolute path of the store file.
+func (f *File) Path() string { return f.path }
+
+// Epoch returns the id prefix of this file's life; it survives restarts.
+func (f *File) Epoch() string { return f.epoch }
+
+// Configure applies new bounds to every topic at once; it returns when what
+// no longer fits has been pruned from the file.
+func (f *File) Configure(cfg Config) {
+	cfg = cfg.WithDefaults()
+	f.cfg.Store(&cfg)
+	f.sweep(true)
+}
+
+// Close commits what is queued, closes the file and wakes every reader,
+// which then sees ErrStoreClosed.
+func (f *File) Close() error {
+	f.closeOnce.Do(func() {
+		f.closed.Store(true)
+		close(f.stopJanitor)
+		<-f.janitorDone
+		f.qmu.Lock()
+		f.qclosed = true
+		f.qmu.Unlock()
+		f.signal()
+		<-f.committerDone
+		f.closeErr = f.db.Close()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, t := range f.topics {
+			t.mu.Lock()
+			t.wakeAll()
+			t.mu.Unlock()
+		}
+	})
+	return f.closeErr
+}
+
+// Destruct lets a File live in a caddy.UsagePool.
+func (f *File) Destruct() error { return f.Close() }
+
+// ---- loading ----
+
+// load reads the meta and every topic's state into memory, creating the
+// layout in a new file.
+func (f *File) load() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("corrupt file: %v", r)
+		}
+	}()
+	return f.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			// A new file, or someone else's bbolt file.
+			var other []string
+			_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+				other = append(other, strconv.Quote(string(name)))
+				return nil
+			})
+			if len(other) > 0 {
+				return fmt.Errorf("not a caddy-sse store file (a bbolt file with buckets %s)", strings.Join(other, ", "))
+			}
+			var err error
+			if meta, err = tx.CreateBucket(bucketMeta); err != nil {
+				return err
+			}
+			f.epoch = newEpoch()
+			if err := meta.Put(keyVersion, []byte(fileFormat)); err != nil {
+				return err
+			}
+			if err := meta.Put(keyEpoch, []byte(f.epoch)); err != nil {
+				return err
+			}
+			if err := meta.Put(keySeq, u64(0)); err != nil {
+				return err
+			}
+			if err := meta.Put(keyForgotten, u64(0)); err != nil {
+				return err
+			}
+			_, err = tx.CreateBucket(bucketTopics)
+			return err
+		}
+		if v := meta.Get(keyVersion); string(v) != fileFormat {
+			return fmt.Errorf("unsupported store file format %q (this build reads %q)", v, fileFormat)
+		}
+		f.epoch = string(meta.Get(keyEpoch))
+		seq, ok1 := readU64(meta.Get(keySeq))
+		forgotten, ok2 := readU64(meta.Get(keyForgotten))
+		if f.epoch == "" || !ok1 || !ok2 {
+			return errors.New("corrupt store meta (epoch, seq or forgotten missing)")
+		}
+		f.seq.Store(seq)
+		f.durable.Store(seq)
+		f.forgotten = forgotten
+		topics := tx.Bucket(bucketTopics)
+		if topics == nil {
+			return errors.New("corrupt store: the topics bucket is missing")
+		}
+		return topics.ForEachBucket(func(name []byte) error {
+			t, err := f.loadTopic(string(name), topics.Bucket(name), seq)
+			if err != nil {
+				return fmt.Errorf("topic %q: %w", name, err)
+			}
+			f.topics[t.name] = t
+			return nil
+		})
+	})
+}
+
+func (f *File) loadTopic(name string, tb *bolt.Bucket, storeSeq uint64) (*fileTopic, error) {
+	m, err := readTopicMeta(tb)
+	if err != nil {
+		return nil, err
+	}
+	t := &fileTopic{
+		store:  f,
+		name:   name,
+		pruned: m.pruned,
+		count:  m.count,
+		bytes:  m.bytes,
+		wake:   make(chan struct{}),
+		active: f.now(),
+	}
+	if m.closedAt != 0 {
+		t.closed = true
+		t.active = time.Unix(0, m.closedAt)
+	}
+	t.lastSeq = m.pruned
+	if eb := tb.Bucket(bucketEvents); eb != nil {
+		c := eb.Cursor()
+		if k, v := c.First(); k != nil {
+			h, err := decodeHead(v)
+			if err != nil {
+				return nil, err
+			}
+			t.oldest = h.at
+		}
+		if k, _ := c.Last(); k != nil {
+			t.lastSeq = seqOf(k)
+		}
+	}
+	if t.lastSeq > storeSeq {
+		return nil, fmt.Errorf("corrupt store: event seq %d beyond the store's seq %d", t.lastSeq, storeSeq)
+	}
+	// Nothing is cached after a restart: every retained event is on disk.
+	t.cacheFrom = t.lastSeq
+	if db := tb.Bucket(bucketDedup); db != nil {
+		err := db.ForEach(func(k, v []byte) error {
+			at, seqs, err := decodeDedup(v)
+			if err != nil {
+				return err
+			}
+			ids := make([]string, len(seqs))
+			for i, s := range seqs {
+				ids[i] = f.id(s)
+			}
+			if t.dedup == nil {
+				t.dedup = make(map[string]*fileDedup)
+			}
+			t.dedup[string(k)] = &fileDedup{ids: ids, at: at}
+			t.dedupOrder = append(t.dedupOrder, dedupRef{key: string(k), at: at})
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		sort.SliceStable(t.dedupOrder, func(i, j int) bool { return t.dedupOrder[i].at.Before(t.dedupOrder[j].at) })
+	}
+	return t, nil
+}
+
+// ---- topics ----
+
+// fileTopic is one topic's state in memory: counters mirroring the file,
+// the cache of recent events, dedup keys and readers.
+type fileTopic struct {
+	store *File
+	name  string
+
+	mu sync.Mutex
+	// Mirrors of the file, updated after each commit.
+	pruned  uint64    // every event with seq <= pruned is gone
+	lastSeq uint64    // seq of the newest event (or pruned when none)
+	count   uint64    // events retained
+	bytes   int64     // their cost against MaxBytes
+	oldest  time.Time // time of the oldest retained event
+	closed  bool
+
+	// cache holds the newest retained events, ascending: every retained
+	// event with seq > cacheFrom is in it.
+	cache      []*Event
+	cacheFrom  uint64
+	cacheBytes int64
+
+	closing     bool // CloseTopic queued: appends are refused
+	pending     int  // ops queued, not yet applied
+	pruneQueued bool // a janitor prune is queued
+	forgotten   bool
+	subscribers int
+	active      time.Time
+	wake        chan struct{}
+
+	dedup      map[string]*fileDedup
+	dedupOrder []dedupRef
+}
+
+type fileDedup struct {
+	ids []string
+	at  time.Time
+	op  *fileOp // set while the append that remembered the key is uncommitted
+}
+
+func (t *fileTopic) wakeAll() {
+	close(t.wake)
+	t.wake = make(chan struct{})
+}
+
+// withTopic runs fn on the named topic, locked, creating it if needed.
+func (f *File) withTopic(name string, fn func(t *fileTopic, cfg *Config) error) error {
+	for {
+		if f.closed.Load() {
+			return ErrStoreClosed
+		}
+		f.mu.Lock()
+		t, ok := f.topics[name]
+		if !ok {
+			cfg := f.cfg.Load()
+			if len(f.topics) >= cfg.MaxTopics {
+				f.mu.Unlock()
+				return ErrTooManyTopics
+			}
+			t = &fileTopic{store: f, name: name, pruned: f.forgotten, lastSeq: f.forgotten, cacheFrom: f.forgotten, wake: make(chan struct{}), active: f.now()}
+			f.topics[name] = t
+		}
+		f.mu.Unlock()
+
+		t.mu.Lock()
+		if t.forgotten {
+			t.mu.Unlock()
+			continue
+		}
+		err := fn(t, f.cfg.Load())
+		t.mu.Unlock()
+		return err
+	}
+}
+
+func (t *fileTopic) dedupLookup(key string, now time.Time, cfg *Config) (*fileDedup, bool) {
+	e, ok := t.dedup[key]
+	if !ok || now.Sub(e.at) > cfg.DedupWindow {
+		return nil, false
+	}
+	return e, true
+}
+
+// dedupRemember records key and returns the keys it evicted (to delete from
+// the file).
+func (t *fileTopic) dedupRemember(key string, e *fileDedup, cfg *Config) []string {
+	if t.dedup == nil {
+		t.dedup = make(map[string]*fileDedup)
+	}
+	t.dedup[key] = e
+	t.dedupOrder = append(t.dedupOrder, dedupRef{key: key, at: e.at})
+	return t.dedupTrim(e.at, cfg, false)
+}
+
+// dedupTrim forgets keys past MaxDedupKeys and, when byAge, past the window.
+func (t *fileTopic) dedupTrim(now time.Time, cfg *Config, byAge bool) []string {
+	var dropped []string
+	for len(t.dedupOrder) > 0 {
+		ref := t.dedupOrder[0]
+		if len(t.dedupOrder) <= cfg.MaxDedupKeys && (!byAge || now.Sub(ref.at) <= cfg.DedupWindow) {
+			break
+		}
+		if e, ok := t.dedup[ref.key]; ok && e.at.Equal(ref.at) {
+			delete(t.dedup, ref.key)
+			dropped = append(dropped, ref.key)
+		}
+		t.dedupOrder = t.dedupOrder[1:]
+	}
+	if len(t.dedupOrder) == 0 {
+		t.dedupOrder = nil
+	}
+	return dropped
+}
+
+// ---- the Store interface ----
+
+// Append implements Store. It returns once the events are durable.
+func (f *File) Append(_ context.Context, topic string, b Batch) (Appended, error) {
+	for {
+		var (
+			res     Appended
+			op      *fileOp
+			waitFor *fileOp
+		)
+		err := f.withTopic(topic, func(t *fileTopic, cfg *Config) error {
+			if cfg.Framer == nil {
+				return fmt.Errorf("replay: file store has no Framer")
+			}
+			if t.closed || t.closing {
+				return ErrTopicClosed
+			}
+			now := f.now()
+			if b.Key != "" {
+				if e, ok := t.dedupLookup(b.Key, now, cfg); ok {
+					if e.op != nil {
+						// The first append is not durable yet: its
+						// outcome decides.
+						waitFor = e.op
+						return nil
+					}
+					res = Appended{IDs: e.ids, Duplicate: true}
+					return nil
+				}
+			}
+			if len(b.Events) > cfg.MaxEvents {
+				return ErrBatchTooLarge
+			}
+			base := f.seq.Add(uint64(len(b.Events))) - uint64(len(b.Events))
+			op = &fileOp{topic: t, name: t.name, initPruned: t.pruned, done: make(chan error, 1)}
+			op.events = make([]*Event, len(b.Events))
+			op.recs = make([][]byte, len(b.Events))
+			var total int64
+			for i, d := range b.Events {
+				seq := base + uint64(i) + 1
+				id := f.id(seq)
+				e := &Event{ID: id, Type: d.Type, Data: d.Data, Time: now, Frame: cfg.Framer(id, d.Type, d.Data), seq: seq}
+				e.encodedBudget = len(e.Frame) * min(cfg.Encodings, MaxEncodings)
+				op.events[i] = e
+				op.recs[i] = encodeEvent(e, e.size())
+				total += e.size()
+			}
+			if total > cfg.MaxBytes {
+				return ErrBatchTooLarge
+			}
+			res.IDs = make([]string, len(op.events))
+			for i, e := range op.events {
+				res.IDs[i] = e.ID
+			}
+			if b.Key != "" {
+				op.dedupKey = b.Key
+				op.dedupVal = encodeDedup(now, op.events)
+				op.dropKeys = t.dedupRemember(b.Key, &fileDedup{ids: res.IDs, at: now, op: op}, cfg)
+			}
+			if err := f.enqueue(op); err != nil {
+				return err
+			}
+			t.pending++
+			return nil
+		})
+		if err != nil {
+			return Appended{}, err
+		}
+		if waitFor != nil {
+			<-waitFor.committed
+			continue // look the key up again: durable now, or forgotten
+		}
+		if op == nil {
+			return res, nil // a duplicate
+		}
+		if err := <-op.done; err != nil {
+			return Appended{}, err
+		}
+		return res, nil
+	}
+}
+
+// Subscribe implements Store.
+func (f *File) Subscribe(_ context.Context, topic, from string, onGap GapPolicy) (Cursor, error) {
+	var c *fileCursor
+	err := f.withTopic(topic, func(t *fileTopic, cfg *Config) error {
+		if t.closed {
+			return ErrTopicClosed
+		}
+		if cfg.MaxSubscribersPerTopic > 0 && t.subscribers >= cfg.MaxSubscribersPerTopic {
+			return ErrTooManySubscribers
+		}
+		t.subscribers++
+		t.active = f.now()
+		c = &fileCursor{topic: t, onGap: onGap}
+		switch from {
+		case "":
+			c.after = f.durable.Load()
+		case Earliest:
+			c.after = t.pruned
+		default:
+			c.after, c.gap = t.seek(from, onGap)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// CloseTopic implements Store. It returns once the end is durable.
+func (f *File) CloseTopic(_ context.Context, topic string) error {
+	var op *fileOp
+	err := f.withTopic(topic, func(t *fileTopic, _ *Config) error {
+		if t.closed || t.closing {
+			return ErrTopicClosed
+		}
+		op = &fileOp{topic: t, name: t.name, initPruned: t.pruned, closeAt: f.now(), done: make(chan error, 1)}
+		if err := f.enqueue(op); err != nil {
+			return err
+		}
+		t.closing = true
+		t.pending++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return <-op.done
+}
+
+func (f *File) id(seq uint64) string {
+	return f.epoch + "-" + strconv.FormatUint(seq, 10)
+}
+
+// parseID accepts only ids of this file's epoch.
+func (f *File) parseID(id string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(id, f.epoch)
+	if !ok {
+		return 0, false
+	}
+	digits, ok := strings.CutPrefix(rest, "-")
+	if !ok || digits == "" || (len(digits) > 1 && digits[0] == '0') {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(digits, 10, 64)
+	return seq, err == nil
+}
+
+func (t *fileTopic) seek(id string, onGap GapPolicy) (uint64, *Gap) {
+	f := t.store
+	seq, ok := f.parseID(id)
+	switch {
+	case ok && seq >= t.pruned && seq <= f.seq.Load():
+		return seq, nil
+	case ok && seq < t.pruned:
+		after := t.gapTarget(onGap, t.pruned)
+		return after, &Gap{Reason: GapExpired, Requested: id, ResumeAfter: f.id(after)}
+	default:
+		after := t.gapTarget(onGap, t.pruned)
+		return after, &Gap{Reason: GapUnknown, Requested: id, ResumeAfter: f.id(after)}
+	}
+}
+
+func (t *fileTopic) gapTarget(onGap GapPolicy, pruned uint64) uint64 {
+	if onGap == GapLive {
+		return max(t.store.durable.Load(), pruned)
+	}
+	return pruned
+}
+
+// ---- cursors ----
+
+type fileCursor struct {
+	topic  *fileTopic
+	onGap  GapPolicy
+	after  uint64
+	gap    *Gap
+	closed bool
+}
+
+// behind moves a cursor that fell behind pruned, reporting the gap once.
+func (c *fileCursor) behind(p *Page, pruned uint64) {
+	if c.after >= pruned {
+		return
+	}
+	f := c.topic.store
+	requested := f.id(c.after)
+	c.after = c.topic.gapTarget(c.onGap, pruned)
+	if p.Gap != nil {
+		p.Gap.ResumeAfter = f.id(c.after)
+	} else {
+		p.Gap = &Gap{Reason: GapExpired, Requested: requested, ResumeAfter: f.id(c.after)}
+	}
+}
+
+// Next implements Cursor. Recent events come from the topic's cache; older
+// ones are read from the file.
+func (c *fileCursor) Next(max int) (Page, error) {
+	t := c.topic
+	f := t.store
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.closed || f.closed.Load() {
+		return Page{}, ErrStoreClosed
+	}
+	if max < 1 {
+		max = 1
+	}
+	p := Page{Gap: c.gap}
+	c.gap = nil
+	c.behind(&p, t.pruned)
+	if c.after < t.cacheFrom {
+		if err := f.readFile(c, &p, max); err != nil {
+			return Page{}, err
+		}
+	}
+	if room := max - len(p.Events); room > 0 {
+		i := sort.Search(len(t.cache), func(i int) bool { return t.cache[i].seq > c.after })
+		if i < len(t.cache) {
+			j := min(i+room, len(t.cache))
+			if len(p.Events) == 0 {
+				p.Events = t.cache[i:j:j]
+			} else {
+				p.Events = append(p.Events, t.cache[i:j]...)
+			}
+			c.after = t.cache[j-1].seq
+		}
+	}
+	if c.after >= t.lastSeq {
+		p.Closed = t.closed
+	}
+	if len(p.Events) == 0 && !p.Closed {
+		p.Wait = t.wake
+	}
+	return p, nil
+}
+
+// readFile reads events older than the cache from the file. Callers hold
+// t.mu. The file may be a commit ahead of memory (a prune committed, not yet
+// applied): the file's pruned mark is checked too.
+func (f *File) readFile(c *fileCursor, p *Page, max int) error {
+	t := c.topic
+	framer := f.cfg.Load().Framer
+	if framer == nil {
+		return errors.New("replay: file store has no Framer")
+	}
+	return f.view(func(tx *bolt.Tx) error {
+		tb := tx.Bucket(bucketTopics).Bucket([]byte(t.name))
+		if tb == nil {
+			return nil
+		}
+		m, err := readTopicMeta(tb)
+		if err != nil {
+			return err
+		}
+		c.behind(p, m.pruned)
+		eb := tb.Bucket(bucketEvents)
+		if eb == nil || c.after >= t.cacheFrom {
+			return nil
+		}
+		cur := eb.Cursor()
+		for k, v := cur.Seek(u64(c.after + 1)); k != nil && len(p.Events) < max; k, v = cur.Next() {
+			seq := seqOf(k)
+			if seq > t.cacheFrom {
+				break
+			}
+			e, err := f.decodeEvent(seq, v, framer)
+			if err != nil {
+				return fmt.Errorf("topic %q, seq %d: %w", t.name, seq, err)
+			}
+			p.Events = append(p.Events, e)
+			c.after = seq
+		}
+		return nil
+	})
+}
+
+// Position implements Cursor.
+func (c *fileCursor) Position() string {
+	c.topic.mu.Lock()
+	defer c.topic.mu.Unlock()
+	return c.topic.store.id(c.after)
+}
+
+// Close implements Cursor.
+func (c *fileCursor) Close() {
+	t := c.topic
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	t.subscribers--
+	t.active = t.store.now()
+}
+
+// ---- the committer ----
+
+// fileOp is one change queued for the committer. Ops on a topic are queued
+// under the topic's lock, so they commit in the order they were made.
+type fileOp struct {
+	topic      *fileTopic // nil for a forget
+	name       string
+	initPruned uint64 // pruned mark of the topic if the op creates it
+
+	events   []*Event
+	recs     [][]byte
+	dedupKey string
+	dedupVal []byte
+	dropKeys []string
+	closeAt  time.Time
+	prune    bool // a janitor prune (no other change)
+
+	forget    bool   // delete the topic
+	forgotten uint64 // with forget: the store's new forgotten mark
+
+	res topicMeta // the topic's state after the op, set by the transaction
+
+	done      chan error    // the outcome, once applied to memory
+	committed chan struct{} // closed with done (dedup waiters)
+}
+
+func (f *File) enqueue(op *fileOp) error {
+	op.committed = make(chan struct{})
+	f.qmu.Lock()
+	defer f.qmu.Unlock()
+	if f.qclosed {
+		return ErrStoreClosed
+	}
+	f.queue = append(f.queue, op)
+	f.signal()
+	return nil
+}
+
+func (f *File) signal() {
+	select {
+	case f.qsignal <- struct{}{}:
+	default:
+	}
+}
+
+// committer commits queued ops in groups until Close, then commits what is
+// left and returns.
+func (f *File) committer() {
+	defer close(f.committerDone)
+	for {
+		<-f.qsignal
+		for {
+			f.qmu.Lock()
+			n := min(len(f.queue), f.opts.MaxGroup)
+			group := f.queue[:n:n]
+			f.queue = f.queue[n:]
+			if len(f.queue) == 0 {
+				f.queue = nil
+			}
+			closing := f.qclosed
+			f.qmu.Unlock()
+			if n == 0 {
+				if closing {
+					return
+				}
+				break
+			}
+			f.commit(group)
+		}
+	}
+}
+
+// commit writes a group in one transaction (falling back to one per op if
+// it fails), then applies each op to memory, in order.
+func (f *File) commit(group []*fileOp) {
+	f.commits.Add(1)
+	seq, err := f.write(group)
+	if err != nil && len(group) > 1 {
+		for _, op := range group {
+			s, err := f.write([]*fileOp{op})
+			if err == nil {
+				f.durable.Store(max(f.durable.Load(), s))
+			}
+			f.finish(op, err)
+		}
+		return
+	}
+	if err == nil {
+		f.durable.Store(max(f.durable.Load(), seq))
+	}
+	for _, op := range group {
+		f.finish(op, err)
+	}
+}
+
+// write runs ops in one read-write transaction; it returns the seq
+// recorded in the meta.
+func (f *File) write(ops []*fileOp) (seq uint64, err error) {
+	cfg := f.cfg.Load()
+	now := f.now()
+	err = f.update(func(tx *bolt.Tx) error {
+		topics := tx.Bucket(bucketTopics)
+		meta := tx.Bucket(bucketMeta)
+		for _, op := range ops {
+			if err := op.run(topics, meta, cfg, now); err != nil {
+				return fmt.Errorf("topic %q: %w", op.name, err)
+			}
+		}
+		// Every seq of these ops was taken before they were queued.
+		seq = f.seq.Load()
+		if old, _ := readU64(meta.Get(keySeq)); old > seq {
+			seq = old
+		}
+		return meta.Put(keySeq, u64(seq))
+	})
+	return seq, err
+}
+
+func (op *fileOp) run(topics, meta *bolt.Bucket, cfg *Config, now time.Time) error {
+	name := []byte(op.name)
+	if op.forget {
+		if err := topics.DeleteBucket(name); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
+			return err
+		}
+		if old, _ := readU64(meta.Get(keyForgotten)); old >= op.forgotten {
+			return nil
+		}
+		return meta.Put(keyForgotten, u64(op.forgotten))
+	}
+	tb := topics.Bucket(name)
+	var m topicMeta
+	if tb == nil {
+		if op.prune && op.dedupKey == "" && len(op.dropKeys) == 0 {
+			// Nothing on disk to prune.
+			op.res = topicMeta{pruned: op.initPruned}
+			return nil
+		}
+		var err error
+		if tb, err = topics.CreateBucket(name); err != nil {
+			return err
+		}
+		m.pruned = op.initPruned
+	} else {
+		var err error
+		if m, err = readTopicMeta(tb); err != nil {
+			return err
+		}
+	}
+	eb, err := tb.CreateBucketIfNotExists(bucketEvents)
+	if err != nil {
+		return err
+	}
+	for i, e := range op.events {
+		if err := eb.Put(u64(e.seq), op.recs[i]); err != nil {
+			return err
+		}
+		m.count++
+		m.bytes += e.size()
+	}
+	if op.dedupKey != "" || len(op.dropKeys) > 0 {
+		db, err := tb.CreateBucketIfNotExists(bucketDedup)
+		if err != nil {
+			return err
+		}
+		for _, k := range op.dropKeys {
+			if err := db.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+		if op.dedupKey != "" {
+			if err := db.Put([]byte(op.dedupKey), op.dedupVal); err != nil {
+				return err
+			}
+		}
+	}
+	if !op.closeAt.IsZero() {
+		m.closedAt = op.closeAt.UnixNano()
+	}
+	if err := pruneBucket(eb, &m, cfg, now); err != nil {
+		return err
+	}
+	op.res = m
+	return tb.Put(keyTopicMeta, m.encode())
+}
+
+// pruneBucket deletes the oldest events past the bounds and records the
+// time of the oldest kept in m.oldest.
+func pruneBucket(eb *bolt.Bucket, m *topicMeta, cfg *Config, now time.Time) error {
+	c := eb.Cursor()
+	m.oldest = time.Time{}
+	for k, v := c.First(); k != nil; k, v = c.First() {
+		h, err := decodeHead(v)
+		if err != nil {
+			return fmt.Errorf("seq %d: %w", seqOf(k), err)
+		}
+		if m.count <= uint64(cfg.MaxEvents) && m.bytes <= cfg.MaxBytes && now.Sub(h.at) <= cfg.MaxAge {
+			m.oldest = h.at
+			return nil
+		}
+		seq := seqOf(k)
+		if err := eb.Delete(u64(seq)); err != nil {
+			return err
+		}
+		m.count--
+		m.bytes -= h.cost
+		m.pruned = seq
+	}
+	if m.count != 0 || m.bytes != 0 {
+		// The counters disagree with the events: trust the events.
+		m.count, m.bytes = 0, 0
+	}
+	return nil
+}
+
+// finish applies a committed op to memory (or undoes what queuing it did,
+// when it failed) and reports the outcome.
+func (f *File) finish(op *fileOp, err error) {
+	if t := op.topic; t != nil {
+		t.mu.Lock()
+		t.pending--
+		if op.prune {
+			t.pruneQueued = false
+		}
+		if err != nil {
+			if !op.closeAt.IsZero() {
+				t.closing = false
+			}
+			if op.dedupKey != "" {
+				if e, ok := t.dedup[op.dedupKey]; ok && e.op == op {
+					delete(t.dedup, op.dedupKey)
+				}
+			}
+		} else {
+			t.apply(op)
+		}
+		t.mu.Unlock()
+	}
+	if err != nil {
+		err = fmt.Errorf("file store %s: %w", f.path, err)
+	}
+	op.done <- err
+	close(op.committed)
+}
+
+// apply brings memory in line with a committed op. Callers hold t.mu.
+func (t *fileTopic) apply(op *fileOp) {
+	f := t.store
+	m := op.res
+	t.pruned, t.count, t.bytes, t.oldest = m.pruned, m.count, m.bytes, m.oldest
+	woke := false
+	if len(op.events) > 0 {
+		t.cache = append(t.cache, op.events...)
+		for _, e := range op.events {
+			t.cacheBytes += e.size()
+		}
+		t.lastSeq = op.events[len(op.events)-1].seq
+		t.active = f.now()
+		woke = true
+	}
+	t.lastSeq = max(t.lastSeq, t.pruned)
+	if op.dedupKey != "" {
+		if e, ok := t.dedup[op.dedupKey]; ok && e.op == op {
+			e.op = nil
+		}
+	}
+	if m.closedAt != 0 && !t.closed {
+		t.closed = true
+		t.closing = false
+		t.active = f.now()
+		woke = true
+	}
+	t.trimCache()
+	if woke {
+		t.wakeAll()
+	}
+}
+
+// trimCache drops pruned events and keeps the cache within its bounds.
+// Callers hold t.mu.
+func (t *fileTopic) trimCache() {
+	o := t.store.opts
+	drop := 0
+	for drop < len(t.cache) {
+		e := t.cache[drop]
+		if e.seq > t.pruned && len(t.cache)-drop <= o.CacheEvents && t.cacheBytes <= o.CacheBytes {
+			break
+		}
+		t.cacheBytes -= e.size()
+		t.cacheFrom = max(t.cacheFrom, e.seq)
+		drop++
+	}
+	t.cacheFrom = max(t.cacheFrom, t.pruned)
+	if drop > 0 {
+		// Readers may hold sub-slices: leave the old array alone and copy
+		// once most of it is dead.
+		t.cache = t.cache[drop:]
+		if len(t.cache) == 0 {
+			t.cache = nil
+		} else if cap(t.cache) > 64 && len(t.cache) < cap(t.cache)/4 {
+			t.cache = append([]*Event(nil), t.cache...)
+		}
+	}
+}
+
+// update and view run bbolt transactions, turning a panic on a corrupt page
+// into an error.
+func (f *File) update(fn func(*bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("corrupt file: %v", r)
+		}
+	}()
+	return f.db.Update(fn)
+}
+
+func (f *File) view(fn func(*bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("file store %s: corrupt file: %v", f.path, r)
+		}
+	}()
+	if err := f.db.View(fn); err != nil {
+		return fmt.Errorf("file store %s: %w", f.path, err)
+	}
+	return nil
+}
+
+// ---- the janitor ----
+
+// janitor prunes by age and dedup window and forgets idle topics, every
+// second.
+func (f *File) janitor() {
+	defer close(f.janitorDone)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-f.stopJanitor:
+			return
+		case <-tick.C:
+			if f.cfg.Load().Framer != nil { // configured for use
+				f.sweep(false)
+			}
+		}
+	}
+}
+
+// sweep queues prunes where bounds are exceeded (all topics with events when
+// all), and forgets the topics that hold nothing worth remembering; with
+// all, it waits for the prunes to be durable.
+func (f *File) sweep(all bool) {
+	cfg := f.cfg.Load()
+	now := f.now()
+	var ops []*fileOp
+	f.mu.Lock()
+	for name, t := range f.topics {
+		t.mu.Lock()
+		drop := t.dedupTrim(now, cfg, true)
+		over := t.count > 0 && (all || t.count > uint64(cfg.MaxEvents) || t.bytes > cfg.MaxBytes || now.Sub(t.oldest) > cfg.MaxAge)
+		if (over || len(drop) > 0) && (!t.pruneQueued || all) {
+			op := &fileOp{topic: t, name: name, initPruned: t.pruned, prune: true, dropKeys: drop, done: make(chan error, 1)}
+			if f.enqueue(op) == nil {
+				t.pending++
+				t.pruneQueued = true
+				ops = append(ops, op)
+			}
+		} else if t.pending == 0 && t.subscribers == 0 && t.count == 0 && len(t.dedup) == 0 && (!t.closed || now.Sub(t.active) > cfg.MaxAge) {
+			t.forgotten = true
+			f.forgotten = max(f.forgotten, t.pruned)
+			delete(f.topics, name)
+			// Queued under f.mu: the ops of a topic created again by this
+			// name come after it.
+			_ = f.enqueue(&fileOp{name: name, forget: true, forgotten: f.forgotten, done: make(chan error, 1)})
+		}
+		t.mu.Unlock()
+	}
+	f.mu.Unlock()
+	if all {
+		for _, op := range ops {
+			<-op.committed
+		}
+	}
+}
+
+// ---- encoding ----
+
+type topicMeta struct {
+	pruned   uint64
+	count    uint64
+	bytes    int64
+	closedAt int64     // unix ns, 0 when open
+	oldest   time.Time // not stored: the first event's time
+}
+
+func (m topicMeta) encode() []byte {
+	b := make([]byte, 32)
+	putU64(b[0:], m.pruned)
+	putU64(b[8:], m.count)
+	putU64(b[16:], uint64(m.bytes))
+	putU64(b[24:], uint64(m.closedAt))
+	return b
+}
+
+func readTopicMeta(tb *bolt.Bucket) (topicMeta, error) {
+	b := tb.Get(keyTopicMeta)
+	if len(b) != 32 {
+		return topicMeta{}, fmt.Errorf("corrupt topic meta (%d bytes)", len(b))
+	}
+	return topicMeta{
+		pruned:   getU64(b[0:]),
+		count:    getU64(b[8:]),
+		bytes:    int64(getU64(b[16:])),
+		closedAt: int64(getU64(b[24:])),
+	}, nil
+}
+
+// An event record: time (unix ns, 8 bytes), then uvarints cost and type
+// length, the type and the data.
+func encodeEvent(e *Event, cost int64) []byte {
+	b := make([]byte, 8, 8+2*10+len(e.Type)+len(e.Data))
+	putU64(b, uint64(e.Time.UnixNano()))
+	b = appendUvarint(b, uint64(cost))
+	b = appendUvarint(b, uint64(len(e.Type)))
+	b = append(b, e.Type...)
+	return append(b, e.Data...)
+}
+
+type eventHead struct {
+	at   time.Time
+	cost int64
+	rest []byte // type length, type, data
+}
+
+var errCorruptRecord = errors.New("corrupt event record")
+
+func decodeHead(v []byte) (eventHead, error) {
+	if len(v) < 8 {
+		return eventHead{}, errCorruptRecord
+	}
+	at := time.Unix(0, int64(getU64(v)))
+	cost, n := uvarint(v[8:])
+	if n <= 0 {
+		return eventHead{}, errCorruptRecord
+	}
+	return eventHead{at: at, cost: int64(cost), rest: v[8+n:]}, nil
+}
+
+func (f *File) decodeEvent(seq uint64, v []byte, framer Framer) (*Event, error) {
+	h, err := decodeHead(v)
+	if err != nil {
+		return nil, err
+	}
+	tl, n := uvarint(h.rest)
+	if n <= 0 || uint64(len(h.rest)-n) < tl {
+		return nil, errCorruptRecord
+	}
+	typ := string(h.rest[n : n+int(tl)])
+	// v lives in the mmap only during the transaction: copy.
+	data := append([]byte(nil), h.rest[n+int(tl):]...)
+	id := f.id(seq)
+	return &Event{ID: id, Type: typ, Data: data, Time: h.at, Frame: framer(id, typ, data), seq: seq}, nil
+}
+
+// A dedup record: time (unix ns), count, the seqs of the batch.
+func encodeDedup(at time.Time, events []*Event) []byte {
+	b := make([]byte, 8, 8+10*(len(events)+1))
+	putU64(b, uint64(at.UnixNano()))
+	b = appendUvarint(b, uint64(len(events)))
+	for _, e := range events {
+		b = appendUvarint(b, e.seq)
+	}
+	return b
+}
+
+func decodeDedup(v []byte) (time.Time, []uint64, error) {
+	bad := errors.New("corrupt dedup record")
+	if len(v) < 8 {
+		return time.Time{}, nil, bad
+	}
+	at := time.Unix(0, int64(getU64(v)))
+	v = v[8:]
+	n, k := uvarint(v)
+	if k <= 0 || n > uint64(len(v)) {
+		return time.Time{}, nil, bad
+	}
+	v = v[k:]
+	seqs := make([]uint64, n)
+	for i := range seqs {
+		s, k := uvarint(v)
+		if k <= 0 {
+			return time.Time{}, nil, bad
+		}
+		seqs[i] = s
+		v = v[k:]
+	}
+	return at, seqs, nil
+}
+
+func putU64(b []byte, v uint64)               { binary.BigEndian.PutUint64(b, v) }
+func getU64(b []byte) uint64                  { return binary.BigEndian.Uint64(b) }
+func appendUvarint(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }
+func uvarint(b []byte) (uint64, int)          { return binary.Uvarint(b) }
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	putU64(b, v)
+	return b
+}
+
+func readU64(b []byte) (uint64, bool) {
+	if len(b) != 8 {
+		return 0, false
+	}
+	return getU64(b), true
+}
+
+func seqOf(k []byte) uint64 {
+	if len(k) != 8 {
+		return 0
+	}
+	return getU64(k)
+}
+
+// Interface guards
+var (
+	_ Store  = (*File)(nil)
+	_ Cursor = (*fileCursor)(nil)
+)
