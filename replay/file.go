@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -29,16 +30,22 @@ import (
 // fsync cost is shared by concurrent publishers. The committer is ours rather
 // than bbolt's DB.Batch because:
 //
-//   - DB.Batch may run a function twice and in any order relative to other
-//     calls (it retries a failed batch one call at a time); we need each
-//     topic's appends committed in the order their seqs were taken, which one
-//     goroutine draining a FIFO queue gives for free;
+//   - an append must reach the log in the order its seqs were taken (under
+//     the topic's lock). DB.Batch runs calls in the order goroutines reach
+//     it, so keeping that order would mean holding the topic's lock until
+//     the commit returns: one commit per append on a busy topic, no grouping
+//     where it matters most. Here an append is queued under the lock and
+//     waits for its commit outside it; one goroutine draining the FIFO queue
+//     commits every topic's appends in seq order;
+//   - DB.Batch may run a function twice (a failed batch is re-run without the
+//     failing call), so the functions could not touch memory; ours do not
+//     either, but we apply their results to memory once, after the commit;
 //   - DB.Batch waits up to MaxBatchDelay (10ms) for a batch to fill; our
 //     committer starts the next commit as soon as the previous one is done,
 //     so a lone publisher pays one fsync, not one fsync plus a timer;
 //   - memory state (the cache of recent events, counters, wake channels) must
 //     be updated after the commit and in commit order, which the committer
-//     does right after each group.
+//     does right after each group, before acknowledging it.
 //
 // If a group's transaction fails, each append of it is retried in a
 // transaction of its own, so that one bad append (say, a key bbolt refuses)
@@ -186,12 +193,26 @@ func openBolt(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {
 	if info, statErr := os.Stat(path); statErr == nil && info.IsDir() {
 		return nil, fmt.Errorf("file store %s: is a directory, not a store file", path)
 	}
+	var file *os.File
 	defer func() {
 		if r := recover(); r != nil {
+			// Release the descriptor (and its lock), so that the file can
+			// be opened again once repaired or replaced.
+			if file != nil {
+				unlockFile(file)
+				_ = file.Close()
+			}
 			db, err = nil, fmt.Errorf("file store %s: corrupt file: %v", path, r)
 		}
 	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	db, err = bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: lockTimeout,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, perm)
+			file = f
+			return f, err
+		},
+	})
 	switch {
 	case err == nil:
 		return db, nil
@@ -972,7 +993,11 @@ func (op *fileOp) run(topics, meta *bolt.Bucket, cfg *Config, now time.Time) err
 		return err
 	}
 	op.res = m
-	return tb.Put(keyTopicMeta, m.encode())
+	enc := m.encode()
+	if bytes.Equal(enc, tb.Get(keyTopicMeta)) {
+		return nil // a prune that found nothing to do: no page to write
+	}
+	return tb.Put(keyTopicMeta, enc)
 }
 
 // pruneBucket deletes the oldest events past the bounds and records the

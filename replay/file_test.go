@@ -424,6 +424,9 @@ func TestFileCorrupt(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantOpenError(t, path, nil, "corrupt")
+		// The failed open released the file: a second try fails the same
+		// way, not on the lock.
+		wantOpenError(t, path, &replay.FileOptions{LockTimeout: 100 * time.Millisecond}, "corrupt")
 	})
 	t.Run("another program's bbolt file", func(t *testing.T) {
 		path := filepath.Join(dir, "other.db")
