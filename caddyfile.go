@@ -51,7 +51,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			event_size            <size>       # default 1MiB
 //			topic_length          <n>          # default 256 bytes
 //		}
-//		store memory [<name>]                  # default memory default
+//		store memory [<name>] | file <path>    # default memory default
 //		publish {
 //			bearer            <token>
 //			hmac_sha256       <secret> [<header>]
