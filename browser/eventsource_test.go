@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -28,30 +30,6 @@ const chromiumPath = "/usr/bin/chromium"
 // waitLimit bounds every wait for something the page should see: the tests
 // assert what arrives, never how fast.
 const waitLimit = 20 * time.Second
-
-// page records everything its EventSources report in window.seen.
-const page = `<!doctype html>
-<meta charset="utf-8">
-<title>caddy-sse browser test</title>
-<script>
-window.seen = [];
-window.sources = {};
-function subscribe(name, url) {
-	const es = new EventSource(url);
-	window.sources[name] = es;
-	const record = (kind) => (e) => window.seen.push({
-		name, kind, data: e.data === undefined ? null : e.data,
-		id: e.lastEventId === undefined ? null : e.lastEventId, state: es.readyState,
-	});
-	es.onopen = record("open");
-	es.onerror = record("error");
-	es.onmessage = record("message");
-	es.addEventListener("reset", record("reset"));
-	es.addEventListener("close", record("close"));
-}
-function state(name) { return window.sources[name].readyState; }
-</script>
-`
 
 // seen is one entry of window.seen.
 type seen struct {
@@ -72,6 +50,9 @@ type browser struct {
 	// extra has the headers as sent on the wire, which include those the
 	// network stack adds (Last-Event-ID on an EventSource reconnection).
 	extra []*network.EventRequestWillBeSentExtraInfo
+	// paused receives the requests the Fetch domain holds (only when a
+	// test enables it, see holdRequests).
+	paused chan *fetch.EventRequestPaused
 }
 
 // newBrowser starts Chromium, or skips (fails in CI) when it is missing.
@@ -97,7 +78,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.Flag("ignore-certificate-errors", true),
 	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	b := &browser{t: t}
+	b := &browser{t: t, paused: make(chan *fetch.EventRequestPaused, 16)}
 	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithListener(func(ev any) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
@@ -108,14 +89,55 @@ func newBrowser(t *testing.T) *browser {
 			b.responses = append(b.responses, e)
 		case *network.EventRequestWillBeSentExtraInfo:
 			b.extra = append(b.extra, e)
+		case *fetch.EventRequestPaused:
+			select {
+			case b.paused <- e:
+			default:
+			}
 		}
 	}))
 	b.ctx = ctx
 	t.Cleanup(func() { cancel(); cancelAlloc() })
-	if _, err := chromedp.Run(ctx, chromedp.Navigate("about:blank")); err != nil { // starts the browser; the network domain comes enabled
+	if _, err := chromedp.Run(ctx, chromedp.Navigate("about:blank")); err != nil { // starts the browser
 		t.Fatalf("starting Chromium: %v", err)
 	}
+	// chromedp enables the network domain on its own; enabling it here says
+	// that the tests depend on its events.
+	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatalf("enabling network events: %v", err)
+	}
 	return b
+}
+
+// holdRequests makes the browser hold every later request whose URL
+// matches pattern until the test releases it (fetch.ContinueRequest).
+func (b *browser) holdRequests(pattern string) {
+	b.t.Helper()
+	if _, err := chromedp.Call(b.ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: pattern}}}); err != nil {
+		b.t.Fatalf("enabling request interception: %v", err)
+	}
+}
+
+// nextHeld waits for the next request held by holdRequests.
+func (b *browser) nextHeld() *fetch.EventRequestPaused {
+	b.t.Helper()
+	select {
+	case e := <-b.paused:
+		return e
+	case <-time.After(waitLimit):
+		b.t.Fatalf("no request held within %s", waitLimit)
+		return nil
+	}
+}
+
+func (b *browser) release(e *fetch.EventRequestPaused) {
+	b.t.Helper()
+	if _, err := chromedp.Call(b.ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: e.RequestID}); err != nil {
+		b.t.Fatalf("releasing %s: %v", e.Request.URL, err)
+	}
+	if _, err := chromedp.Call(b.ctx, fetch.Disable, cdp.Empty{}); err != nil {
+		b.t.Fatalf("ending request interception: %v", err)
+	}
 }
 
 func (b *browser) open(url string) {
@@ -163,8 +185,14 @@ func (b *browser) seen() []seen {
 
 // messages returns the data of the message events name received.
 func (b *browser) messages(name string) []string {
+	b.t.Helper()
+	return messages(b.seen(), name)
+}
+
+// messages returns the data of the message events name received in events.
+func messages(events []seen, name string) []string {
 	var data []string
-	for _, s := range b.seen() {
+	for _, s := range events {
 		if s.Name == name && s.Kind == "message" && s.Data != nil {
 			data = append(data, *s.Data)
 		}
@@ -190,8 +218,8 @@ func (b *browser) waitFor(what string, ok func([]seen) bool) []seen {
 
 func (b *browser) waitForMessages(name string, want []string) {
 	b.t.Helper()
-	b.waitFor(fmt.Sprintf("%s receive %v", name, want), func([]seen) bool {
-		return slices.Equal(b.messages(name), want)
+	b.waitFor(fmt.Sprintf("%s receive %v", name, want), func(events []seen) bool {
+		return slices.Equal(messages(events, name), want)
 	})
 }
 
@@ -220,6 +248,16 @@ func (b *browser) requestsFor(part string) int {
 	return n
 }
 
+// header returns the value of the header name, in any case, or "".
+func header(h network.Headers, name string) string {
+	for k, v := range h {
+		if strings.EqualFold(k, name) {
+			return fmt.Sprint(v)
+		}
+	}
+	return ""
+}
+
 func describe(s []seen) string {
 	var parts []string
 	for _, e := range s {
@@ -232,8 +270,8 @@ func describe(s []seen) string {
 	return "[" + strings.Join(parts, " ") + "]"
 }
 
-// server is a Caddy in this process serving the test page and the sse
-// handler for /t/*.
+// server is a Caddy in this process serving the test page
+// (testdata/index.html) and the sse handler for /t/*.
 type server struct {
 	t      *testing.T
 	origin string // scheme://host:port
@@ -245,7 +283,7 @@ type server struct {
 // caddyfile renders a site serving the page from root and sse for /t/*
 // with the given options.
 func (s *server) caddyfile(scheme, site, sseOptions string) string {
-	return fmt.Sprintf(`{
+	return testcaddy.Format(fmt.Sprintf(`{
 	admin off
 	skip_install_trust
 	local_certs
@@ -263,17 +301,23 @@ func (s *server) caddyfile(scheme, site, sseOptions string) string {
 	root * %s
 	file_server
 }
-`, scheme, s.port, site, sseOptions, s.root)
+`, scheme, s.port, site, sseOptions, s.root))
 }
 
 func startServer(t *testing.T, scheme, site, sseOptions string) *server {
 	t.Helper()
-	s := &server{t: t, root: t.TempDir(), port: testcaddy.FreePort(t)}
-	if err := os.WriteFile(filepath.Join(s.root, "index.html"), []byte(page), 0o644); err != nil {
+	root, err := filepath.Abs("testdata")
+	if err != nil {
 		t.Fatal(err)
 	}
+	s := &server{t: t, root: root, port: testcaddy.FreePort(t)}
 	s.origin = fmt.Sprintf("%s://127.0.0.1:%d", scheme, s.port)
-	s.client = &http.Client{Timeout: 10 * time.Second, Transport: testcaddy.InsecureTransport()}
+	// A connection per publish: a kept-alive connection to a server that a
+	// reload is shutting down can be reset under a POST, which net/http
+	// does not retry.
+	tr := testcaddy.InsecureTransport()
+	tr.DisableKeepAlives = true
+	s.client = &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	testcaddy.Load(t, s.caddyfile(scheme, site, sseOptions))
 	if scheme == "https" {
 		// Caddy issues the internal certificate in the background: wait
@@ -360,13 +404,7 @@ func TestCompressedStreamDeliversEachEventAtOnce(t *testing.T) {
 			if len(resps) == 0 {
 				t.Fatal("no response for the stream seen over CDP")
 			}
-			got := ""
-			for k, v := range resps[0].Response.Headers {
-				if strings.EqualFold(k, "Content-Encoding") {
-					got = fmt.Sprint(v)
-				}
-			}
-			if got != tc.wantEncoding {
+			if got := header(resps[0].Response.Headers, "Content-Encoding"); got != tc.wantEncoding {
 				t.Errorf("Content-Encoding %q, want %q", got, tc.wantEncoding)
 			}
 		})
@@ -419,9 +457,13 @@ func TestHTTP2MultiplexesEightStreams(t *testing.T) {
 // Scenario 3: the server drops the stream (a config reload ends it with a
 // retry hint); events published while the browser is away arrive after it
 // reconnects by itself with Last-Event-ID: exactly 1–10, in order, once.
+//
+// "Away" is made certain, not left to the retry delay: once the stream is
+// up, the Fetch domain holds the browser's next request for the stream (its
+// own reconnection) until events 6–10 are published.
 func TestBrowserResumesAfterReload(t *testing.T) {
 	b := newBrowser(t)
-	s := startServer(t, "http", "", "retry 500ms\n\t\tdrain_window 0")
+	s := startServer(t, "http", "", "retry 500ms\ndrain_window 0")
 	b.open(s.origin + "/")
 	b.do(`subscribe("a", "/t/resume")`)
 	b.waitFor("the stream open", func(events []seen) bool { return len(events) > 0 && events[0].Kind == "open" })
@@ -430,31 +472,54 @@ func TestBrowserResumesAfterReload(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		want = append(want, fmt.Sprint(i))
 		fiveID = s.publish("/t/resume", want[i-1])
+		b.waitForMessages("a", want)
 	}
-	b.waitForMessages("a", want)
 
+	b.holdRequests("*/t/resume*")
 	before := b.requestsFor("/t/resume")
-	testcaddy.Reload(t, s.caddyfile("http", "", "retry 500ms\n\t\tdrain_window 0\n\t\theartbeat 20s"))
+	testcaddy.Reload(t, s.caddyfile("http", "", "retry 500ms\ndrain_window 0\nheartbeat 20s"))
+	b.waitFor("the stream dropped (error, readyState CONNECTING)", func(events []seen) bool {
+		return slices.ContainsFunc(events, func(e seen) bool { return e.Kind == "error" && e.State == 0 })
+	})
+	held := b.nextHeld()
 	for i := 6; i <= 10; i++ {
 		want = append(want, fmt.Sprint(i))
 		s.publish("/t/resume", want[i-1])
 	}
-	b.waitForMessages("a", want)
-	if after := b.requestsFor("/t/resume"); after <= before {
-		t.Errorf("the browser made no new request for the stream (%d before, %d after): it was never dropped", before, after)
+	if got := b.messages("a"); len(got) != 5 {
+		t.Fatalf("the page got %v while its reconnection was held", got)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var resumedWith string
-	for _, r := range b.extra {
-		for k, v := range r.Headers {
-			if strings.EqualFold(k, "Last-Event-ID") {
-				resumedWith = fmt.Sprint(v)
-			}
+	b.release(held)
+	b.waitForMessages("a", want)
+	if after := b.requestsFor("/t/resume"); after != before+1 {
+		t.Errorf("%d requests for the stream after the reload, want one reconnection", after-before)
+	}
+	var ids []string
+	for _, e := range b.seen() {
+		if e.Kind == "message" && e.ID != nil {
+			ids = append(ids, *e.ID)
 		}
 	}
-	if resumedWith != fiveID {
-		t.Errorf("the reconnection carried Last-Event-ID %q, want the id of event 5, %q", resumedWith, fiveID)
+	if len(ids) != 10 || ids[4] != fiveID || len(slices.Compact(slices.Clone(ids))) != 10 {
+		t.Errorf("message ids %v: want ten distinct ids, the fifth %s", ids, fiveID)
+	}
+	// Chromium's network stack adds Last-Event-ID, so only the headers as
+	// sent on the wire (the extra-info event) show it.
+	var resumedWith []string
+	b.mu.Lock()
+	for _, r := range b.extra {
+		if v := header(r.Headers, "Last-Event-ID"); v != "" {
+			resumedWith = append(resumedWith, v)
+		}
+	}
+	b.mu.Unlock()
+	if !slices.Equal(resumedWith, []string{fiveID}) {
+		t.Errorf("requests carried Last-Event-ID %q, want one reconnection with the id of event 5, %q", resumedWith, fiveID)
+	}
+	for _, r := range b.responsesFor("/t/resume") {
+		if r.Response.Status != http.StatusOK {
+			t.Errorf("a stream request answered %d", r.Response.Status)
+		}
 	}
 }
 
@@ -502,7 +567,7 @@ func TestNoContentStopsReconnection(t *testing.T) {
 // history gets the reset event, then the retained events.
 func TestResetForIDOlderThanHistory(t *testing.T) {
 	b := newBrowser(t)
-	s := startServer(t, "http", "", "history {\n\t\t\tevents 3\n\t\t}")
+	s := startServer(t, "http", "", "history {\nevents 3\n}")
 	var ids []string
 	for i := 1; i <= 10; i++ {
 		ids = append(ids, s.publish("/t/reset", fmt.Sprint(i)))
@@ -510,7 +575,7 @@ func TestResetForIDOlderThanHistory(t *testing.T) {
 	b.open(s.origin + "/")
 	b.do(fmt.Sprintf(`subscribe("a", "/t/reset?lastEventId=%s")`, ids[0]))
 	got := b.waitFor("the reset then events 8-10", func(events []seen) bool {
-		return slices.Equal(b.messages("a"), []string{"8", "9", "10"})
+		return slices.Equal(messages(events, "a"), []string{"8", "9", "10"})
 	})
 	var kinds []string
 	for _, e := range got {
@@ -522,8 +587,24 @@ func TestResetForIDOlderThanHistory(t *testing.T) {
 		t.Errorf("the page saw %v, want the reset first, then three messages", kinds)
 	}
 	for _, e := range got {
-		if e.Kind == "reset" && (e.Data == nil || !strings.Contains(*e.Data, `"reason":"expired"`)) {
-			t.Errorf("reset data %v, want reason expired", e.Data)
+		if e.Kind != "reset" {
+			continue
+		}
+		var reset struct {
+			Reason      string `json:"reason"`
+			Requested   string `json:"requested"`
+			ResumeAfter string `json:"resume_after"`
+		}
+		if e.Data == nil || json.Unmarshal([]byte(*e.Data), &reset) != nil {
+			t.Fatalf("reset data %v is not the JSON of the README", e.Data)
+		}
+		if reset.Reason != "expired" || reset.Requested != ids[0] {
+			t.Errorf("reset %s, want reason expired for %s", *e.Data, ids[0])
+		}
+		// The reset's id is where delivery resumes: the page's lastEventId
+		// is valid again, and the next event follows it.
+		if e.ID == nil || *e.ID != reset.ResumeAfter || reset.ResumeAfter != ids[6] {
+			t.Errorf("reset %s with lastEventId %v: want lastEventId and resume_after the id of event 7, %s", *e.Data, e.ID, ids[6])
 		}
 	}
 }
