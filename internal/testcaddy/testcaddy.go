@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -30,15 +31,41 @@ import (
 	_ "github.com/ssegate/caddy-sse"
 )
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// Ports handed out by FreePort come from below Linux's ephemeral range
+// (32768 and up): a port from that range, free when we looked, can be taken
+// by any outgoing connection (of this test or of a test package running
+// beside it) before Caddy binds it.
+const (
+	portBase  = 20000
+	portRange = 12000
+)
+
+var (
+	portsMu  sync.Mutex
+	portsOut = map[int]bool{}
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago and that
+// this process has not handed out before.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := portBase + rand.IntN(portRange)
+		if portsOut[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsOut[port] = true
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port found")
+	return 0
 }
 
 // Adapt turns a Caddyfile into Caddy's JSON, failing the test on error.
