@@ -265,3 +265,60 @@ func scrape(t *testing.T, adminPort int) map[string]float64 {
 	}
 	return values
 }
+
+// The process-wide subscriber limit answers 503 with Retry-After past it,
+// and a slot freed by a leaving subscriber is available again.
+func TestGlobalSubscriberLimit(t *testing.T) {
+	adminPort, port := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	testcaddy.Load(t, strings.Replace(overloadCaddyfile(adminPort, port), "write_timeout 2s", "write_timeout 2s\n\t\tlimits {\n\t\t\tsubscribers 3\n\t\t}", 1))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+
+	// Streams of earlier tests may still be ending, so open until refused
+	// rather than assuming the count starts at zero.
+	var open []*ssetest.Stream
+	defer func() {
+		for _, s := range open {
+			s.Close()
+		}
+	}()
+	var refused *http.Response
+	for i := 0; i < 10 && refused == nil; i++ {
+		s, err := ssetest.Dial(addr, fmt.Sprintf("/o/global-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Response.StatusCode == http.StatusOK {
+			open = append(open, s)
+			continue
+		}
+		refused = s.Response
+		s.Close()
+	}
+	if refused == nil || len(open) > 3 {
+		t.Fatalf("%d streams open and none refused; the limit is 3", len(open))
+	}
+	if refused.StatusCode != http.StatusServiceUnavailable || refused.Header.Get("Retry-After") == "" {
+		t.Errorf("past the limit: %s with Retry-After %q, want 503 with Retry-After", refused.Status, refused.Header.Get("Retry-After"))
+	}
+	if len(open) == 0 {
+		t.Skip("earlier streams still held every slot")
+	}
+	open[0].Close()
+	open = open[1:]
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := ssetest.Dial(addr, "/o/global-again")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Response.StatusCode == http.StatusOK {
+			open = append(open, s)
+			break
+		}
+		s.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the slot of a closed stream never came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

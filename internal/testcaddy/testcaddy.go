@@ -89,6 +89,11 @@ func Load(t testing.TB, caddyfileText string) {
 		t.Fatalf("loading config: %v", err)
 	}
 	t.Cleanup(func() {
+		// caddy.Stop leaves the admin endpoint running; a config that
+		// disables it stops that too, so nothing outlives the test.
+		if err := caddy.Load([]byte(`{"admin":{"disabled":true}}`), true); err != nil {
+			t.Errorf("unloading config: %v", err)
+		}
 		if err := caddy.Stop(); err != nil {
 			t.Errorf("stopping caddy: %v", err)
 		}
