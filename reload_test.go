@@ -81,6 +81,7 @@ type resumingClient struct {
 
 func (c *resumingClient) run(stop <-chan struct{}) {
 	last := ""
+	dialFailures := 0
 	for {
 		var headers []string
 		if last != "" {
@@ -88,8 +89,15 @@ func (c *resumingClient) run(stop <-chan struct{}) {
 		}
 		s, err := ssetest.Dial(c.addr, c.path, headers...)
 		if err != nil {
-			c.fail(err)
-			return
+			// As EventSource does on a network error: try again. A
+			// connection accepted by the old server just as it shuts down
+			// is reset; that is Caddy's reload, not a lost event.
+			if dialFailures++; dialFailures > 50 {
+				c.fail(err)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
 		}
 		if s.Response.StatusCode != http.StatusOK {
 			s.Close()
