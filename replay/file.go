@@ -553,8 +553,7 @@ func (f *File) Append(_ context.Context, topic string, b Batch) (Appended, error
 			for i, d := range b.Events {
 				seq := base + uint64(i) + 1
 				id := f.id(seq)
-				e := &Event{ID: id, Type: d.Type, Data: d.Data, Time: now, Frame: cfg.Framer(id, d.Type, d.Data), seq: seq}
-				e.encodedBudget = len(e.Frame) * min(cfg.Encodings, MaxEncodings)
+				e := cfg.newEvent(seq, id, d, now)
 				op.events[i] = e
 				op.recs[i] = encodeEvent(e, e.size())
 				total += e.size()

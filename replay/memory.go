@@ -155,8 +155,7 @@ func (m *Memory) Append(_ context.Context, topic string, b Batch) (Appended, err
 		for i, d := range b.Events {
 			seq := base + uint64(i) + 1
 			id := m.id(seq)
-			events[i] = &Event{ID: id, Type: d.Type, Data: d.Data, Time: now, Frame: cfg.Framer(id, d.Type, d.Data), seq: seq}
-			events[i].encodedBudget = len(events[i].Frame) * min(cfg.Encodings, MaxEncodings)
+			events[i] = cfg.newEvent(seq, id, d, now)
 			total += events[i].size()
 		}
 		if total > cfg.MaxBytes {

@@ -189,6 +189,15 @@ type Config struct {
 	Encodings int
 }
 
+// newEvent builds an event for appending: framed once, with room for its
+// cached encodings reserved against the history bounds. Every store appends
+// through it, so events cost the same in each.
+func (c *Config) newEvent(seq uint64, id string, d Draft, now time.Time) *Event {
+	e := &Event{ID: id, Type: d.Type, Data: d.Data, Time: now, Frame: c.Framer(id, d.Type, d.Data), seq: seq}
+	e.encodedBudget = len(e.Frame) * min(c.Encodings, MaxEncodings)
+	return e
+}
+
 // Defaults of Config.
 const (
 	DefaultMaxEvents    = 1000
