@@ -13,7 +13,7 @@ import (
 // collectors into it. No label names a topic, so cardinality stays bounded
 // however many topics clients create.
 var metrics = struct {
-	subscribers     prometheus.Gauge
+	subscribers     prometheus.GaugeFunc
 	subscriptions   prometheus.Counter
 	replays         prometheus.Counter
 	resets          prometheus.Counter
@@ -23,10 +23,12 @@ var metrics = struct {
 	published       prometheus.Counter
 	rejects         *prometheus.CounterVec
 }{
-	subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
+	// Read from the counter limits.subscribers is checked against, so the
+	// metric and the limit can never disagree.
+	subscribers: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "subscribers",
-		Help: "Open event streams.",
-	}),
+		Help: "Open event streams (what limits.subscribers counts).",
+	}, func() float64 { return float64(subscribers.Load()) }),
 	subscriptions: prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "sse", Name: "subscriptions_total",
 		Help: "Event streams opened.",

@@ -510,8 +510,6 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 	defer cur.Close()
 	defer h.sourceDemand(topic)()
 	metrics.subscriptions.Inc()
-	metrics.subscribers.Inc()
-	defer metrics.subscribers.Dec()
 	if from != "" {
 		metrics.replays.Inc()
 	}
