@@ -78,6 +78,13 @@ type Batch struct {
 	// already appended to the topic within the dedup window appends nothing
 	// and reports the ids of the first append.
 	Key string
+	// Lease, when set, fences the append: it is applied only while this
+	// holder still holds the lease (otherwise ErrLeaseLost and nothing is
+	// appended), and Cursor is recorded as the lease's upstream position in
+	// the same atomic step. Only Shared stores use it; others ignore it.
+	Lease Lease
+	// Cursor is the upstream position the batch reaches (see Lease).
+	Cursor string
 }
 
 // Appended reports the result of an append.
@@ -160,6 +167,31 @@ type Store interface {
 	Configure(cfg Config)
 }
 
+// Shared is implemented by stores that several Caddy nodes use at once
+// (Redis). It elects one node to pull each source: the holder of the
+// source's lease.
+type Shared interface {
+	Store
+	// Lease blocks until this node holds the lease called name, or ctx
+	// ends. The store renews it until Release; if a renewal fails for
+	// longer than the lease lasts, Lost is closed and the store refuses
+	// the holder's fenced appends, so a paused former holder cannot
+	// append after another node took over.
+	Lease(ctx context.Context, name string) (Lease, error)
+}
+
+// Lease is one node's hold on a named lease (see Shared).
+type Lease interface {
+	// Lost is closed when the lease is no longer held: released, expired
+	// or taken over.
+	Lost() <-chan struct{}
+	// Cursor is the upstream position recorded by the last fenced append
+	// of any holder of this lease: where the new holder resumes.
+	Cursor() string
+	// Release gives the lease up at once so another node can take it.
+	Release()
+}
+
 // Framer encodes an event to its wire bytes once, when it enters a log.
 type Framer func(id, eventType string, data []byte) []byte
 
@@ -238,4 +270,10 @@ var (
 	ErrTooManySubscribers = errors.New("subscriber limit of the topic reached")
 	ErrBatchTooLarge      = errors.New("batch is larger than the topic's history bound")
 	ErrStoreClosed        = errors.New("store is closed")
+	// ErrUnavailable: the store's backend cannot be reached and nothing
+	// was stored. Callers answer 503 with Retry-After.
+	ErrUnavailable = errors.New("store unavailable")
+	// ErrLeaseLost: a fenced append came from a node that no longer holds
+	// the lease; nothing was appended.
+	ErrLeaseLost = errors.New("lease lost")
 )
