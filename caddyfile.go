@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		write_timeout <duration>               # default 30s
 //		drain_window  <duration>               # default 5s; 0 ends streams at once on reload
 //		compress      <encoding...> | off      # gzip, zstd; default off (encode applies)
+//		detach        on | off                 # default on: HTTP/1.x streams leave net/http
 //		on_gap        replay | live            # default replay
 //		reset_event   <name>                   # default reset
 //		close_event   <name>                   # default close
@@ -114,6 +115,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				h.Compress = append(h.Compress, a)
 			}
+		case "detach":
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			if v != "on" && v != "off" {
+				return d.Errf("detach: %q is neither on nor off", v)
+			}
+			on := v == "on"
+			h.Detach = &on
 		case "on_gap":
 			if err := oneArg(d, &h.OnGap); err != nil {
 				return err

@@ -54,6 +54,9 @@ const (
 	// maxCursorLength bounds the Last-Event-ID a client may send; longer
 	// values are treated as unknown ids.
 	maxCursorLength = 512
+	// detachedExitWait bounds how long an exiting process waits for its
+	// detached streams to end.
+	detachedExitWait = 5 * time.Second
 )
 
 // Handler serves Server-Sent Events. A GET subscribes to the topic the
@@ -113,6 +116,16 @@ type Handler struct {
 	// configured, compresses each stream with a compressor of its own.
 	Compress []string `json:"compress,omitempty"`
 
+	// Take plain HTTP/1.x streams over from net/http once their head is
+	// sent, so that an idle subscriber holds a few KiB (its connection,
+	// cursor and one small goroutine) instead of the ~38 KiB of a request
+	// in flight. Streams over HTTP/2 and HTTP/3, and streams that encode
+	// compresses, are never detached. A detached stream is logged by
+	// Caddy's access log when it starts (with that duration), and notices
+	// a client that left by a failed write or at the next heartbeat.
+	// Default: true.
+	Detach *bool `json:"detach,omitempty"`
+
 	// Enables publishing (POST) and ending topics (DELETE) on the same URL.
 	// Without it both answer 405.
 	Publish *Publish `json:"publish,omitempty"`
@@ -137,6 +150,11 @@ type Handler struct {
 	// reload or the process exiting), ending every open stream.
 	stop     chan struct{}
 	stopOnce *sync.Once
+
+	detach bool
+	// detached counts the streams running outside a request, which Caddy's
+	// own shutdown no longer waits for.
+	detached *sync.WaitGroup
 }
 
 // History bounds a topic's log. The oldest events are pruned first when any
@@ -224,6 +242,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.stop = make(chan struct{})
 	h.stopOnce = new(sync.Once)
+	h.detach = h.Detach == nil || *h.Detach
+	h.detached = new(sync.WaitGroup)
 	h.setDefaults()
 	repl := caddy.NewReplacer()
 
@@ -398,9 +418,22 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup ends the streams still open on this handler.
+// Cleanup ends the streams still open on this handler. When the process
+// exits it waits (briefly) for detached streams to write their retry hint
+// and end their response, as Caddy waits for streams in a request.
 func (h *Handler) Cleanup() error {
 	h.endStreams()
+	if h.detached != nil && (caddy.Exiting() || h.DrainWindow < 0) {
+		done := make(chan struct{})
+		go func() {
+			h.detached.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(detachedExitWait):
+		}
+	}
 	return h.cleanupSources()
 }
 
@@ -488,7 +521,6 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		subscribers.Add(-1)
 		return writeRetryLater(w, fmt.Sprintf("subscriber limit of %d reached", h.Limits.Subscribers))
 	}
-	defer subscribers.Add(-1)
 
 	onGap := replay.GapReplay
 	if h.OnGap == "live" {
@@ -496,6 +528,9 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 	}
 	from := cursorFrom(r)
 	cur, err := h.store.Subscribe(r.Context(), topic, from, onGap)
+	if err != nil {
+		subscribers.Add(-1)
+	}
 	switch {
 	case errors.Is(err, replay.ErrTopicClosed):
 		// 204 is the one answer that makes EventSource stop reconnecting.
@@ -507,8 +542,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		h.logger.Error("subscribing", zap.String("topic", topic), zap.Error(err))
 		return writeRetryLater(w, "subscribing failed")
 	}
-	defer cur.Close()
-	defer h.sourceDemand(topic)()
+	release := h.sourceDemand(topic)
 	metrics.subscriptions.Inc()
 	if from != "" {
 		metrics.replays.Inc()
@@ -521,16 +555,35 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		// Whatever was negotiated, encode must not compress again.
 		w.Header().Set("Cache-Control", "no-cache, no-transform")
 	}
+	sub := &subscription{h: h, cur: cur, release: release, topic: topic, from: from, started: time.Now()}
 	if err := stream.WriteHead(w, enc); err != nil {
+		sub.finish(stream.Stats{}, err)
 		return nil // the client is gone already
 	}
+	opts := h.streamOptions(enc)
+	// A stream that encode (or anything but us) compresses must keep its
+	// writer chain, so only an untransformed one is detached.
+	if h.detach && (enc != nil || w.Header().Get("Content-Encoding") == "") {
+		if d, err := stream.Detach(w, r); err == nil {
+			h.detached.Add(1)
+			go func() {
+				defer h.detached.Done()
+				sub.finish(stream.ServeDetached(d, cur, opts))
+			}()
+			return nil
+		}
+	}
+	sub.finish(stream.Serve(r.Context(), w, cur, opts))
+	return nil
+}
+
+func (h *Handler) streamOptions(enc *stream.Encoding) stream.Options {
 	heartbeat := time.Duration(h.Heartbeat)
 	if heartbeat < 0 {
 		heartbeat = 0
 	}
 	retry := time.Duration(h.Retry)
-	started := time.Now()
-	stats, err := stream.Serve(r.Context(), w, cur, stream.Options{
+	return stream.Options{
 		Retry:        retry,
 		Heartbeat:    heartbeat,
 		WriteTimeout: time.Duration(h.WriteTimeout),
@@ -542,21 +595,40 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		},
 		Drain:    h.drainDelay,
 		Encoding: enc,
-	})
+	}
+}
+
+// subscription is what one stream holds until it ends, in the request's
+// goroutine or, once detached, in its own.
+type subscription struct {
+	h       *Handler
+	cur     replay.Cursor
+	release func()
+	topic   string
+	from    string
+	started time.Time
+}
+
+// finish releases the stream's cursor, demand and subscriber slot, and
+// accounts for what it delivered.
+func (s *subscription) finish(stats stream.Stats, err error) {
+	h := s.h
+	s.cur.Close()
+	s.release()
+	subscribers.Add(-1)
 	metrics.delivered.Add(float64(stats.Events))
 	metrics.resets.Add(float64(stats.Resets))
 	metrics.bytesWritten.Add(float64(stats.Bytes))
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		metrics.slowDisconnects.Inc()
-		h.logger.Debug("subscriber too slow, disconnected", zap.String("topic", topic), zap.Duration("write_timeout", time.Duration(h.WriteTimeout)))
+		h.logger.Debug("subscriber too slow, disconnected", zap.String("topic", s.topic), zap.Duration("write_timeout", time.Duration(h.WriteTimeout)))
 	}
 	if c := h.logger.Check(zap.DebugLevel, "stream ended"); c != nil {
-		c.Write(zap.String("topic", topic), zap.String("from", from),
+		c.Write(zap.String("topic", s.topic), zap.String("from", s.from),
 			zap.Int("events", stats.Events), zap.Int("resets", stats.Resets),
-			zap.Int64("bytes", stats.Bytes), zap.Duration("duration", time.Since(started)),
+			zap.Int64("bytes", stats.Bytes), zap.Duration("duration", time.Since(s.started)),
 			zap.NamedError("reason", err))
 	}
-	return nil
 }
 
 // drainDelay picks when a stream of a stopping config ends: at once when

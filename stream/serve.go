@@ -46,6 +46,9 @@ type Options struct {
 var (
 	ErrTopicClosed = errors.New("topic closed")
 	ErrStopped     = errors.New("server stopping")
+	// ErrClientGone: a detached stream found its client had closed the
+	// connection.
+	ErrClientGone = errors.New("client closed the connection")
 )
 
 // Stats count what one stream delivered.
@@ -86,13 +89,18 @@ func WriteHead(w http.ResponseWriter, enc *Encoding) error {
 // delivered and why it ended: ErrTopicClosed, ErrStopped, the context's
 // error, or the write error.
 func Serve(ctx context.Context, w http.ResponseWriter, cur replay.Cursor, opts Options) (Stats, error) {
-	s := &subscriber{w: w, rc: http.NewResponseController(w), opts: opts}
+	out := &responseSink{w: w, rc: http.NewResponseController(w)}
+	// Clear our deadline on the way out: the connection may serve further
+	// requests.
+	defer out.rc.SetWriteDeadline(time.Time{}) //nolint:errcheck
+	return serve(ctx, out, cur, opts)
+}
+
+func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stats, error) {
+	s := &subscriber{out: out, opts: opts}
 	if opts.MaxBatch <= 0 {
 		s.opts.MaxBatch = 64
 	}
-	// Clear our deadline on the way out: the connection may serve further
-	// requests.
-	defer s.rc.SetWriteDeadline(time.Time{}) //nolint:errcheck
 
 	var first []byte
 	if opts.Encoding != nil {
@@ -142,6 +150,9 @@ func Serve(ctx context.Context, w http.ResponseWriter, cur replay.Cursor, opts O
 		select {
 		case <-page.Wait:
 		case <-idle:
+			if s.out.gone() {
+				return s.stats, ErrClientGone
+			}
 			hb := heartbeat
 			if s.enc != nil {
 				hb = s.enc.heartbeat(nil)
@@ -187,8 +198,7 @@ func (s *subscriber) end() error {
 }
 
 type subscriber struct {
-	w     http.ResponseWriter
-	rc    *http.ResponseController
+	out   sink
 	opts  Options
 	enc   *encodedWriter // nil for identity
 	stats Stats
@@ -254,18 +264,46 @@ func (s *subscriber) deliver(p replay.Page) error {
 // write sends b and flushes it through every layer (encode's compressor
 // included), bounded by the write timeout.
 func (s *subscriber) write(b []byte) error {
+	var deadline time.Time
 	if s.opts.WriteTimeout > 0 {
+		deadline = time.Now().Add(s.opts.WriteTimeout)
+	}
+	n, err := s.out.send(b, deadline)
+	s.stats.Bytes += int64(n)
+	return err
+}
+
+// sink is where a subscriber's bytes go: a response writer, or a connection
+// taken over from net/http (Detached).
+type sink interface {
+	// send writes b and pushes it all the way to the client by deadline
+	// (zero: none).
+	send(b []byte, deadline time.Time) (int, error)
+	// gone reports a client known to have closed its side; checked when
+	// the stream is idle.
+	gone() bool
+}
+
+type responseSink struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (r *responseSink) send(b []byte, deadline time.Time) (int, error) {
+	if !deadline.IsZero() {
 		// ErrNotSupported (e.g. HTTP/3) leaves the stream without a
 		// deadline; the server's own timeouts still apply there.
-		_ = s.rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+		_ = r.rc.SetWriteDeadline(deadline)
 	}
-	n, err := s.w.Write(b)
-	s.stats.Bytes += int64(n)
+	n, err := r.w.Write(b)
 	if err != nil {
-		return fmt.Errorf("writing to subscriber: %w", err)
+		return n, fmt.Errorf("writing to subscriber: %w", err)
 	}
-	if err := s.rc.Flush(); err != nil {
-		return fmt.Errorf("flushing to subscriber: %w", err)
+	if err := r.rc.Flush(); err != nil {
+		return n, fmt.Errorf("flushing to subscriber: %w", err)
 	}
-	return nil
+	return n, nil
 }
+
+// gone: the request context already tells when the client leaves.
+func (*responseSink) gone() bool { return false }

@@ -1,0 +1,142 @@
+package stream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ssegate/caddy-sse/replay"
+)
+
+// Detached is an HTTP/1.x event stream whose connection was taken over from
+// net/http once the response head was sent. The request's goroutine, its
+// buffered reader and writer and Caddy's per-request state are released;
+// what stays per subscriber is the connection, the cursor and one small
+// goroutine. That is the difference between roughly 38 KiB and a few KiB
+// per idle subscriber.
+//
+// The price, which the handler accepts only for plain HTTP/1.x streams
+// that no other handler transforms: the stream frames its own chunked
+// encoding, Caddy's access log sees the request end when the stream is
+// detached, Caddy's graceful shutdown no longer waits for it (the handler
+// ends it itself), and a client that leaves is noticed by a failed write
+// or, when idle, by peeking at the socket at heartbeat time.
+type Detached struct {
+	conn    net.Conn
+	chunked bool
+	raw     syscall.RawConn // for peeking; nil when the conn has none
+}
+
+// ErrNotDetachable is returned by Detach for a stream that must stay with
+// net/http: HTTP/2 and HTTP/3 multiplex streams over one connection.
+var ErrNotDetachable = errors.New("stream cannot be detached from its connection")
+
+// Detach takes over the connection of the HTTP/1.x request r, whose
+// response head WriteHead has sent. Bytes the client sent after its
+// request are dropped: an event stream is the last response of its
+// connection.
+func Detach(w http.ResponseWriter, r *http.Request) (*Detached, error) {
+	if r.ProtoMajor != 1 {
+		return nil, ErrNotDetachable
+	}
+	// net/http chose the framing when it wrote the head: chunked for
+	// HTTP/1.1 unless the handler asked for identity, otherwise the body
+	// ends with the connection.
+	chunked := r.ProtoAtLeast(1, 1) && w.Header().Get("Transfer-Encoding") != "identity"
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotDetachable, err)
+	}
+	// Clear the server's read and write deadlines: the stream sets its own
+	// write deadlines and never reads.
+	_ = conn.SetDeadline(time.Time{})
+	d := &Detached{conn: conn, chunked: chunked}
+	tcp := conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		tcp = tc.NetConn()
+	}
+	if sc, ok := tcp.(syscall.Conn); ok {
+		d.raw, _ = sc.SyscallConn()
+	}
+	return d, nil
+}
+
+// ServeDetached is Serve for a detached stream: it delivers until the topic
+// closes, a write fails or times out, the client is seen gone, or
+// opts.Stop ends it, then ends the HTTP body properly when it can and
+// closes the connection.
+func ServeDetached(d *Detached, cur replay.Cursor, opts Options) (Stats, error) {
+	ctx, hangup := context.WithCancelCause(context.Background())
+	defer hangup(nil)
+	unwatch := func() {}
+	if d.raw != nil {
+		if stop, ok := watchHangup(d.raw, func() { hangup(ErrClientGone) }); ok {
+			unwatch = stop
+		}
+	}
+	stats, err := serve(ctx, d, cur, opts)
+	if errors.Is(err, context.Canceled) {
+		err = context.Cause(ctx)
+	}
+	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped)) {
+		// The last chunk: a clean end of the response body.
+		_ = d.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = d.conn.Write(lastChunk)
+	}
+	// The watch goes before the socket: its descriptor may be reused at once.
+	unwatch()
+	d.conn.Close()
+	return stats, err
+}
+
+var (
+	lastChunk = []byte("0\r\n\r\n")
+	crlf      = []byte("\r\n")
+)
+
+// chunkPool holds the buffers a chunk is assembled in, so that one write
+// (and, over TLS, one record) carries it and nothing is allocated per
+// delivery.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+func (d *Detached) send(b []byte, deadline time.Time) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	_ = d.conn.SetWriteDeadline(deadline)
+	if !d.chunked {
+		n, err := d.conn.Write(b)
+		if err != nil {
+			return n, fmt.Errorf("writing to subscriber: %w", err)
+		}
+		return n, nil
+	}
+	bp := chunkPool.Get().(*[]byte)
+	buf := strconv.AppendInt((*bp)[:0], int64(len(b)), 16)
+	buf = append(buf, crlf...)
+	buf = append(buf, b...)
+	buf = append(buf, crlf...)
+	_, err := d.conn.Write(buf)
+	if cap(buf) <= 64<<10 {
+		*bp = buf
+		chunkPool.Put(bp)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("writing to subscriber: %w", err)
+	}
+	return len(b), nil
+}
+
+func (d *Detached) gone() bool {
+	if d.raw == nil {
+		return false
+	}
+	return peekClosed(d.raw)
+}
