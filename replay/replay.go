@@ -230,6 +230,16 @@ func (c *Config) newEvent(seq uint64, id string, d Draft, now time.Time) *Event 
 	return e
 }
 
+// NewEvent builds an event for a store outside this package (Redis): framed
+// once with the Framer, with room for its cached encodings reserved, exactly
+// as this package's stores build theirs. at is when the store accepted it.
+func (c *Config) NewEvent(id string, d Draft, at time.Time) *Event {
+	return c.newEvent(0, id, d, at)
+}
+
+// Size is what the event costs against Config.MaxBytes.
+func (e *Event) Size() int64 { return e.size() }
+
 // Defaults of Config.
 const (
 	DefaultMaxEvents    = 1000
