@@ -151,4 +151,3 @@ func rawGet(t *testing.T, addr, proto, path string) (net.Conn, *bufio.Reader) {
 	_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
 	return conn, bufio.NewReader(conn)
 }
-
