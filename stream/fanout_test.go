@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -223,5 +225,117 @@ func BenchmarkFanOutCompressed(b *testing.B) {
 			cancel()
 			wg.Wait()
 		})
+	}
+}
+
+// BenchmarkFanOutDetached is BenchmarkFanOut over real loopback sockets:
+// every subscriber is an HTTP/1.1 stream detached from net/http, and its
+// client reads and counts the events. Client and server share the cores,
+// so ns/delivery includes the reading side; allocs/delivery counts both.
+func BenchmarkFanOutDetached(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			store := replay.NewMemory(replay.Config{Framer: stream.EncodeEvent, MaxEvents: 100000, MaxBytes: 1 << 30})
+			defer store.Close()
+			stop := make(chan struct{})
+			var served sync.WaitGroup
+			var opened atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				cur, err := store.Subscribe(r.Context(), "bench", "", replay.GapReplay)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusServiceUnavailable)
+					return
+				}
+				if err := stream.WriteHead(w, nil); err != nil {
+					cur.Close()
+					return
+				}
+				d, err := stream.Detach(w, r)
+				if err != nil {
+					b.Error(err)
+					cur.Close()
+					return
+				}
+				served.Add(1)
+				opened.Add(1)
+				go func() {
+					defer served.Done()
+					defer cur.Close()
+					_, _ = stream.ServeDetached(d, cur, stream.Options{WriteTimeout: time.Minute, Stop: stop})
+				}()
+			}))
+			defer srv.Close()
+
+			var delivered atomic.Int64
+			var readers sync.WaitGroup
+			conns := make([]net.Conn, 0, n)
+			for range n {
+				c, err := net.Dial("tcp", srv.Listener.Addr().String())
+				if err != nil {
+					b.Fatal(err)
+				}
+				conns = append(conns, c)
+				fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					countEventEnds(c, &delivered)
+				}()
+			}
+			// Wait until every stream is open, then publish.
+			for opened.Load() < int64(n) {
+				time.Sleep(time.Millisecond)
+			}
+			data := bytes.Repeat([]byte("x"), 200)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := store.Append(context.Background(), "bench", replay.Batch{Events: []replay.Draft{{Type: "message", Data: data}}}); err != nil {
+					b.Fatal(err)
+				}
+				want := int64(i+1) * int64(n)
+				for delivered.Load() < want {
+					runtime.Gosched()
+				}
+			}
+			b.StopTimer()
+			runtime.ReadMemStats(&after)
+			deliveries := float64(b.N) * float64(n)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
+			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/deliveries, "allocs/delivery")
+			close(stop)
+			served.Wait()
+			for _, c := range conns {
+				c.Close()
+			}
+			readers.Wait()
+		})
+	}
+}
+
+// countEventEnds reads an event stream after its response head, counting
+// the blank lines that end events (chunk framing puts CRLF, never a second
+// LF, after them), until the connection ends.
+func countEventEnds(c net.Conn, events *atomic.Int64) {
+	buf := make([]byte, 32<<10)
+	var last uint32 // the last four bytes, to find the end of the head
+	head := true
+	for {
+		n, err := c.Read(buf)
+		for _, ch := range buf[:n] {
+			if head {
+				last = last<<8 | uint32(ch)
+				head = last != 0x0d0a0d0a
+				continue
+			}
+			if ch == '\n' && byte(last) == '\n' {
+				events.Add(1)
+			}
+			last = uint32(ch)
+		}
+		if err != nil {
+			return
+		}
 	}
 }
