@@ -3,6 +3,8 @@ package source
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +20,7 @@ import (
 var (
 	errIdle          = errors.New("upstream sent nothing for idle_timeout")
 	errHeaderTimeout = errors.New("upstream sent no response head in time")
+	errLeaseLost     = errors.New("another node took over the source (lease lost)")
 )
 
 func newRunContext() (context.Context, context.CancelFunc) {
@@ -37,9 +40,24 @@ type outcome struct {
 }
 
 // run connects, reads and reconnects until ctx ends or the source ends.
+// On a store shared by several nodes it first waits to hold the source's
+// lease, resumes from the cursor the last holder recorded, and goes back to
+// waiting when the lease is lost.
 func (s *Source) run(ctx context.Context) {
 	defer s.skips.flush(s)
+	shared, _ := s.store.(replay.Shared)
+	defer func() {
+		if s.lease != nil {
+			s.lease.Release()
+			s.lease = nil
+		}
+	}()
 	for {
+		if shared != nil && !s.holdsLease() {
+			if !s.acquireLease(ctx, shared) {
+				return
+			}
+		}
 		out := s.connect(ctx)
 		if ctx.Err() != nil {
 			s.log().Info("upstream closed", zap.Int64("lines", out.lines), zap.Int64("appended", out.appended),
@@ -49,6 +67,10 @@ func (s *Source) run(ctx context.Context) {
 		if out.ended || out.stop {
 			s.ended.Store(true)
 			return
+		}
+		if errors.Is(out.reason, errLeaseLost) {
+			s.log().Warn("lease lost: another node pulls the upstream now")
+			continue
 		}
 		if out.progress {
 			s.attempt = 0
@@ -102,6 +124,60 @@ func reasonText(err error) string {
 	return err.Error()
 }
 
+// holdsLease reports whether the source still holds its lease.
+func (s *Source) holdsLease() bool {
+	if s.lease == nil {
+		return false
+	}
+	select {
+	case <-s.lease.Lost():
+		s.lease.Release()
+		s.lease = nil
+		return false
+	default:
+		return true
+	}
+}
+
+// acquireLease waits until this node holds the source's lease, then takes
+// the upstream cursor its last holder recorded. It returns false when ctx
+// ends first.
+func (s *Source) acquireLease(ctx context.Context, shared replay.Shared) bool {
+	for attempt := 0; ; attempt++ {
+		lease, err := shared.Lease(ctx, s.leaseName())
+		if err == nil {
+			s.lease = lease
+			if c := lease.Cursor(); c != "" {
+				s.lin.mu.Lock()
+				s.lin.cursor = c
+				s.lin.mu.Unlock()
+			}
+			s.log().Info("holding the source's lease: this node pulls the upstream", zap.String("cursor", lease.Cursor()))
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		delay := backoff(s.cfg.BackoffMin, s.cfg.BackoffMax, attempt)
+		s.log().Warn("cannot take the source's lease", zap.Error(err), zap.Duration("retry_in", delay))
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// leaseName names the lease of a source on a shared store: the same on
+// every node whose source reads the same upstream into the same topics.
+func (s *Source) leaseName() string {
+	m := s.cfg.Mapping
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s", s.cfg.URL, s.cfg.Format, m.Topic, m.TopicField, m.IDField))
+	return "source:" + hex.EncodeToString(sum[:16])
+}
+
 // request builds the upstream request, with the resume cursor.
 func (s *Source) request(ctx context.Context) (req *http.Request, cursor string) {
 	u := *s.url
@@ -153,6 +229,17 @@ func (s *Source) connect(parent context.Context) (out outcome) {
 			return c
 		}
 		return err
+	}
+	if lease := s.lease; lease != nil {
+		// A paused node must stop reading as soon as it learns it lost the
+		// lease; its appends would be refused anyway (fenced).
+		go func() {
+			select {
+			case <-lease.Lost():
+				cancel(errLeaseLost)
+			case <-ctx.Done():
+			}
+		}()
 	}
 
 	req, cursor := s.request(ctx)
@@ -288,9 +375,28 @@ func (s *Source) deliver(ctx context.Context, l Line, rec Record, dedup bool, ou
 		s.duplicates.Add(1)
 		return false
 	}
-	_, err := s.store.Append(ctx, rec.Topic, replay.Batch{Events: []replay.Draft{{Type: rec.Event, Data: rec.Data}}})
+	b := replay.Batch{Events: []replay.Draft{{Type: rec.Event, Data: rec.Data}}}
+	if s.lease != nil {
+		// Shared store: the append is fenced by the lease and records the
+		// cursor for the next holder; the upstream id, as idempotency key,
+		// drops the overlap a new holder reads after resuming.
+		b.Lease, b.Cursor = s.lease, rec.ID
+		if dedup {
+			b.Key = "source:" + rec.ID
+		}
+	}
+	res, err := s.store.Append(ctx, rec.Topic, b)
 	switch {
+	case err == nil && res.Duplicate:
+		out.duplicates++
+		s.duplicates.Add(1)
+		lin.add(rec.ID)
+		lin.cursor = rec.ID
+		return false
 	case err == nil:
+	case errors.Is(err, replay.ErrLeaseLost):
+		out.reason = errLeaseLost
+		return true
 	case errors.Is(err, replay.ErrTopicClosed) && s.cfg.Mapping.TopicField == "":
 		s.log().Info("topic was closed: source stops", zap.String("topic", rec.Topic))
 		out.ended = true

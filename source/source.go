@@ -192,6 +192,7 @@ type Source struct {
 
 	// Used by the single run in progress only.
 	attempt int
+	lease   replay.Lease // held on a Shared store
 	topics  map[string]struct{}
 	skips   skipLog
 
