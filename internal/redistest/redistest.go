@@ -32,6 +32,7 @@ type Server struct {
 	Port int
 	// Addr is host:port.
 	Addr string
+	args []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -57,9 +58,11 @@ func Binary(t testing.TB) string {
 }
 
 // Start runs a redis-server for the test; it is killed when the test ends.
-func Start(t testing.TB) *Server {
+// args are extra redis-server options, after (so overriding) the defaults,
+// e.g. "--appendfsync", "everysec".
+func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
-	s := &Server{t: t, bin: Binary(t), dir: t.TempDir()}
+	s := &Server{t: t, bin: Binary(t), dir: t.TempDir(), args: args}
 	t.Cleanup(s.kill)
 	var lastErr error
 	for range 5 {
@@ -79,7 +82,7 @@ func (s *Server) URL() string { return "redis://" + s.Addr }
 func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cmd := exec.Command(s.bin,
+	cmd := exec.Command(s.bin, append([]string{
 		"--port", strconv.Itoa(s.Port),
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
@@ -89,7 +92,7 @@ func (s *Server) start() error {
 		"--daemonize", "no",
 		"--protected-mode", "no",
 		"--loglevel", "warning",
-	)
+	}, s.args...)...)
 	log := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

@@ -58,7 +58,10 @@ local count = redis.call('XLEN', log)
 local floor = false
 local from = '-'
 while count > 0 do
-	local batch = redis.call('XRANGE', log, from, '+', 'COUNT', 100)
+	-- Usually only the few entries over the count bound go, and the entry
+	-- after them is looked at: read no more than that at first.
+	local want = math.min(math.max(count - maxEvents, 0) + 1, 100)
+	local batch = redis.call('XRANGE', log, from, '+', 'COUNT', want)
 	if #batch == 0 then break end
 	local stop = false
 	for _, e in ipairs(batch) do
