@@ -146,9 +146,10 @@ type Handler struct {
 	verifier  webhook.Any
 	logger    *zap.Logger
 
-	// stop is closed when the config this handler belongs to stops (a
+	// stop is done when the config this handler belongs to stops (a
 	// reload or the process exiting), ending every open stream.
-	stop     chan struct{}
+	stop     context.Context
+	endAll   context.CancelFunc
 	stopOnce *sync.Once
 
 	detach bool
@@ -240,7 +241,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // stopping.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.stop = make(chan struct{})
+	h.stop, h.endAll = context.WithCancel(context.Background())
 	h.stopOnce = new(sync.Once)
 	h.detach = h.Detach == nil || *h.Detach
 	h.detached = new(sync.WaitGroup)
@@ -439,7 +440,7 @@ func (h *Handler) Cleanup() error {
 
 func (h *Handler) endStreams() {
 	if h.stopOnce != nil {
-		h.stopOnce.Do(func() { close(h.stop) })
+		h.stopOnce.Do(h.endAll)
 	}
 }
 

@@ -110,7 +110,9 @@ func (d *Detached) send(b []byte, deadline time.Time) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	_ = d.conn.SetWriteDeadline(deadline)
+	if !deadline.IsZero() {
+		_ = d.conn.SetWriteDeadline(deadline)
+	}
 	if !d.chunked {
 		n, err := d.conn.Write(b)
 		if err != nil {

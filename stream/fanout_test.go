@@ -237,7 +237,7 @@ func BenchmarkFanOutDetached(b *testing.B) {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
 			store := replay.NewMemory(replay.Config{Framer: stream.EncodeEvent, MaxEvents: 100000, MaxBytes: 1 << 30})
 			defer store.Close()
-			stop := make(chan struct{})
+			stopping, stop := context.WithCancel(context.Background())
 			var served sync.WaitGroup
 			var opened atomic.Int64
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -261,7 +261,7 @@ func BenchmarkFanOutDetached(b *testing.B) {
 				go func() {
 					defer served.Done()
 					defer cur.Close()
-					_, _ = stream.ServeDetached(d, cur, stream.Options{WriteTimeout: time.Minute, Stop: stop})
+					_, _ = stream.ServeDetached(d, cur, stream.Options{WriteTimeout: time.Minute, Stop: stopping})
 				}()
 			}))
 			defer srv.Close()
@@ -304,7 +304,7 @@ func BenchmarkFanOutDetached(b *testing.B) {
 			deliveries := float64(b.N) * float64(n)
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
 			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/deliveries, "allocs/delivery")
-			close(stop)
+			stop()
 			served.Wait()
 			for _, c := range conns {
 				c.Close()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ssegate/caddy-sse/replay"
@@ -20,7 +21,8 @@ type Options struct {
 	// heartbeats off.
 	Heartbeat time.Duration
 	// WriteTimeout bounds every write and flush, so a client that stops
-	// reading is cut off instead of holding its connection forever.
+	// reading is cut off instead of holding its connection forever. A write
+	// is given between half and all of it (see subscriber.write).
 	WriteTimeout time.Duration
 	// MaxBatch is how many pending events go out in one write and one flush.
 	MaxBatch int
@@ -31,8 +33,8 @@ type Options struct {
 	// StopRetry gives the retry hint written when the stream ends because
 	// of Stop, so that clients come back spread out, not all at once.
 	StopRetry func() time.Duration
-	// Stop ends the stream with a retry hint when closed.
-	Stop <-chan struct{}
+	// Stop ends the stream with a retry hint when it is done (after Drain).
+	Stop context.Context
 	// Encoding, when set, compresses the stream with shared per-event
 	// segments (see Encoding); WriteHead must have been given the same.
 	Encoding *Encoding
@@ -84,7 +86,7 @@ func WriteHead(w http.ResponseWriter, enc *Encoding) error {
 }
 
 // Serve writes the events read from cur to w until the topic closes, the
-// client goes away (ctx), a write times out, or opts.Stop is closed. The
+// client goes away (ctx), a write times out, or opts.Stop is done. The
 // response head must have been written (WriteHead). It returns what it
 // delivered and why it ended: ErrTopicClosed, ErrStopped, the context's
 // error, or the write error.
@@ -116,32 +118,62 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 		}
 	}
 
-	var idle <-chan time.Time
-	var timer *time.Timer
-	if opts.Heartbeat > 0 {
-		timer = time.NewTimer(opts.Heartbeat)
-		defer timer.Stop()
-		idle = timer.C
-	}
-	wrote := func() {
-		if timer != nil {
-			timer.Reset(opts.Heartbeat)
-		}
+	// One channel tells the loop to end, whatever the reason: the client
+	// left, or the server stopped and the drain delay passed. The loop
+	// then selects on three channels, only one of them (the log's) shared
+	// with other subscribers.
+	ctx, end := context.WithCancelCause(ctx)
+	defer end(nil)
+	if opts.Stop != nil {
+		var drain atomic.Pointer[time.Timer]
+		unregister := context.AfterFunc(opts.Stop, func() {
+			var delay time.Duration
+			if opts.Drain != nil {
+				delay = opts.Drain()
+			}
+			if delay <= 0 {
+				end(ErrStopped)
+				return
+			}
+			drain.Store(time.AfterFunc(delay, func() { end(ErrStopped) }))
+		})
+		defer func() {
+			if !unregister() {
+				// The stop came: its drain timer, if it is set yet, has
+				// nothing left to end. (One set after this only ends a
+				// context already ended.)
+				if t := drain.Load(); t != nil {
+					t.Stop()
+				}
+			}
+		}()
 	}
 
-	stop := opts.Stop
-	var drain *time.Timer
-	var drained <-chan time.Time
+	// The heartbeat timer is not reset by every write, which would cost a
+	// timer update per delivery: when it fires, it writes a comment only
+	// if the stream has been silent for the whole period.
+	var idle <-chan time.Time
+	if opts.Heartbeat > 0 {
+		timer := time.NewTimer(opts.Heartbeat)
+		defer timer.Stop()
+		idle = timer.C
+		s.heartbeat = timer
+	}
+
 	for {
 		page, err := cur.Next(s.opts.MaxBatch)
 		if err != nil {
-			return s.stats, fmt.Errorf("reading topic: %w", err)
+			// The store went away under the stream (e.g. cleaned up while
+			// the server stops): send the client back like a stop does.
+			if endErr := s.end(); endErr != nil {
+				return s.stats, endErr
+			}
+			return s.stats, fmt.Errorf("%w: reading topic: %w", ErrStopped, err)
 		}
 		if page.Gap != nil || len(page.Events) > 0 || page.Closed {
 			if err := s.deliver(page); err != nil {
 				return s.stats, err
 			}
-			wrote()
 			if page.Closed {
 				return s.stats, ErrTopicClosed
 			}
@@ -149,7 +181,11 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 		}
 		select {
 		case <-page.Wait:
-		case <-idle:
+		case now := <-idle:
+			if silent := now.Sub(s.lastWrite); silent < opts.Heartbeat {
+				s.heartbeat.Reset(opts.Heartbeat - silent)
+				continue
+			}
 			if s.out.gone() {
 				return s.stats, ErrClientGone
 			}
@@ -160,22 +196,11 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 			if err := s.write(hb); err != nil {
 				return s.stats, err
 			}
-			wrote()
+			s.heartbeat.Reset(opts.Heartbeat)
 		case <-ctx.Done():
-			return s.stats, ctx.Err()
-		case <-stop:
-			stop = nil
-			var delay time.Duration
-			if opts.Drain != nil {
-				delay = opts.Drain()
+			if err := context.Cause(ctx); err != ErrStopped {
+				return s.stats, err
 			}
-			if delay <= 0 {
-				return s.stats, s.end()
-			}
-			drain = time.NewTimer(delay)
-			defer drain.Stop()
-			drained = drain.C
-		case <-drained:
 			return s.stats, s.end()
 		}
 	}
@@ -198,10 +223,13 @@ func (s *subscriber) end() error {
 }
 
 type subscriber struct {
-	out   sink
-	opts  Options
-	enc   *encodedWriter // nil for identity
-	stats Stats
+	out       sink
+	opts      Options
+	heartbeat *time.Timer // nil without heartbeats
+	lastWrite time.Time
+	deadline  time.Time      // of the connection, as last set
+	enc       *encodedWriter // nil for identity
+	stats     Stats
 }
 
 // plain appends bytes of this subscriber's own (not a shared event frame).
@@ -263,10 +291,19 @@ func (s *subscriber) deliver(p replay.Page) error {
 
 // write sends b and flushes it through every layer (encode's compressor
 // included), bounded by the write timeout.
+//
+// The deadline is moved forward only once half of the timeout has passed
+// since it was set, sparing a timer update on most deliveries: every write
+// still has between half and all of the write timeout to complete.
 func (s *subscriber) write(b []byte) error {
+	now := time.Now()
+	s.lastWrite = now
 	var deadline time.Time
-	if s.opts.WriteTimeout > 0 {
-		deadline = time.Now().Add(s.opts.WriteTimeout)
+	if t := s.opts.WriteTimeout; t > 0 {
+		if s.deadline.Sub(now) < t/2 {
+			s.deadline = now.Add(t)
+			deadline = s.deadline
+		}
 	}
 	n, err := s.out.send(b, deadline)
 	s.stats.Bytes += int64(n)
