@@ -288,3 +288,7 @@ func InsecureTransport() *http.Transport {
 	tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // loopback test sites only
 	return tr
 }
+
+// Signal sends sig to the process: SIGSTOP and SIGCONT pause and resume
+// it, as a long GC pause or a frozen VM would.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
