@@ -539,6 +539,8 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		return nil
 	case errors.Is(err, replay.ErrTooManyTopics), errors.Is(err, replay.ErrTooManySubscribers):
 		return writeRetryLater(w, err.Error())
+	case errors.Is(err, replay.ErrUnavailable):
+		return writeRetryLater(w, "store unavailable")
 	case err != nil:
 		h.logger.Error("subscribing", zap.String("topic", topic), zap.Error(err))
 		return writeRetryLater(w, "subscribing failed")

@@ -111,6 +111,9 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 	case errors.Is(err, replay.ErrTooManyTopics):
 		metrics.rejects.WithLabelValues(rejectLimit).Inc()
 		return writeRetryLater(w, err.Error())
+	case errors.Is(err, replay.ErrUnavailable):
+		metrics.rejects.WithLabelValues(rejectStore).Inc()
+		return writeRetryLater(w, "store unavailable")
 	case err != nil:
 		metrics.rejects.WithLabelValues(rejectStore).Inc()
 		h.logger.Error("appending to topic", zap.String("topic", topic), zap.Error(err))
@@ -192,6 +195,8 @@ func (h *Handler) closeTopic(w http.ResponseWriter, r *http.Request, topic strin
 		return writeError(w, http.StatusGone, "topic is already closed")
 	case errors.Is(err, replay.ErrTooManyTopics):
 		return writeRetryLater(w, err.Error())
+	case errors.Is(err, replay.ErrUnavailable):
+		return writeRetryLater(w, "store unavailable; the topic was not closed")
 	case err != nil:
 		h.logger.Error("closing topic", zap.String("topic", topic), zap.Error(err))
 		return writeRetryLater(w, "closing topic failed")
