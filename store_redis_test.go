@@ -1,0 +1,383 @@
+package caddysse_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ssegate/caddy-sse/internal/redistest"
+	"github.com/ssegate/caddy-sse/internal/ssetest"
+	"github.com/ssegate/caddy-sse/internal/testcaddy"
+)
+
+func redisCaddyfile(port int, redisURL, extra string) string {
+	return fmt.Sprintf(`{
+	admin ADMIN
+}
+
+http://127.0.0.1:%d {
+	sse /r/* {
+		heartbeat 200ms
+		history {
+			events 20
+		}
+		store redis %s {
+			prefix node-test:
+		}
+		publish {
+			bearer redis-token
+		}
+		%s
+	}
+}
+`, port, redisURL, extra)
+}
+
+// redisPublished is what a publish answered.
+type redisPublished struct {
+	status     int
+	retryAfter string
+	ids        []string
+	duplicate  bool
+}
+
+func redisPost(t *testing.T, client *http.Client, method, addr, topic, data string, headers ...string) redisPublished {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+topic, strings.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer redis-token")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, topic, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	res := redisPublished{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
+	if resp.StatusCode == http.StatusOK {
+		var out struct {
+			IDs       []string `json:"ids"`
+			Duplicate bool     `json:"duplicate"`
+		}
+		if err := json.Unmarshal(body, &out); err != nil {
+			t.Fatalf("publish answered %s", body)
+		}
+		res.ids, res.duplicate = out.IDs, out.Duplicate
+	}
+	return res
+}
+
+func redisPublish(t *testing.T, client *http.Client, addr, topic, data string, headers ...string) redisPublished {
+	t.Helper()
+	res := redisPost(t, client, http.MethodPost, addr, topic, data, headers...)
+	if res.status != http.StatusOK || len(res.ids) != 1 {
+		t.Fatalf("publishing %q to %s%s: status %d, ids %q", data, addr, topic, res.status, res.ids)
+	}
+	return res
+}
+
+func redisDial(t *testing.T, addr, topic string, headers ...string) *ssetest.Stream {
+	t.Helper()
+	s, err := ssetest.Dial(addr, topic, headers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if s.Response.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s%s: %s", addr, topic, s.Response.Status)
+	}
+	return s
+}
+
+// redisNext reads the next event within 10s.
+func redisNext(t *testing.T, s *ssetest.Stream) ssetest.Event {
+	t.Helper()
+	_ = s.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	e, err := s.Next()
+	if err != nil {
+		t.Fatalf("reading the stream: %v", err)
+	}
+	return e
+}
+
+func redisXLen(t *testing.T, srv *redistest.Server, key string) string {
+	t.Helper()
+	reply, err := srv.Do("XLEN", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reply
+}
+
+// Two Caddy processes on one Redis: what is published on one is delivered
+// by the other, a subscriber moves between them with Last-Event-ID without
+// gap or duplicate, a delivery id is deduplicated across them, a close on
+// one ends the other's streams, and the history bound holds in Redis.
+func TestRedisStoreTwoNodes(t *testing.T) {
+	srv := redistest.Start(t)
+	portA, portB := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	testcaddy.Start(t, redisCaddyfile(portA, srv.URL(), ""))
+	testcaddy.Start(t, redisCaddyfile(portB, srv.URL(), ""))
+	a, b := fmt.Sprintf("127.0.0.1:%d", portA), fmt.Sprintf("127.0.0.1:%d", portB)
+	client := &http.Client{Timeout: 10 * time.Second}
+
+	t.Run("publish on A, subscribe on B, resume on A", func(t *testing.T) {
+		onB := redisDial(t, b, "/r/room")
+		var ids []string
+		for i := range 10 {
+			ids = append(ids, redisPublish(t, client, a, "/r/room", fmt.Sprintf("m%d", i)).ids[0])
+		}
+		for i := range 6 {
+			e := redisNext(t, onB)
+			if e.ID != ids[i] || e.Data != fmt.Sprintf("m%d", i) || e.Type != "message" {
+				t.Fatalf("B delivered %+v, want id %s data m%d", e, ids[i], i)
+			}
+		}
+		onB.Close() // the client drops after the 6th event...
+		for i := 10; i < 15; i++ {
+			ids = append(ids, redisPublish(t, client, b, "/r/room", fmt.Sprintf("m%d", i)).ids[0])
+		}
+		// ...and its EventSource reconnects, landing on A.
+		onA := redisDial(t, a, "/r/room", "Last-Event-ID: "+ids[5])
+		for i := 6; i < 15; i++ {
+			e := redisNext(t, onA)
+			if e.ID != ids[i] || e.Data != fmt.Sprintf("m%d", i) || e.Type != "message" {
+				t.Fatalf("resumed on A after %s: got %+v, want id %s data m%d", ids[5], e, ids[i], i)
+			}
+		}
+		// Nothing more (no duplicate): the next event is the next publish.
+		last := redisPublish(t, client, a, "/r/room", "after").ids[0]
+		if e := redisNext(t, onA); e.ID != last || e.Data != "after" {
+			t.Fatalf("after the replay A delivered %+v, want %s", e, last)
+		}
+	})
+
+	t.Run("a delivery id is appended once across nodes", func(t *testing.T) {
+		first := redisPublish(t, client, a, "/r/hook", "payload", "Idempotency-Key", "delivery-42")
+		again := redisPublish(t, client, b, "/r/hook", "payload", "Idempotency-Key", "delivery-42")
+		if first.duplicate || !again.duplicate || !slices.Equal(first.ids, again.ids) {
+			t.Fatalf("first %+v, retry on the other node %+v", first, again)
+		}
+		if n := redisXLen(t, srv, "node-test:{/r/hook}:log"); n != ":1" {
+			t.Fatalf("XLEN = %s, want 1", n)
+		}
+	})
+
+	t.Run("history bound in Redis and reset for a trimmed id", func(t *testing.T) {
+		var ids []string
+		for i := range 50 {
+			ids = append(ids, redisPublish(t, client, a, "/r/trim", fmt.Sprint(i)).ids[0])
+		}
+		if n := redisXLen(t, srv, "node-test:{/r/trim}:log"); n != ":20" {
+			t.Fatalf("XLEN = %s with history events 20", n)
+		}
+		s := redisDial(t, b, "/r/trim", "Last-Event-ID: "+ids[3])
+		reset := redisNext(t, s)
+		if reset.Type != "reset" || !strings.Contains(reset.Data, `"reason":"expired"`) || !strings.Contains(reset.Data, ids[3]) {
+			t.Fatalf("resuming after a trimmed id: first event %+v, want a reset (expired)", reset)
+		}
+		for i := 30; i < 50; i++ {
+			if e := redisNext(t, s); e.ID != ids[i] {
+				t.Fatalf("after the reset got %+v, want %s", e, ids[i])
+			}
+		}
+	})
+
+	t.Run("closing on A ends B's streams and later GETs", func(t *testing.T) {
+		onB := redisDial(t, b, "/r/end")
+		id := redisPublish(t, client, a, "/r/end", "last words").ids[0]
+		if e := redisNext(t, onB); e.ID != id {
+			t.Fatalf("B delivered %+v", e)
+		}
+		if res := redisPost(t, client, http.MethodDelete, a, "/r/end", ""); res.status != http.StatusNoContent {
+			t.Fatalf("DELETE answered %d", res.status)
+		}
+		if e := redisNext(t, onB); e.Type != "close" {
+			t.Fatalf("after the close B delivered %+v, want a close event", e)
+		}
+		s, err := ssetest.Dial(b, "/r/end")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if s.Response.StatusCode != http.StatusNoContent {
+			t.Fatalf("GET on B after the close: %s, want 204", s.Response.Status)
+		}
+		if res := redisPost(t, client, http.MethodPost, b, "/r/end", "late"); res.status != http.StatusGone {
+			t.Fatalf("publish on B after the close: %d, want 410", res.status)
+		}
+	})
+}
+
+// Redis restarts (keeping its data) under a running Caddy: subscribers stay
+// connected on heartbeats and get what is published after the restart;
+// publishes meanwhile get 503 with Retry-After; every publish answered 200
+// is delivered, once, in order.
+//
+// The Redis has a password, which the URL takes from the environment.
+func TestRedisStoreRestart(t *testing.T) {
+	srv := redistest.Start(t, "--requirepass", "s3cret")
+	t.Setenv("SSE_TEST_REDIS_PASSWORD", "s3cret")
+	port, adminPort := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	url := "redis://:{env.SSE_TEST_REDIS_PASSWORD}@" + srv.Addr
+	testcaddy.Load(t, strings.Replace(redisCaddyfile(port, url, ""), "admin ADMIN", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	metric := func(name string) string {
+		t.Helper()
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		prefix := name + `{addr="` + srv.Addr + `"} `
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, prefix); ok {
+				return v
+			}
+		}
+		t.Fatalf("no %s on the admin endpoint", prefix)
+		return ""
+	}
+	if up := metric("caddy_sse_redis_up"); up != "1" {
+		t.Fatalf("caddy_sse_redis_up = %s before the outage", up)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+
+	const subscribers = 3
+	streams := make([]*ssetest.Stream, subscribers)
+	for i := range streams {
+		streams[i] = redisDial(t, addr, "/r/live")
+	}
+
+	var (
+		mu        sync.Mutex
+		acked     []string // "id data", in publish order (one publisher)
+		refused   int
+		noRetry   int
+		attempted = map[string]bool{}
+	)
+	publish := func(data string) bool {
+		res := redisPost(t, client, http.MethodPost, addr, "/r/live", data)
+		mu.Lock()
+		defer mu.Unlock()
+		attempted[data] = true
+		switch res.status {
+		case http.StatusOK:
+			acked = append(acked, res.ids[0]+" "+data)
+			return true
+		case http.StatusServiceUnavailable:
+			refused++
+			if res.retryAfter == "" {
+				noRetry++
+			}
+		default:
+			t.Errorf("publish answered %d", res.status)
+		}
+		return false
+	}
+	n := 0
+	next := func() string { n++; return fmt.Sprintf("e%d", n) }
+	for range 20 {
+		if !publish(next()) {
+			t.Fatal("publish refused before the outage")
+		}
+	}
+
+	srv.Stop()
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+		publish(next())
+		time.Sleep(20 * time.Millisecond)
+	}
+	if up := metric("caddy_sse_redis_up"); up != "0" {
+		t.Fatalf("caddy_sse_redis_up = %s during the outage", up)
+	}
+	srv.Restart()
+	for ok, deadline := 0, time.Now().Add(15*time.Second); ok < 20; {
+		if publish(next()) {
+			ok++
+		} else if time.Now().After(deadline) {
+			t.Fatal("publishes still refused 15s after Redis returned")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	publish("marker")
+	if up, n := metric("caddy_sse_redis_up"), metric("caddy_sse_redis_outages_total"); up != "1" || n != "1" {
+		t.Fatalf("after the outage caddy_sse_redis_up = %s, caddy_sse_redis_outages_total = %s", up, n)
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	if refused == 0 || noRetry > 0 {
+		t.Fatalf("%d publishes refused during the outage, %d without Retry-After", refused, noRetry)
+	}
+	if !strings.HasSuffix(acked[len(acked)-1], " marker") {
+		t.Fatal("the marker was not acknowledged")
+	}
+	for i, s := range streams {
+		var got []string
+		for {
+			e := redisNext(t, s)
+			got = append(got, e.ID+" "+e.Data)
+			if e.Data == "marker" {
+				break
+			}
+		}
+		// Every acknowledged publish, in order; anything else delivered
+		// can only be a publish whose answer was lost in the outage.
+		var delivered []string
+		for _, g := range got {
+			if slices.Contains(acked, g) {
+				delivered = append(delivered, g)
+			} else if !attempted[g[strings.IndexByte(g, ' ')+1:]] {
+				t.Fatalf("subscriber %d got %q, which nobody published", i, g)
+			}
+		}
+		if !slices.Equal(delivered, acked) {
+			t.Fatalf("subscriber %d delivered %d acknowledged events, %d were acknowledged:\n got %q\nwant %q", i, len(delivered), len(acked), delivered, acked)
+		}
+		if s.Comments() < 5 {
+			t.Fatalf("subscriber %d saw %d heartbeats over the outage", i, s.Comments())
+		}
+	}
+}
+
+// Mistakes in `store redis` are reported with their line; a bad URL fails
+// the config without showing its password.
+func TestRedisStoreCaddyfileErrors(t *testing.T) {
+	for _, c := range []struct{ block, says string }{
+		{"store redis", "store redis: missing the URL"},
+		{"store redis redis://127.0.0.1:6379 extra", "wrong argument count"},
+		{"store redis redis://127.0.0.1:6379 {\n\tbogus 1\n}", `unrecognized redis store option "bogus"`},
+		{"store redis redis://127.0.0.1:6379 {\n\tpool_size many\n}", `pool_size: "many" is not a non-negative integer`},
+		{"store redis redis://127.0.0.1:6379 {\n\tdial_timeout soon\n}", "dial_timeout:"},
+	} {
+		text := "http://localhost:8080 {\n\tsse {\n\t\t" + strings.ReplaceAll(c.block, "\n", "\n\t\t") + "\n\t}\n}\n"
+		if _, err := adapt(text); err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%q: error %v, want one saying %q", c.block, err, c.says)
+		}
+	}
+	for _, c := range []struct{ url, says string }{
+		{"http://127.0.0.1:6379", "redis store: url"},
+		{"redis://user:hunter2@127.0.0.1:notaport", "redis store: url"},
+		{"redis://127.0.0.1:6379 {\n\tprefix a{b}\n}", "must not contain braces"},
+	} {
+		text := "{\n\tadmin off\n}\nhttp://localhost:8080 {\n\tsse {\n\t\tstore redis " + c.url + "\n\t}\n}\n"
+		err := testcaddy.ValidateCaddyfile(text)
+		if err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%q: error %v, want one saying %q", c.url, err, c.says)
+		} else if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+}
