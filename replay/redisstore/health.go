@@ -8,13 +8,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// health follows whether Redis answers, logging each transition once.
+// health follows whether Redis answers the main client (what publishing and
+// subscribing use), logging each transition once. The tail connections do
+// not count: each reconnects on its own schedule after an outage, and
+// letting them vote would make the state flap while they catch up.
 type health struct {
 	log  *zap.Logger
 	addr string
 
 	up      atomic.Bool
 	outages atomic.Uint64
+	lastOK  atomic.Int64 // unix nanoseconds of the last answer
 
 	mu    sync.Mutex
 	down  bool
@@ -28,6 +32,7 @@ func (h *health) init(log *zap.Logger, addr string) {
 
 // ok records an answer from Redis.
 func (h *health) ok() {
+	h.lastOK.Store(time.Now().UnixNano())
 	if h.up.Load() {
 		return
 	}

@@ -692,6 +692,16 @@ func (s *Store) janitor() {
 func (s *Store) sweep() {
 	now := time.Now()
 	cfg := s.cfg.Load()
+	// Without requests, a PING notices an outage (and the return).
+	if now.Sub(time.Unix(0, s.health.lastOK.Load())) >= time.Second {
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
+		if err := s.client.Ping(ctx).Err(); err != nil {
+			_ = s.fail(ctx, err)
+		} else {
+			s.health.ok()
+		}
+		cancel()
+	}
 	var live []*topic
 	s.mu.Lock()
 	for name, t := range s.topics {

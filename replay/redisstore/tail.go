@@ -187,12 +187,12 @@ func (tl *tailer) run() {
 			return
 		}
 		if errors.Is(err, redis.Nil) {
-			s.health.ok()
 			backoff = 0
 			continue
 		}
 		if err != nil {
-			_ = s.fail(context.Background(), err)
+			// The janitor's probe and the requests judge (and log) the
+			// outage; a tail just waits and asks again.
 			backoff = min(max(2*backoff, tailBackoffMin), tailBackoffMax)
 			timer := time.NewTimer(backoff)
 			select {
@@ -203,7 +203,6 @@ func (tl *tailer) run() {
 			}
 			continue
 		}
-		s.health.ok()
 		backoff = 0
 		for _, xs := range res {
 			t := byKey[xs.Stream]
