@@ -248,15 +248,17 @@ var routeRedisLogsOnce sync.Once
 // dial during an outage) to Caddy's log at debug level; the store logs the
 // outage itself once.
 func routeRedisLogs() {
-	routeRedisLogsOnce.Do(func() {
-		redis.SetLogger(redisLogger{caddy.Log().Named("redis")})
-	})
+	routeRedisLogsOnce.Do(func() { redis.SetLogger(redisLogger{}) })
 }
 
-type redisLogger struct{ l *zap.Logger }
+// redisLogger asks for Caddy's logger at each message, so it follows the
+// logging config of whichever config is running.
+type redisLogger struct{}
 
-func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
-	r.l.Debug(fmt.Sprintf(format, v...))
+func (redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if l := caddy.Log().Named("redis"); l.Core().Enabled(zap.DebugLevel) {
+		l.Debug(fmt.Sprintf(format, v...))
+	}
 }
 
 var (
