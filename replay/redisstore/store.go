@@ -38,11 +38,13 @@
 // happens there, on append: oldest entries first, exactly to the bounds
 // (events, age from the id's time, and bytes) — not with the approximate
 // MAXLEN ~, because a topic's history must be the same whichever node reads
-// it. The byte bound counts, per event, what the event costs in a node's
-// memory (data, frame, reserved compressed copies), computed by the
-// appending node with its Framer and stored in the entry (c), so every node
-// and Redis agree on it. Configure changes the bounds at once for what this
-// node reads; Redis is trimmed to them on each topic's next append.
+// it, so XLEN never exceeds the event bound. The byte bound is approximate
+// in one way: it counts, per event, what the event costs in a node's memory
+// (data, frame, reserved compressed copies) as the appending node computes
+// it with its Framer before Redis has assigned the id (an id of typical
+// length stands in), and that number is stored in the entry (c) so every
+// node and Redis agree on it. Configure changes the bounds at once for what
+// this node reads; Redis is trimmed to them on each topic's next append.
 //
 // # Reading
 //
@@ -50,7 +52,11 @@
 // retained history once (one XREVRANGE), then follows it with XREAD BLOCK:
 // a few dedicated connections, each following up to StreamsPerConn topics
 // in one XREAD. What arrives is framed once into a window per topic that all
-// local cursors share, so Next never touches the network. Every entry names
+// local cursors share, so Next never touches the network. The window holds
+// the topic's whole retained history (as the memory store would: the
+// history bounds are its size), so a cursor before its start has missed
+// events and gets an expired gap; a resume anywhere in the history is read
+// from memory. Every entry names
 // the entry before it, so a window notices entries trimmed before it read
 // them (a slow or disconnected node) and its cursors get an expired gap
 // instead of a silent hole. The node's own appends enter its window before
@@ -76,8 +82,10 @@
 // fenced append checks the token in the same script that appends and records
 // the batch's cursor. The lease keys are in another hash slot than the
 // topic's, so fenced appends need standalone Redis or Sentinel; on Redis
-// Cluster they fail with CROSSSLOT. This store connects to one Redis server
-// (standalone or behind a proxy) in any case.
+// Cluster they would fail with CROSSSLOT. (The store itself takes one
+// server's client options: Sentinel and Cluster clients are not wired up
+// yet. The rest of the key layout is Cluster-ready, though one XREAD can
+// only name streams of one slot there.)
 package redisstore
 
 import (
