@@ -230,6 +230,20 @@ func TestManyTopicsFewConnections(t *testing.T) {
 	if n := strings.Count(list, "cmd=xread"); n < 1 || n > (topics+7)/8 {
 		t.Fatalf("%d connections blocked in XREAD for %d topics at 8 per connection:\n%s", n, topics, list)
 	}
+	// When the subscribers leave, the node stops tailing (after the
+	// linger) and closes the tail connections.
+	for _, c := range cursors {
+		c.Close()
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		list := a.Client().ClientList(t.Context()).Val()
+		if strings.Count(list, "cmd=xread") == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tail connections still open 5s after the last subscriber left:\n%s", list)
+		}
+	}
 }
 
 // Redis goes away and comes back with its data: writes fail fast with
