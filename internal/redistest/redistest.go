@@ -12,7 +12,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -22,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ssegate/caddy-sse/internal/freeport"
 )
 
 // Server is one redis-server process (or, after Stop, the data it left).
@@ -230,39 +231,11 @@ func (s *Server) Do(args ...string) (string, error) {
 	return strings.TrimSpace(line), err
 }
 
-// Ports come from below Linux's ephemeral range, as internal/testcaddy's do,
-// so an outgoing connection cannot take one before redis-server binds it.
-const (
-	portBase  = 20000
-	portRange = 12000
-)
-
-var (
-	portsMu  sync.Mutex
-	portsOut = map[int]bool{}
-)
-
 // FreePort returns a loopback TCP port that was free a moment ago and that
-// this package has not handed out before.
+// this process has not handed out before (see internal/freeport).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 1000 {
-		port := portBase + rand.IntN(portRange)
-		if portsOut[port] {
-			continue
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		portsOut[port] = true
-		return port
-	}
-	t.Fatal("no free loopback port found")
-	return 0
+	return freeport.Get(t)
 }
 
 type syncBuffer struct {

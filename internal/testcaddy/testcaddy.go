@@ -8,8 +8,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/ssegate/caddy-sse/internal/freeport"
 	// What a real Caddy has: encode, file_server, the admin /metrics
 	// endpoint and the rest of the standard modules.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
@@ -31,41 +30,11 @@ import (
 	_ "github.com/ssegate/caddy-sse"
 )
 
-// Ports handed out by FreePort come from below Linux's ephemeral range
-// (32768 and up): a port from that range, free when we looked, can be taken
-// by any outgoing connection (of this test or of a test package running
-// beside it) before Caddy binds it.
-const (
-	portBase  = 20000
-	portRange = 12000
-)
-
-var (
-	portsMu  sync.Mutex
-	portsOut = map[int]bool{}
-)
-
 // FreePort returns a loopback TCP port that was free a moment ago and that
-// this process has not handed out before.
+// this process has not handed out before (see internal/freeport).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 1000 {
-		port := portBase + rand.IntN(portRange)
-		if portsOut[port] {
-			continue
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		portsOut[port] = true
-		return port
-	}
-	t.Fatal("no free loopback port found")
-	return 0
+	return freeport.Get(t)
 }
 
 // Adapt turns a Caddyfile into Caddy's JSON, failing the test on error.
