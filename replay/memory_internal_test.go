@@ -30,13 +30,7 @@ func newManualMemory(t *testing.T, cfg Config) (*Memory, *clock) {
 		cfg.Framer = testFramer
 	}
 	clk := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	m := &Memory{
-		epoch:       newEpoch(),
-		now:         clk.Now,
-		topics:      make(map[string]*memTopic),
-		stopJanitor: make(chan struct{}),
-		janitorDone: make(chan struct{}),
-	}
+	m := newMemory(clk.Now)
 	close(m.janitorDone) // no janitor: Close need not wait for one
 	m.Configure(cfg)
 	t.Cleanup(func() { m.Close() })

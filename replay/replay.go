@@ -240,6 +240,13 @@ func (c *Config) NewEvent(id string, d Draft, at time.Time) *Event {
 // Size is what the event costs against Config.MaxBytes.
 func (e *Event) Size() int64 { return e.size() }
 
+// Exceeds reports whether a topic log holding events events that cost
+// bytes, the oldest of them accepted at oldest, is past c's bounds at now:
+// then its oldest event goes.
+func (c *Config) Exceeds(events int, bytes int64, oldest, now time.Time) bool {
+	return events > c.MaxEvents || bytes > c.MaxBytes || now.Sub(oldest) > c.MaxAge
+}
+
 // Defaults of Config.
 const (
 	DefaultMaxEvents    = 1000

@@ -1,0 +1,356 @@
+package replay
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// timeline is what the topic logs of one store (Memory or File) share: ids
+// are "<epoch>-<seq>", and seq comes from one counter for the whole store,
+// so an id is a point in the store's timeline, never reissued.
+type timeline struct {
+	epoch  string
+	now    func() time.Time
+	seq    atomic.Uint64 // last seq assigned
+	closed atomic.Bool
+	// live is where a live cursor starts and where GapLive resumes: seq
+	// itself in Memory, the highest seq made durable in File.
+	live *atomic.Uint64
+}
+
+func (tl *timeline) id(seq uint64) string {
+	return tl.epoch + "-" + strconv.FormatUint(seq, 10)
+}
+
+// parseID accepts only ids of this epoch: "<epoch>-<decimal seq>".
+func (tl *timeline) parseID(id string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(id, tl.epoch)
+	if !ok {
+		return 0, false
+	}
+	digits, ok := strings.CutPrefix(rest, "-")
+	if !ok || digits == "" || (len(digits) > 1 && digits[0] == '0') {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(digits, 10, 64)
+	return seq, err == nil
+}
+
+// newEvents takes seqs for a batch and builds its events, with their total
+// cost. A batch that alone exceeds the topic's bounds fails with
+// ErrBatchTooLarge; the seqs it took are simply never used (ids need not be
+// dense). Callers hold the topic's lock, so within a topic seqs rise in
+// append order.
+func (tl *timeline) newEvents(cfg *Config, drafts []Draft, now time.Time) ([]*Event, int64, error) {
+	if len(drafts) > cfg.MaxEvents {
+		return nil, 0, ErrBatchTooLarge
+	}
+	base := tl.seq.Add(uint64(len(drafts))) - uint64(len(drafts))
+	events := make([]*Event, len(drafts))
+	var total int64
+	for i, d := range drafts {
+		seq := base + uint64(i) + 1
+		events[i] = cfg.newEvent(seq, tl.id(seq), d, now)
+		total += events[i].size()
+	}
+	if total > cfg.MaxBytes {
+		return nil, 0, ErrBatchTooLarge
+	}
+	return events, total, nil
+}
+
+// eventIDs lists the ids of events.
+func eventIDs(events []*Event) []string {
+	ids := make([]string, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+	return ids
+}
+
+// topicLog is the in-memory part of one topic's log, shared by Memory (where
+// events is the whole log) and File (where events is a cache of the newest
+// events, older ones being read from the file).
+type topicLog struct {
+	tl *timeline
+
+	mu sync.Mutex
+	// events are the newest retained events, ascending seq; eventBytes is
+	// their cost.
+	events     []*Event
+	eventBytes int64
+	// pruned: every event of this topic with seq <= pruned is gone, so a
+	// cursor before it has missed events.
+	pruned uint64
+	// last is the seq of the newest event (pruned when there is none): a
+	// cursor at last has read everything.
+	last        uint64
+	closed      bool
+	forgotten   bool // dropped from the store's table: look it up again
+	subscribers int
+	active      time.Time // last append, subscribe, unsubscribe or close
+	wake        chan struct{}
+
+	dedup      map[string]*dedupEntry
+	dedupOrder []dedupRef
+}
+
+// init readies a new topic whose events up to pruned are gone.
+func (t *topicLog) init(tl *timeline, pruned uint64) {
+	t.tl = tl
+	t.pruned = pruned
+	t.last = pruned
+	t.wake = make(chan struct{})
+	t.active = tl.now()
+}
+
+type dedupEntry struct {
+	ids []string
+	at  time.Time
+	// op is set (File only) while the append that remembered the key is
+	// uncommitted.
+	op *fileOp
+}
+
+type dedupRef struct {
+	key string
+	at  time.Time
+}
+
+// wakeAll releases every reader waiting on the log. Callers hold t.mu.
+func (t *topicLog) wakeAll() {
+	close(t.wake)
+	t.wake = make(chan struct{})
+}
+
+// push appends events after the newest. Callers hold t.mu.
+func (t *topicLog) push(events []*Event, cost int64) {
+	t.events = append(t.events, events...)
+	t.eventBytes += cost
+	t.last = events[len(events)-1].seq
+}
+
+// dropOldest drops events, oldest first, while over says the log is past
+// its bounds: held events cost bytes, e the oldest of them. It returns how
+// many it dropped and the seq of the last one. Callers hold t.mu.
+func (t *topicLog) dropOldest(over func(e *Event, held int, bytes int64) bool) (int, uint64) {
+	drop := 0
+	bytes := t.eventBytes
+	for drop < len(t.events) {
+		e := t.events[drop]
+		if !over(e, len(t.events)-drop, bytes) {
+			break
+		}
+		bytes -= e.size()
+		drop++
+	}
+	if drop == 0 {
+		return 0, 0
+	}
+	last := t.events[drop-1].seq
+	// Readers may still hold sub-slices of the old array, so dropped slots
+	// are left alone; the copy releases them once most of the array is dead.
+	t.events = t.events[drop:]
+	t.eventBytes = bytes
+	if len(t.events) == 0 {
+		t.events = nil
+	} else if cap(t.events) > 64 && len(t.events) < cap(t.events)/4 {
+		t.events = append([]*Event(nil), t.events...)
+	}
+	return drop, last
+}
+
+// idle: nobody reading and no dedup key to keep; a closed topic is kept for
+// the history age so that reconnecting clients keep getting 204. Callers
+// hold t.mu and check that no event is retained.
+func (t *topicLog) idle(cfg *Config, now time.Time) bool {
+	if t.subscribers > 0 || len(t.dedup) > 0 {
+		return false
+	}
+	return !t.closed || now.Sub(t.active) > cfg.MaxAge
+}
+
+func (t *topicLog) dedupLookup(key string, now time.Time, cfg *Config) (*dedupEntry, bool) {
+	e, ok := t.dedup[key]
+	if !ok || now.Sub(e.at) > cfg.DedupWindow {
+		return nil, false
+	}
+	return e, true
+}
+
+// dedupRemember records key and returns the keys it evicted.
+func (t *topicLog) dedupRemember(key string, e *dedupEntry, cfg *Config) []string {
+	if t.dedup == nil {
+		t.dedup = make(map[string]*dedupEntry)
+	}
+	t.dedup[key] = e
+	t.dedupOrder = append(t.dedupOrder, dedupRef{key: key, at: e.at})
+	return t.dedupTrim(e.at, cfg, false)
+}
+
+// dedupTrim forgets keys past MaxDedupKeys and, when byAge, past the window;
+// it returns the keys it forgot.
+func (t *topicLog) dedupTrim(now time.Time, cfg *Config, byAge bool) []string {
+	var dropped []string
+	for len(t.dedupOrder) > 0 {
+		ref := t.dedupOrder[0]
+		if len(t.dedupOrder) <= cfg.MaxDedupKeys && (!byAge || now.Sub(ref.at) <= cfg.DedupWindow) {
+			break
+		}
+		if e, ok := t.dedup[ref.key]; ok && e.at.Equal(ref.at) {
+			delete(t.dedup, ref.key)
+			dropped = append(dropped, ref.key)
+		}
+		t.dedupOrder = t.dedupOrder[1:]
+	}
+	if len(t.dedupOrder) == 0 {
+		t.dedupOrder = nil
+	}
+	return dropped
+}
+
+// subscribe opens a cursor after from (see Store.Subscribe). Callers hold
+// t.mu.
+func (t *topicLog) subscribe(cfg *Config, from string, onGap GapPolicy) (logCursor, error) {
+	if t.closed {
+		return logCursor{}, ErrTopicClosed
+	}
+	if cfg.MaxSubscribersPerTopic > 0 && t.subscribers >= cfg.MaxSubscribersPerTopic {
+		return logCursor{}, ErrTooManySubscribers
+	}
+	t.subscribers++
+	t.active = t.tl.now()
+	c := logCursor{log: t, onGap: onGap}
+	switch from {
+	case "":
+		c.after = t.tl.live.Load()
+	case Earliest:
+		c.after = t.pruned
+	default:
+		c.after, c.gap = t.seek(from, onGap)
+	}
+	return c, nil
+}
+
+// seek finds where a cursor resumes after id. Callers hold t.mu.
+func (t *topicLog) seek(id string, onGap GapPolicy) (uint64, *Gap) {
+	seq, ok := t.tl.parseID(id)
+	switch {
+	case ok && seq >= t.pruned && seq <= t.tl.seq.Load():
+		return seq, nil
+	case ok && seq < t.pruned:
+		after := t.gapTarget(onGap, t.pruned)
+		return after, &Gap{Reason: GapExpired, Requested: id, ResumeAfter: t.tl.id(after)}
+	default:
+		after := t.gapTarget(onGap, t.pruned)
+		return after, &Gap{Reason: GapUnknown, Requested: id, ResumeAfter: t.tl.id(after)}
+	}
+}
+
+// gapTarget is where a cursor continues after a gap, given the pruned mark.
+func (t *topicLog) gapTarget(onGap GapPolicy, pruned uint64) uint64 {
+	if onGap == GapLive {
+		return max(t.tl.live.Load(), pruned)
+	}
+	return pruned
+}
+
+// logCursor is a subscriber's position: the seq after which it reads.
+type logCursor struct {
+	log    *topicLog
+	onGap  GapPolicy
+	after  uint64
+	gap    *Gap // found by Subscribe, reported by the first Next
+	closed bool
+}
+
+// Next implements Cursor.
+func (c *logCursor) Next(max int) (Page, error) { return c.next(max, nil) }
+
+// next reads up to max events: first those older, when older is set (File
+// reads them from its file), then from the log's events. Callers do not
+// hold the lock.
+func (c *logCursor) next(max int, older func(p *Page, max int) error) (Page, error) {
+	t := c.log
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.closed || t.tl.closed.Load() {
+		return Page{}, ErrStoreClosed
+	}
+	if max < 1 {
+		// A read takes at least one event: an empty page would carry a
+		// Wait that no write is coming to close.
+		max = 1
+	}
+	p := Page{Gap: c.gap}
+	c.gap = nil
+	c.behind(&p, t.pruned)
+	if older != nil {
+		if err := older(&p, max); err != nil {
+			return Page{}, err
+		}
+	}
+	if room := max - len(p.Events); room > 0 {
+		i := sort.Search(len(t.events), func(i int) bool { return t.events[i].seq > c.after })
+		if i < len(t.events) {
+			j := min(i+room, len(t.events))
+			if len(p.Events) == 0 {
+				p.Events = t.events[i:j:j]
+			} else {
+				p.Events = append(p.Events, t.events[i:j]...)
+			}
+			c.after = t.events[j-1].seq
+		}
+	}
+	if c.after >= t.last {
+		p.Closed = t.closed
+	}
+	if len(p.Events) == 0 && !p.Closed {
+		p.Wait = t.wake
+	}
+	return p, nil
+}
+
+// behind moves a cursor that fell behind pruned (a slow reader) to where
+// delivery continues, reporting the gap once. Callers hold t.mu.
+func (c *logCursor) behind(p *Page, pruned uint64) {
+	if c.after >= pruned {
+		return
+	}
+	tl := c.log.tl
+	requested := tl.id(c.after)
+	c.after = c.log.gapTarget(c.onGap, pruned)
+	if p.Gap != nil {
+		// The gap Subscribe found is not reported yet: it keeps its
+		// reason and the client's id; only the resume point moved.
+		p.Gap.ResumeAfter = tl.id(c.after)
+	} else {
+		p.Gap = &Gap{Reason: GapExpired, Requested: requested, ResumeAfter: tl.id(c.after)}
+	}
+}
+
+// Position implements Cursor.
+func (c *logCursor) Position() string {
+	c.log.mu.Lock()
+	defer c.log.mu.Unlock()
+	return c.log.tl.id(c.after)
+}
+
+// Close implements Cursor.
+func (c *logCursor) Close() {
+	t := c.log
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	t.subscribers--
+	t.active = t.tl.now()
+}
+
+var _ Cursor = (*logCursor)(nil)
