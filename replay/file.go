@@ -65,15 +65,12 @@ import (
 // older events). bbolt reuses the pages that pruning frees, so the file stays
 // bounded by the history bounds; it never shrinks.
 type File struct {
-	path  string
-	db    *bolt.DB
-	epoch string
-	now   func() time.Time
-	opts  FileOptions
+	timeline // live cursors start at durable
+	path     string
+	db       *bolt.DB
+	opts     FileOptions
 
-	cfg    atomic.Pointer[Config]
-	seq    atomic.Uint64 // last seq assigned
-	closed atomic.Bool
+	cfg atomic.Pointer[Config]
 	// durable is the highest seq written to the file's meta: live cursors
 	// start there, so no position handed out is lost by a restart.
 	durable atomic.Uint64
@@ -157,7 +154,6 @@ func OpenFile(path string, cfg Config, opts *FileOptions) (*File, error) {
 	}
 	f := &File{
 		path:          path,
-		now:           time.Now,
 		opts:          o,
 		topics:        make(map[string]*fileTopic),
 		qsignal:       make(chan struct{}, 1),
@@ -165,6 +161,8 @@ func OpenFile(path string, cfg Config, opts *FileOptions) (*File, error) {
 		stopJanitor:   make(chan struct{}),
 		janitorDone:   make(chan struct{}),
 	}
+	f.now = time.Now
+	f.live = &f.durable
 	c := cfg.WithDefaults()
 	f.cfg.Store(&c)
 
@@ -340,20 +338,12 @@ func (f *File) loadTopic(name string, tb *bolt.Bucket, storeSeq uint64) (*fileTo
 	if err != nil {
 		return nil, err
 	}
-	t := &fileTopic{
-		store:  f,
-		name:   name,
-		pruned: m.pruned,
-		count:  m.count,
-		bytes:  m.bytes,
-		wake:   make(chan struct{}),
-		active: f.now(),
-	}
+	t := &fileTopic{store: f, name: name, count: m.count, bytes: m.bytes}
+	t.init(&f.timeline, m.pruned)
 	if m.closedAt != 0 {
 		t.closed = true
 		t.active = time.Unix(0, m.closedAt)
 	}
-	t.lastSeq = m.pruned
 	if eb := tb.Bucket(bucketEvents); eb != nil {
 		c := eb.Cursor()
 		if k, v := c.First(); k != nil {
@@ -364,14 +354,14 @@ func (f *File) loadTopic(name string, tb *bolt.Bucket, storeSeq uint64) (*fileTo
 			t.oldest = h.at
 		}
 		if k, _ := c.Last(); k != nil {
-			t.lastSeq = seqOf(k)
+			t.last = seqOf(k)
 		}
 	}
-	if t.lastSeq > storeSeq {
-		return nil, fmt.Errorf("corrupt store: event seq %d beyond the store's seq %d", t.lastSeq, storeSeq)
+	if t.last > storeSeq {
+		return nil, fmt.Errorf("corrupt store: event seq %d beyond the store's seq %d", t.last, storeSeq)
 	}
 	// Nothing is cached after a restart: every retained event is on disk.
-	t.cacheFrom = t.lastSeq
+	t.cacheFrom = t.last
 	if db := tb.Bucket(bucketDedup); db != nil {
 		err := db.ForEach(func(k, v []byte) error {
 			at, seqs, err := decodeDedup(v)
@@ -383,9 +373,9 @@ func (f *File) loadTopic(name string, tb *bolt.Bucket, storeSeq uint64) (*fileTo
 				ids[i] = f.id(s)
 			}
 			if t.dedup == nil {
-				t.dedup = make(map[string]*fileDedup)
+				t.dedup = make(map[string]*dedupEntry)
 			}
-			t.dedup[string(k)] = &fileDedup{ids: ids, at: at}
+			t.dedup[string(k)] = &dedupEntry{ids: ids, at: at}
 			t.dedupOrder = append(t.dedupOrder, dedupRef{key: string(k), at: at})
 			return nil
 		})
@@ -399,48 +389,24 @@ func (f *File) loadTopic(name string, tb *bolt.Bucket, storeSeq uint64) (*fileTo
 
 // ---- topics ----
 
-// fileTopic is one topic's state in memory: counters mirroring the file,
-// the cache of recent events, dedup keys and readers.
+// fileTopic is one topic's state in memory: its log, whose events are a
+// cache of the newest retained events, and counters mirroring the file.
 type fileTopic struct {
+	topicLog
 	store *File
 	name  string
 
-	mu sync.Mutex
 	// Mirrors of the file, updated after each commit.
-	pruned  uint64    // every event with seq <= pruned is gone
-	lastSeq uint64    // seq of the newest event (or pruned when none)
-	count   uint64    // events retained
-	bytes   int64     // their cost against MaxBytes
-	oldest  time.Time // time of the oldest retained event
-	closed  bool
+	count  uint64    // events retained
+	bytes  int64     // their cost against MaxBytes
+	oldest time.Time // time of the oldest retained event
 
-	// cache holds the newest retained events, ascending: every retained
-	// event with seq > cacheFrom is in it.
-	cache      []*Event
-	cacheFrom  uint64
-	cacheBytes int64
+	// Every retained event with seq > cacheFrom is in events.
+	cacheFrom uint64
 
 	closing     bool // CloseTopic queued: appends are refused
 	pending     int  // ops queued, not yet applied
 	pruneQueued bool // a janitor prune is queued
-	forgotten   bool
-	subscribers int
-	active      time.Time
-	wake        chan struct{}
-
-	dedup      map[string]*fileDedup
-	dedupOrder []dedupRef
-}
-
-type fileDedup struct {
-	ids []string
-	at  time.Time
-	op  *fileOp // set while the append that remembered the key is uncommitted
-}
-
-func (t *fileTopic) wakeAll() {
-	close(t.wake)
-	t.wake = make(chan struct{})
 }
 
 // withTopic runs fn on the named topic, locked, creating it if needed.
@@ -457,7 +423,8 @@ func (f *File) withTopic(name string, fn func(t *fileTopic, cfg *Config) error) 
 				f.mu.Unlock()
 				return ErrTooManyTopics
 			}
-			t = &fileTopic{store: f, name: name, pruned: f.forgotten, lastSeq: f.forgotten, cacheFrom: f.forgotten, wake: make(chan struct{}), active: f.now()}
+			t = &fileTopic{store: f, name: name, cacheFrom: f.forgotten}
+			t.init(&f.timeline, f.forgotten)
 			f.topics[name] = t
 		}
 		f.mu.Unlock()
@@ -471,45 +438,6 @@ func (f *File) withTopic(name string, fn func(t *fileTopic, cfg *Config) error) 
 		t.mu.Unlock()
 		return err
 	}
-}
-
-func (t *fileTopic) dedupLookup(key string, now time.Time, cfg *Config) (*fileDedup, bool) {
-	e, ok := t.dedup[key]
-	if !ok || now.Sub(e.at) > cfg.DedupWindow {
-		return nil, false
-	}
-	return e, true
-}
-
-// dedupRemember records key and returns the keys it evicted (to delete from
-// the file).
-func (t *fileTopic) dedupRemember(key string, e *fileDedup, cfg *Config) []string {
-	if t.dedup == nil {
-		t.dedup = make(map[string]*fileDedup)
-	}
-	t.dedup[key] = e
-	t.dedupOrder = append(t.dedupOrder, dedupRef{key: key, at: e.at})
-	return t.dedupTrim(e.at, cfg, false)
-}
-
-// dedupTrim forgets keys past MaxDedupKeys and, when byAge, past the window.
-func (t *fileTopic) dedupTrim(now time.Time, cfg *Config, byAge bool) []string {
-	var dropped []string
-	for len(t.dedupOrder) > 0 {
-		ref := t.dedupOrder[0]
-		if len(t.dedupOrder) <= cfg.MaxDedupKeys && (!byAge || now.Sub(ref.at) <= cfg.DedupWindow) {
-			break
-		}
-		if e, ok := t.dedup[ref.key]; ok && e.at.Equal(ref.at) {
-			delete(t.dedup, ref.key)
-			dropped = append(dropped, ref.key)
-		}
-		t.dedupOrder = t.dedupOrder[1:]
-	}
-	if len(t.dedupOrder) == 0 {
-		t.dedupOrder = nil
-	}
-	return dropped
 }
 
 // ---- the Store interface ----
@@ -542,33 +470,20 @@ func (f *File) Append(_ context.Context, topic string, b Batch) (Appended, error
 					return nil
 				}
 			}
-			if len(b.Events) > cfg.MaxEvents {
-				return ErrBatchTooLarge
+			events, _, err := f.newEvents(cfg, b.Events, now)
+			if err != nil {
+				return err
 			}
-			base := f.seq.Add(uint64(len(b.Events))) - uint64(len(b.Events))
-			op = &fileOp{topic: t, name: t.name, initPruned: t.pruned, done: make(chan error, 1)}
-			op.events = make([]*Event, len(b.Events))
-			op.recs = make([][]byte, len(b.Events))
-			var total int64
-			for i, d := range b.Events {
-				seq := base + uint64(i) + 1
-				id := f.id(seq)
-				e := cfg.newEvent(seq, id, d, now)
-				op.events[i] = e
+			op = &fileOp{topic: t, name: t.name, initPruned: t.pruned, events: events, done: make(chan error, 1)}
+			op.recs = make([][]byte, len(events))
+			for i, e := range events {
 				op.recs[i] = encodeEvent(e, e.size())
-				total += e.size()
 			}
-			if total > cfg.MaxBytes {
-				return ErrBatchTooLarge
-			}
-			res.IDs = make([]string, len(op.events))
-			for i, e := range op.events {
-				res.IDs[i] = e.ID
-			}
+			res.IDs = eventIDs(events)
 			if b.Key != "" {
 				op.dedupKey = b.Key
 				op.dedupVal = encodeDedup(now, op.events)
-				op.dropKeys = t.dedupRemember(b.Key, &fileDedup{ids: res.IDs, at: now, op: op}, cfg)
+				op.dropKeys = t.dedupRemember(b.Key, &dedupEntry{ids: res.IDs, at: now, op: op}, cfg)
 			}
 			if err := f.enqueue(op); err != nil {
 				return err
@@ -597,24 +512,9 @@ func (f *File) Append(_ context.Context, topic string, b Batch) (Appended, error
 func (f *File) Subscribe(_ context.Context, topic, from string, onGap GapPolicy) (Cursor, error) {
 	var c *fileCursor
 	err := f.withTopic(topic, func(t *fileTopic, cfg *Config) error {
-		if t.closed {
-			return ErrTopicClosed
-		}
-		if cfg.MaxSubscribersPerTopic > 0 && t.subscribers >= cfg.MaxSubscribersPerTopic {
-			return ErrTooManySubscribers
-		}
-		t.subscribers++
-		t.active = f.now()
-		c = &fileCursor{topic: t, onGap: onGap}
-		switch from {
-		case "":
-			c.after = f.durable.Load()
-		case Earliest:
-			c.after = t.pruned
-		default:
-			c.after, c.gap = t.seek(from, onGap)
-		}
-		return nil
+		lc, err := t.subscribe(cfg, from, onGap)
+		c = &fileCursor{logCursor: lc, topic: t}
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -643,110 +543,31 @@ func (f *File) CloseTopic(_ context.Context, topic string) error {
 	return <-op.done
 }
 
-func (f *File) id(seq uint64) string {
-	return f.epoch + "-" + strconv.FormatUint(seq, 10)
-}
-
-// parseID accepts only ids of this file's epoch.
-func (f *File) parseID(id string) (uint64, bool) {
-	rest, ok := strings.CutPrefix(id, f.epoch)
-	if !ok {
-		return 0, false
-	}
-	digits, ok := strings.CutPrefix(rest, "-")
-	if !ok || digits == "" || (len(digits) > 1 && digits[0] == '0') {
-		return 0, false
-	}
-	seq, err := strconv.ParseUint(digits, 10, 64)
-	return seq, err == nil
-}
-
-func (t *fileTopic) seek(id string, onGap GapPolicy) (uint64, *Gap) {
-	f := t.store
-	seq, ok := f.parseID(id)
-	switch {
-	case ok && seq >= t.pruned && seq <= f.seq.Load():
-		return seq, nil
-	case ok && seq < t.pruned:
-		after := t.gapTarget(onGap, t.pruned)
-		return after, &Gap{Reason: GapExpired, Requested: id, ResumeAfter: f.id(after)}
-	default:
-		after := t.gapTarget(onGap, t.pruned)
-		return after, &Gap{Reason: GapUnknown, Requested: id, ResumeAfter: f.id(after)}
-	}
-}
-
-func (t *fileTopic) gapTarget(onGap GapPolicy, pruned uint64) uint64 {
-	if onGap == GapLive {
-		return max(t.store.durable.Load(), pruned)
-	}
-	return pruned
-}
-
 // ---- cursors ----
 
+// fileCursor reads a fileTopic: its log's cursor, reading events older
+// than the cache from the file.
 type fileCursor struct {
-	topic  *fileTopic
-	onGap  GapPolicy
-	after  uint64
-	gap    *Gap
-	closed bool
-}
-
-// behind moves a cursor that fell behind pruned, reporting the gap once.
-func (c *fileCursor) behind(p *Page, pruned uint64) {
-	if c.after >= pruned {
-		return
-	}
-	f := c.topic.store
-	requested := f.id(c.after)
-	c.after = c.topic.gapTarget(c.onGap, pruned)
-	if p.Gap != nil {
-		p.Gap.ResumeAfter = f.id(c.after)
-	} else {
-		p.Gap = &Gap{Reason: GapExpired, Requested: requested, ResumeAfter: f.id(c.after)}
-	}
+	logCursor
+	topic *fileTopic
 }
 
 // Next implements Cursor. Recent events come from the topic's cache; older
 // ones are read from the file.
 func (c *fileCursor) Next(max int) (Page, error) {
 	t := c.topic
-	f := t.store
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if c.closed || f.closed.Load() {
-		return Page{}, ErrStoreClosed
+	p, max, err := c.start(max)
+	if err != nil {
+		return Page{}, err
 	}
-	if max < 1 {
-		max = 1
-	}
-	p := Page{Gap: c.gap}
-	c.gap = nil
-	c.behind(&p, t.pruned)
 	if c.after < t.cacheFrom {
-		if err := f.readFile(c, &p, max); err != nil {
+		if err := t.store.readFile(c, &p, max); err != nil {
 			return Page{}, err
 		}
 	}
-	if room := max - len(p.Events); room > 0 {
-		i := sort.Search(len(t.cache), func(i int) bool { return t.cache[i].seq > c.after })
-		if i < len(t.cache) {
-			j := min(i+room, len(t.cache))
-			if len(p.Events) == 0 {
-				p.Events = t.cache[i:j:j]
-			} else {
-				p.Events = append(p.Events, t.cache[i:j]...)
-			}
-			c.after = t.cache[j-1].seq
-		}
-	}
-	if c.after >= t.lastSeq {
-		p.Closed = t.closed
-	}
-	if len(p.Events) == 0 && !p.Closed {
-		p.Wait = t.wake
-	}
+	c.read(&p, max)
 	return p, nil
 }
 
@@ -788,26 +609,6 @@ func (f *File) readFile(c *fileCursor, p *Page, max int) error {
 		}
 		return nil
 	})
-}
-
-// Position implements Cursor.
-func (c *fileCursor) Position() string {
-	c.topic.mu.Lock()
-	defer c.topic.mu.Unlock()
-	return c.topic.store.id(c.after)
-}
-
-// Close implements Cursor.
-func (c *fileCursor) Close() {
-	t := c.topic
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if c.closed {
-		return
-	}
-	c.closed = true
-	t.subscribers--
-	t.active = t.store.now()
 }
 
 // ---- the committer ----
@@ -1009,7 +810,7 @@ func pruneBucket(eb *bolt.Bucket, m *topicMeta, cfg *Config, now time.Time) erro
 		if err != nil {
 			return fmt.Errorf("seq %d: %w", seqOf(k), err)
 		}
-		if m.count <= uint64(cfg.MaxEvents) && m.bytes <= cfg.MaxBytes && now.Sub(h.at) <= cfg.MaxAge {
+		if !cfg.Exceeds(int(m.count), m.bytes, h.at, now) {
 			m.oldest = h.at
 			return nil
 		}
@@ -1065,15 +866,15 @@ func (t *fileTopic) apply(op *fileOp) {
 	t.pruned, t.count, t.bytes, t.oldest = m.pruned, m.count, m.bytes, m.oldest
 	woke := false
 	if len(op.events) > 0 {
-		t.cache = append(t.cache, op.events...)
+		var cost int64
 		for _, e := range op.events {
-			t.cacheBytes += e.size()
+			cost += e.size()
 		}
-		t.lastSeq = op.events[len(op.events)-1].seq
+		t.push(op.events, cost)
 		t.active = f.now()
 		woke = true
 	}
-	t.lastSeq = max(t.lastSeq, t.pruned)
+	t.last = max(t.last, t.pruned)
 	if op.dedupKey != "" {
 		if e, ok := t.dedup[op.dedupKey]; ok && e.op == op {
 			e.op = nil
@@ -1095,27 +896,12 @@ func (t *fileTopic) apply(op *fileOp) {
 // Callers hold t.mu.
 func (t *fileTopic) trimCache() {
 	o := t.store.opts
-	drop := 0
-	for drop < len(t.cache) {
-		e := t.cache[drop]
-		if e.seq > t.pruned && len(t.cache)-drop <= o.CacheEvents && t.cacheBytes <= o.CacheBytes {
-			break
-		}
-		t.cacheBytes -= e.size()
-		t.cacheFrom = max(t.cacheFrom, e.seq)
-		drop++
+	if n, last := t.dropOldest(func(e *Event, held int, bytes int64) bool {
+		return e.seq <= t.pruned || held > o.CacheEvents || bytes > o.CacheBytes
+	}); n > 0 {
+		t.cacheFrom = max(t.cacheFrom, last)
 	}
 	t.cacheFrom = max(t.cacheFrom, t.pruned)
-	if drop > 0 {
-		// Readers may hold sub-slices: leave the old array alone and copy
-		// once most of it is dead.
-		t.cache = t.cache[drop:]
-		if len(t.cache) == 0 {
-			t.cache = nil
-		} else if cap(t.cache) > 64 && len(t.cache) < cap(t.cache)/4 {
-			t.cache = append([]*Event(nil), t.cache...)
-		}
-	}
 }
 
 // update and view run bbolt transactions, turning a panic on a corrupt page
@@ -1172,7 +958,7 @@ func (f *File) sweep(all bool) {
 	for name, t := range f.topics {
 		t.mu.Lock()
 		drop := t.dedupTrim(now, cfg, true)
-		over := t.count > 0 && (all || t.count > uint64(cfg.MaxEvents) || t.bytes > cfg.MaxBytes || now.Sub(t.oldest) > cfg.MaxAge)
+		over := t.count > 0 && (all || cfg.Exceeds(int(t.count), t.bytes, t.oldest, now))
 		if (over || len(drop) > 0) && (!t.pruneQueued || all) {
 			op := &fileOp{topic: t, name: name, initPruned: t.pruned, prune: true, dropKeys: drop, done: make(chan error, 1)}
 			if f.enqueue(op) == nil {
@@ -1180,7 +966,7 @@ func (f *File) sweep(all bool) {
 				t.pruneQueued = true
 				ops = append(ops, op)
 			}
-		} else if t.pending == 0 && t.subscribers == 0 && t.count == 0 && len(t.dedup) == 0 && (!t.closed || now.Sub(t.active) > cfg.MaxAge) {
+		} else if t.pending == 0 && t.count == 0 && t.idle(cfg, now) {
 			t.forgotten = true
 			f.forgotten = max(f.forgotten, t.pruned)
 			delete(f.topics, name)

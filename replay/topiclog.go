@@ -269,17 +269,24 @@ type logCursor struct {
 }
 
 // Next implements Cursor.
-func (c *logCursor) Next(max int) (Page, error) { return c.next(max, nil) }
+func (c *logCursor) Next(max int) (Page, error) {
+	c.log.mu.Lock()
+	defer c.log.mu.Unlock()
+	p, max, err := c.start(max)
+	if err != nil {
+		return Page{}, err
+	}
+	c.read(&p, max)
+	return p, nil
+}
 
-// next reads up to max events: first those older, when older is set (File
-// reads them from its file), then from the log's events. Callers do not
-// hold the lock.
-func (c *logCursor) next(max int, older func(p *Page, max int) error) (Page, error) {
-	t := c.log
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if c.closed || t.tl.closed.Load() {
-		return Page{}, ErrStoreClosed
+// start begins a read of up to max events: it fails once the cursor or the
+// store is closed, and reports first the gap Subscribe found or the one the
+// cursor fell into. It returns the page so far and how many events it may
+// take. Callers hold the log's lock.
+func (c *logCursor) start(max int) (Page, int, error) {
+	if c.closed || c.log.tl.closed.Load() {
+		return Page{}, 0, ErrStoreClosed
 	}
 	if max < 1 {
 		// A read takes at least one event: an empty page would carry a
@@ -288,12 +295,15 @@ func (c *logCursor) next(max int, older func(p *Page, max int) error) (Page, err
 	}
 	p := Page{Gap: c.gap}
 	c.gap = nil
-	c.behind(&p, t.pruned)
-	if older != nil {
-		if err := older(&p, max); err != nil {
-			return Page{}, err
-		}
-	}
+	c.behind(&p, c.log.pruned)
+	return p, max, nil
+}
+
+// read ends a read: it adds to p the log's events after the cursor, up to
+// max in all, then says whether the topic is closed or, when there is
+// nothing to read, what to wait on. Callers hold the log's lock.
+func (c *logCursor) read(p *Page, max int) {
+	t := c.log
 	if room := max - len(p.Events); room > 0 {
 		i := sort.Search(len(t.events), func(i int) bool { return t.events[i].seq > c.after })
 		if i < len(t.events) {
@@ -312,7 +322,6 @@ func (c *logCursor) next(max int, older func(p *Page, max int) error) (Page, err
 	if len(p.Events) == 0 && !p.Closed {
 		p.Wait = t.wake
 	}
-	return p, nil
 }
 
 // behind moves a cursor that fell behind pruned (a slow reader) to where
