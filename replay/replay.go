@@ -141,6 +141,18 @@ type Page struct {
 	Wait <-chan struct{}
 }
 
+// FellBehind records in p that its cursor fell behind the retained history
+// (a slow reader): requested is where the cursor was, resumeAfter where
+// delivery continues. A gap already in p (found by Subscribe, not reported
+// yet) keeps its reason and the client's id; only its resume point moves.
+func (p *Page) FellBehind(requested, resumeAfter string) {
+	if p.Gap != nil {
+		p.Gap.ResumeAfter = resumeAfter
+		return
+	}
+	p.Gap = &Gap{Reason: GapExpired, Requested: requested, ResumeAfter: resumeAfter}
+}
+
 // Cursor is one subscriber's position in one topic.
 type Cursor interface {
 	// Next reads up to max events after the cursor and advances past them.

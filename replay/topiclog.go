@@ -330,16 +330,9 @@ func (c *logCursor) behind(p *Page, pruned uint64) {
 	if c.after >= pruned {
 		return
 	}
-	tl := c.log.tl
-	requested := tl.id(c.after)
+	requested := c.log.tl.id(c.after)
 	c.after = c.log.gapTarget(c.onGap, pruned)
-	if p.Gap != nil {
-		// The gap Subscribe found is not reported yet: it keeps its
-		// reason and the client's id; only the resume point moved.
-		p.Gap.ResumeAfter = tl.id(c.after)
-	} else {
-		p.Gap = &Gap{Reason: GapExpired, Requested: requested, ResumeAfter: tl.id(c.after)}
-	}
+	p.FellBehind(requested, c.log.tl.id(c.after))
 }
 
 // Position implements Cursor.

@@ -883,7 +883,7 @@ func (t *topic) load(ctx context.Context) (topicState, error) {
 	for i := len(entries) - 1; i >= 0; i-- {
 		e := entries[i]
 		if !e.marker {
-			if n+1 > cfg.MaxEvents || bytes+e.cost > cfg.MaxBytes || now.Sub(e.id.time()) > cfg.MaxAge {
+			if cfg.Exceeds(n+1, bytes+e.cost, e.id.time(), now) {
 				break
 			}
 			n++
@@ -1022,8 +1022,7 @@ func (t *topic) prune(cfg *replay.Config, now time.Time) bool {
 	bytes := t.bytes
 	for drop < len(t.events) {
 		m := t.meta[drop]
-		over := len(t.events)-drop > cfg.MaxEvents || bytes > cfg.MaxBytes || now.Sub(m.id.time()) > cfg.MaxAge
-		if !over {
+		if !cfg.Exceeds(len(t.events)-drop, bytes, m.id.time(), now) {
 			break
 		}
 		bytes -= m.cost
@@ -1080,11 +1079,7 @@ func (c *cursor) Next(max int) (replay.Page, error) {
 	if c.after.less(t.floor) {
 		requested := c.after.String()
 		c.after = t.gapTarget(c.onGap, t.end)
-		if p.Gap != nil {
-			p.Gap.ResumeAfter = c.after.String()
-		} else {
-			p.Gap = &replay.Gap{Reason: replay.GapExpired, Requested: requested, ResumeAfter: c.after.String()}
-		}
+		p.FellBehind(requested, c.after.String())
 	}
 	i := sort.Search(len(t.meta), func(i int) bool { return c.after.less(t.meta[i].id) })
 	if i < len(t.events) {
