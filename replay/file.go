@@ -470,8 +470,8 @@ func (f *File) Append(_ context.Context, topic string, b Batch) (Appended, error
 					return nil
 				}
 			}
-			events, _, err := f.newEvents(cfg, b.Events, now)
-			if err != nil {
+			events := make([]*Event, len(b.Events))
+			if _, err := f.newEvents(cfg, events, b.Events, now); err != nil {
 				return err
 			}
 			op = &fileOp{topic: t, name: t.name, initPruned: t.pruned, events: events, done: make(chan error, 1)}
@@ -558,10 +558,11 @@ func (c *fileCursor) Next(max int) (Page, error) {
 	t := c.topic
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	p, max, err := c.start(max)
-	if err != nil {
+	var p Page
+	if err := c.start(&p); err != nil {
 		return Page{}, err
 	}
+	max = atLeastOne(max)
 	if c.after < t.cacheFrom {
 		if err := t.store.readFile(c, &p, max); err != nil {
 			return Page{}, err

@@ -148,7 +148,8 @@ func (m *Memory) Append(_ context.Context, topic string, b Batch) (Appended, err
 				return nil
 			}
 		}
-		events, total, err := m.newEvents(cfg, b.Events, now)
+		events := make([]*Event, len(b.Events))
+		total, err := m.newEvents(cfg, events, b.Events, now)
 		if err != nil {
 			return err
 		}

@@ -40,17 +40,17 @@ func (tl *timeline) parseID(id string) (uint64, bool) {
 	return seq, err == nil
 }
 
-// newEvents takes seqs for a batch and builds its events, with their total
-// cost. A batch that alone exceeds the topic's bounds fails with
-// ErrBatchTooLarge; the seqs it took are simply never used (ids need not be
-// dense). Callers hold the topic's lock, so within a topic seqs rise in
-// append order.
-func (tl *timeline) newEvents(cfg *Config, drafts []Draft, now time.Time) ([]*Event, int64, error) {
+// newEvents takes seqs for a batch and builds its events into events (as
+// long as drafts; the caller's, so that Memory's can stay on the stack),
+// returning their total cost. A batch that alone exceeds the topic's bounds
+// fails with ErrBatchTooLarge; the seqs it took are simply never used (ids
+// need not be dense). Callers hold the topic's lock, so within a topic seqs
+// rise in append order.
+func (tl *timeline) newEvents(cfg *Config, events []*Event, drafts []Draft, now time.Time) (int64, error) {
 	if len(drafts) > cfg.MaxEvents {
-		return nil, 0, ErrBatchTooLarge
+		return 0, ErrBatchTooLarge
 	}
 	base := tl.seq.Add(uint64(len(drafts))) - uint64(len(drafts))
-	events := make([]*Event, len(drafts))
 	var total int64
 	for i, d := range drafts {
 		seq := base + uint64(i) + 1
@@ -58,9 +58,9 @@ func (tl *timeline) newEvents(cfg *Config, drafts []Draft, now time.Time) ([]*Ev
 		total += events[i].size()
 	}
 	if total > cfg.MaxBytes {
-		return nil, 0, ErrBatchTooLarge
+		return 0, ErrBatchTooLarge
 	}
-	return events, total, nil
+	return total, nil
 }
 
 // eventIDs lists the ids of events.
@@ -272,31 +272,36 @@ type logCursor struct {
 func (c *logCursor) Next(max int) (Page, error) {
 	c.log.mu.Lock()
 	defer c.log.mu.Unlock()
-	p, max, err := c.start(max)
-	if err != nil {
+	var p Page
+	if err := c.start(&p); err != nil {
 		return Page{}, err
 	}
-	c.read(&p, max)
+	c.read(&p, atLeastOne(max))
 	return p, nil
 }
 
-// start begins a read of up to max events: it fails once the cursor or the
-// store is closed, and reports first the gap Subscribe found or the one the
-// cursor fell into. It returns the page so far and how many events it may
-// take. Callers hold the log's lock.
-func (c *logCursor) start(max int) (Page, int, error) {
-	if c.closed || c.log.tl.closed.Load() {
-		return Page{}, 0, ErrStoreClosed
-	}
+// atLeastOne is how many events a read of max takes: at least one, since
+// an empty page would carry a Wait that no write is coming to close.
+func atLeastOne(max int) int {
 	if max < 1 {
-		// A read takes at least one event: an empty page would carry a
-		// Wait that no write is coming to close.
-		max = 1
+		return 1
 	}
-	p := Page{Gap: c.gap}
+	return max
+}
+
+// start begins a read: it fails once the cursor or the store is closed,
+// and puts in p first the gap Subscribe found or the one the cursor fell
+// into. Callers hold the log's lock.
+func (c *logCursor) start(p *Page) error {
+	if c.closed || c.log.tl.closed.Load() {
+		return ErrStoreClosed
+	}
+	p.Gap = c.gap
 	c.gap = nil
-	c.behind(&p, c.log.pruned)
-	return p, max, nil
+	if c.after < c.log.pruned {
+		c.behind(p, c.log.pruned)
+	}
+	return nil
 }
 
 // read ends a read: it adds to p the log's events after the cursor, up to
