@@ -156,6 +156,8 @@ type Handler struct {
 	// detached counts the streams running outside a request, which Caddy's
 	// own shutdown no longer waits for.
 	detached *sync.WaitGroup
+	// lots park the detached streams that have nothing to send, per topic.
+	lots *stream.Lots
 }
 
 // History bounds a topic's log. The oldest events are pruned first when any
@@ -244,6 +246,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.stop, h.endAll = context.WithCancel(context.Background())
 	h.stopOnce = new(sync.Once)
 	h.detach = h.Detach == nil || *h.Detach
+	h.lots = stream.NewLots(h.stop)
 	h.detached = new(sync.WaitGroup)
 	h.setDefaults()
 	repl := caddy.NewReplacer()
@@ -569,6 +572,13 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 	if h.detach && (enc != nil || w.Header().Get("Content-Encoding") == "") {
 		if d, err := stream.Detach(w, r); err == nil {
 			h.detached.Add(1)
+			if d.CanPark() {
+				h.lots.ServeParked(topic, d, cur, opts, func(stats stream.Stats, err error) {
+					sub.finish(stats, err)
+					h.detached.Done()
+				})
+				return nil
+			}
 			go func() {
 				defer h.detached.Done()
 				sub.finish(stream.ServeDetached(d, cur, opts))

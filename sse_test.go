@@ -1040,7 +1040,9 @@ func TestStalledReaderDoesNotSlowPublisher(t *testing.T) {
 		n, baseline, rate, rate/baseline)
 
 	// 24 MiB were published, more than the socket buffers hold: its write
-	// blocked, timed out, and the server closed the connection.
+	// blocked, timed out, and the server closed the connection. (Reading
+	// before the timeout passed would unblock that write.)
+	time.Sleep(2 * time.Second)
 	_ = stalled.SetReadDeadline(time.Now().Add(waitLimit))
 	_, err = io.Copy(io.Discard, stalled)
 	var netErr net.Error

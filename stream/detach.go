@@ -31,7 +31,15 @@ import (
 type Detached struct {
 	conn    net.Conn
 	chunked bool
-	raw     syscall.RawConn // for peeking; nil when the conn has none
+	raw     syscall.RawConn // of the TCP socket; nil when the conn has none
+	// direct: conn is the socket itself (not TLS), so bytes can be written
+	// to raw without blocking, which is what lets a stream wait parked.
+	direct bool
+
+	// While parked, writes never block: what the socket does not take at
+	// once is kept in pending and written by a goroutine (see Lot).
+	nonblocking bool
+	pending     []byte
 }
 
 // ErrNotDetachable is returned by Detach for a stream that must stay with
@@ -64,6 +72,7 @@ func Detach(w http.ResponseWriter, r *http.Request) (*Detached, error) {
 	}
 	if sc, ok := tcp.(syscall.Conn); ok {
 		d.raw, _ = sc.SyscallConn()
+		d.direct = d.raw != nil && tcp == conn
 	}
 	return d, nil
 }
@@ -110,22 +119,25 @@ func (d *Detached) send(b []byte, deadline time.Time) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	if !deadline.IsZero() {
+	if !deadline.IsZero() && !d.nonblocking {
 		_ = d.conn.SetWriteDeadline(deadline)
 	}
-	if !d.chunked {
-		n, err := d.conn.Write(b)
-		if err != nil {
-			return n, fmt.Errorf("writing to subscriber: %w", err)
-		}
-		return n, nil
-	}
 	bp := chunkPool.Get().(*[]byte)
-	buf := strconv.AppendInt((*bp)[:0], int64(len(b)), 16)
-	buf = append(buf, crlf...)
-	buf = append(buf, b...)
-	buf = append(buf, crlf...)
-	_, err := d.conn.Write(buf)
+	buf := (*bp)[:0]
+	if d.chunked {
+		buf = strconv.AppendInt(buf, int64(len(b)), 16)
+		buf = append(buf, crlf...)
+		buf = append(buf, b...)
+		buf = append(buf, crlf...)
+	} else {
+		buf = append(buf, b...)
+	}
+	var err error
+	if d.nonblocking {
+		err = d.sendNow(buf)
+	} else {
+		_, err = d.conn.Write(buf)
+	}
 	if cap(buf) <= 64<<10 {
 		*bp = buf
 		chunkPool.Put(bp)
@@ -134,6 +146,52 @@ func (d *Detached) send(b []byte, deadline time.Time) (int, error) {
 		return 0, fmt.Errorf("writing to subscriber: %w", err)
 	}
 	return len(b), nil
+}
+
+// sendNow writes buf without waiting: what the socket does not take at once
+// is kept in pending.
+func (d *Detached) sendNow(buf []byte) error {
+	if len(d.pending) > 0 {
+		d.pending = append(d.pending, buf...)
+		return nil
+	}
+	var n int
+	var werr error
+	err := d.raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), buf)
+			if werr != syscall.EINTR {
+				return true // never wait for the socket to be writable
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return err
+	case werr == syscall.EAGAIN:
+		n = 0
+	case werr != nil:
+		return werr
+	}
+	if n < len(buf) {
+		d.pending = append([]byte(nil), buf[n:]...)
+	}
+	return nil
+}
+
+// flushPending writes what a non-blocking send left, waiting for the
+// socket up to deadline.
+func (d *Detached) flushPending(deadline time.Time) error {
+	if len(d.pending) == 0 {
+		return nil
+	}
+	_ = d.conn.SetWriteDeadline(deadline)
+	_, err := d.conn.Write(d.pending)
+	d.pending = nil
+	if err != nil {
+		return fmt.Errorf("writing to subscriber: %w", err)
+	}
+	return nil
 }
 
 func (d *Detached) gone() bool {

@@ -99,23 +99,9 @@ func Serve(ctx context.Context, w http.ResponseWriter, cur replay.Cursor, opts O
 }
 
 func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stats, error) {
-	s := &subscriber{out: out, opts: opts}
-	if opts.MaxBatch <= 0 {
-		s.opts.MaxBatch = 64
-	}
-
-	var first []byte
-	if opts.Encoding != nil {
-		s.enc = &encodedWriter{enc: opts.Encoding}
-		first = s.enc.start(first)
-	}
-	if opts.Retry > 0 {
-		first = s.plain(first, EncodeRetry(opts.Retry))
-	}
-	if len(first) > 0 {
-		if err := s.write(first); err != nil {
-			return s.stats, err
-		}
+	s := newSubscriber(out, opts)
+	if err := s.open(); err != nil {
+		return s.stats, err
 	}
 
 	// One channel tells the loop to end, whatever the reason: the client
@@ -165,10 +151,7 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 		if err != nil {
 			// The store went away under the stream (e.g. cleaned up while
 			// the server stops): send the client back like a stop does.
-			if endErr := s.end(); endErr != nil {
-				return s.stats, endErr
-			}
-			return s.stats, fmt.Errorf("%w: reading topic: %w", ErrStopped, err)
+			return s.stats, storeFailed(s, err)
 		}
 		if page.Gap != nil || len(page.Events) > 0 || page.Closed {
 			if err := s.deliver(page); err != nil {
@@ -189,11 +172,7 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 			if s.out.gone() {
 				return s.stats, ErrClientGone
 			}
-			hb := heartbeat
-			if s.enc != nil {
-				hb = s.enc.heartbeat(nil)
-			}
-			if err := s.write(hb); err != nil {
+			if err := s.writeHeartbeat(); err != nil {
 				return s.stats, err
 			}
 			s.heartbeat.Reset(opts.Heartbeat)
@@ -204,6 +183,42 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 			return s.stats, s.end()
 		}
 	}
+}
+
+func newSubscriber(out sink, opts Options) *subscriber {
+	s := &subscriber{out: out, opts: opts}
+	if opts.MaxBatch <= 0 {
+		s.opts.MaxBatch = 64
+	}
+	if opts.Encoding != nil {
+		s.enc = &encodedWriter{enc: opts.Encoding}
+	}
+	return s
+}
+
+// open writes what a stream starts with: the encoding's header and the
+// reconnection delay.
+func (s *subscriber) open() error {
+	var first []byte
+	if s.enc != nil {
+		first = s.enc.start(first)
+	}
+	if s.opts.Retry > 0 {
+		first = s.plain(first, EncodeRetry(s.opts.Retry))
+	}
+	if len(first) == 0 {
+		return nil
+	}
+	return s.write(first)
+}
+
+// writeHeartbeat writes the comment that keeps an idle stream open.
+func (s *subscriber) writeHeartbeat() error {
+	hb := heartbeat
+	if s.enc != nil {
+		hb = s.enc.heartbeat(nil)
+	}
+	return s.write(hb)
 }
 
 // end writes the retry hint that sends the client back after a stop.

@@ -1,0 +1,356 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ssegate/caddy-sse/replay"
+)
+
+// A detached stream that has sent everything there is waits parked: it has
+// no goroutine of its own. One goroutine per topic (its Lot) waits for the
+// topic's log to change, then reads every parked stream's cursor and writes
+// to its socket without blocking. A delivery then costs a cursor read and a
+// write, not also the wake-up, scheduling and parking of a goroutine per
+// subscriber, and an idle subscriber costs no goroutine stack.
+//
+// A stream leaves the lot for a goroutine of its own whenever that would
+// have to wait or do more than one quick write: the socket did not take
+// all of a write (a slow reader, or a large catch-up), the stream must end
+// (topic closed, server stopping, store error), or it has a gap to report.
+// That goroutine writes with the write timeout, catches up, and parks the
+// stream again.
+//
+// Only streams whose socket can be written without blocking park (plain
+// TCP, not TLS); the others are served by ServeDetached.
+
+// Lots holds the lots of one handler's topics.
+type Lots struct {
+	stop context.Context
+	mu   sync.Mutex
+	lots map[string]*Lot
+}
+
+// NewLots makes the lots of a handler whose streams end (after their Drain
+// delay) when stop is done.
+func NewLots(stop context.Context) *Lots {
+	ls := &Lots{stop: stop, lots: make(map[string]*Lot)}
+	context.AfterFunc(stop, func() {
+		ls.mu.Lock()
+		defer ls.mu.Unlock()
+		for _, l := range ls.lots {
+			l.poke()
+		}
+	})
+	return ls
+}
+
+// Lot parks the streams of one topic.
+type Lot struct {
+	lots *Lots
+	key  string
+	refs int // streams attached, parked or not; guarded by lots.mu
+
+	mu      sync.Mutex
+	parked  map[*parkedStream]struct{}
+	wait    <-chan struct{} // the log change the driver waits for
+	running bool
+	wake    chan struct{}
+}
+
+func (ls *Lots) acquire(key string) *Lot {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.lots[key]
+	if l == nil {
+		l = &Lot{lots: ls, key: key, parked: make(map[*parkedStream]struct{}), wake: make(chan struct{}, 1)}
+		ls.lots[key] = l
+	}
+	l.refs++
+	return l
+}
+
+func (ls *Lots) release(l *Lot) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if l.refs--; l.refs == 0 {
+		delete(ls.lots, l.key)
+	}
+}
+
+func (l *Lot) poke() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// parkedStream is one detached stream served through a lot.
+type parkedStream struct {
+	d       *Detached
+	cur     replay.Cursor
+	s       *subscriber
+	lot     *Lot
+	unwatch func()
+	done    func(Stats, error)
+
+	gone    atomic.Bool // the client hung up
+	drainAt time.Time   // once the server is stopping; owned like s
+}
+
+// CanPark reports whether d can wait parked in a Lot.
+func (d *Detached) CanPark() bool { return d.direct }
+
+// ServeParked serves a detached stream that CanPark through the lot of
+// topic key, and returns at once; done is called once, from whichever
+// goroutine ends the stream, with what it delivered and why it ended.
+func (ls *Lots) ServeParked(key string, d *Detached, cur replay.Cursor, opts Options, done func(Stats, error)) {
+	ps := &parkedStream{d: d, cur: cur, lot: ls.acquire(key), done: done, unwatch: func() {}}
+	ps.s = newSubscriber(d, opts)
+	if stop, ok := watchHangup(d.raw, func() {
+		ps.gone.Store(true)
+		ps.lot.poke()
+	}); ok {
+		ps.unwatch = stop
+	}
+	go ps.run(true, nil)
+}
+
+// run is the stream's own goroutine: it writes what is pending (bytes, and
+// a page the driver read but left to it), catches up and parks the stream,
+// or ends it.
+func (ps *parkedStream) run(opening bool, page *replay.Page) {
+	d, s := ps.d, ps.s
+	d.nonblocking = false
+	s.deadline = time.Time{} // set a real deadline on the next write
+	if opening {
+		if err := s.open(); err != nil {
+			ps.finish(err)
+			return
+		}
+	}
+	if !ps.drainAt.IsZero() && !time.Now().Before(ps.drainAt) {
+		ps.finish(s.end())
+		return
+	}
+	if err := d.flushPending(time.Now().Add(s.opts.WriteTimeout)); err != nil {
+		ps.finish(err)
+		return
+	}
+	for {
+		if ps.gone.Load() {
+			ps.finish(ErrClientGone)
+			return
+		}
+		if page == nil {
+			p, err := ps.cur.Next(s.opts.MaxBatch)
+			if err != nil {
+				ps.finish(storeFailed(s, err))
+				return
+			}
+			page = &p
+		}
+		if page.Gap == nil && len(page.Events) == 0 && !page.Closed {
+			// A deadline left on the socket would fail the parked writes
+			// once it passed; they never wait, so they need none.
+			_ = d.conn.SetWriteDeadline(time.Time{})
+			d.nonblocking = true
+			ps.lot.park(ps, page.Wait)
+			return
+		}
+		if err := s.deliver(*page); err != nil {
+			ps.finish(err)
+			return
+		}
+		if page.Closed {
+			ps.finish(ErrTopicClosed)
+			return
+		}
+		page = nil
+	}
+}
+
+// storeFailed ends a stream whose store failed under it like a stop does.
+func storeFailed(s *subscriber, err error) error {
+	if endErr := s.end(); endErr != nil {
+		return endErr
+	}
+	return fmt.Errorf("%w: reading topic: %w", ErrStopped, err)
+}
+
+// finish ends the stream: the last chunk after a clean end, the socket
+// closed, the lot released, done called.
+func (ps *parkedStream) finish(err error) {
+	d := ps.d
+	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped)) {
+		d.nonblocking = false
+		_ = d.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = d.conn.Write(lastChunk)
+	}
+	ps.unwatch()
+	d.conn.Close()
+	ps.lot.lots.release(ps.lot)
+	ps.done(ps.s.stats, err)
+}
+
+// park hands a caught-up stream to the lot. wait is what its last read
+// returned: when it is not what the driver waits for, the stream may have
+// missed a change, so the driver looks again at once.
+func (l *Lot) park(ps *parkedStream, wait <-chan struct{}) {
+	l.mu.Lock()
+	l.parked[ps] = struct{}{}
+	// A stream parked after the stop must still be drained on time.
+	stale := wait != l.wait || l.lots.stop.Err() != nil
+	start := !l.running
+	l.running = true
+	l.mu.Unlock()
+	if start {
+		go l.drive()
+	} else if stale {
+		l.poke()
+	}
+}
+
+// drive is the lot's goroutine, alive while streams are parked.
+func (l *Lot) drive() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var batch []*parkedStream
+	for {
+		l.mu.Lock()
+		if len(l.parked) == 0 {
+			l.running = false
+			l.wait = nil
+			l.mu.Unlock()
+			return
+		}
+		batch = batch[:0]
+		for ps := range l.parked {
+			batch = append(batch, ps)
+		}
+		l.mu.Unlock()
+
+		wait, next, again := l.round(batch)
+		clear(batch)
+
+		l.mu.Lock()
+		l.wait = wait
+		empty := len(l.parked) == 0
+		l.mu.Unlock()
+		if again || empty {
+			continue // an empty lot ends at the top of the loop
+		}
+		timer.Reset(time.Until(next))
+		select {
+		case <-wait:
+		case <-l.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// round serves every parked stream once: new events, heartbeats due,
+// hang-ups and stops. It returns the log change to wait for, when the next
+// heartbeat or drain is due, and whether to look again at once.
+func (l *Lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time, again bool) {
+	now := time.Now()
+	next = now.Add(time.Hour)
+	stopping := l.lots.stop.Err() != nil
+	unpark := func(ps *parkedStream) {
+		l.mu.Lock()
+		delete(l.parked, ps)
+		l.mu.Unlock()
+	}
+	for _, ps := range batch {
+		s := ps.s
+		if ps.gone.Load() {
+			unpark(ps)
+			ps.finish(ErrClientGone)
+			continue
+		}
+		if stopping {
+			if ps.drainAt.IsZero() {
+				var delay time.Duration
+				if s.opts.Drain != nil {
+					delay = s.opts.Drain()
+				}
+				ps.drainAt = now.Add(delay)
+			}
+			if !now.Before(ps.drainAt) {
+				unpark(ps)
+				go ps.run(false, nil)
+				continue
+			}
+			next = earliest(next, ps.drainAt)
+		}
+		page, err := ps.cur.Next(s.opts.MaxBatch)
+		switch {
+		case err != nil:
+			unpark(ps)
+			go func() { ps.finish(storeFailed(s, err)) }()
+			continue
+		case page.Gap != nil, page.Closed:
+			// Rare and possibly long: the stream's own goroutine
+			// delivers the page.
+			unpark(ps)
+			go ps.run(false, &page)
+			continue
+		case len(page.Events) > 0:
+			err = s.deliver(page)
+		default:
+			if wait == nil {
+				wait = page.Wait
+			} else if page.Wait != wait {
+				again = true // the log changed during this round
+			}
+			if h := s.opts.Heartbeat; h > 0 {
+				if due := s.lastWrite.Add(h); !now.Before(due) {
+					if ps.d.gone() {
+						err = ErrClientGone
+					} else {
+						err = s.writeHeartbeat()
+					}
+				} else {
+					next = earliest(next, due)
+				}
+			}
+		}
+		switch {
+		case err != nil:
+			unpark(ps)
+			ps.finish(err)
+		case len(ps.d.pending) > 0:
+			unpark(ps)
+			go ps.run(false, nil)
+		case len(page.Events) > 0:
+			again = true // more may be pending beyond this batch
+		}
+	}
+	if h := minHeartbeat(batch); h > 0 {
+		next = earliest(next, now.Add(h))
+	}
+	return wait, next, again
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// minHeartbeat bounds the driver's sleep so that streams parked during a
+// round get their heartbeat in time.
+func minHeartbeat(batch []*parkedStream) time.Duration {
+	var h time.Duration
+	for _, ps := range batch {
+		if d := ps.s.opts.Heartbeat; d > 0 && (h == 0 || d < h) {
+			h = d
+		}
+	}
+	return h
+}
