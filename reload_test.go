@@ -2,10 +2,8 @@ package caddysse_test
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,13 +39,10 @@ http://127.0.0.1:%d {
 func postEvent(t testing.TB, client *http.Client, url, data string) string {
 	t.Helper()
 	key := fmt.Sprintf("%s-%d", t.Name(), postSeq.Add(1))
-	var resp *http.Response
+	var res published
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(data))
-		req.Header.Set("Authorization", "Bearer reload-token")
-		req.Header.Set("Idempotency-Key", key)
-		if resp, err = client.Do(req); err == nil {
+		if res, err = sendPublish(client, http.MethodPost, url, data, "Authorization: Bearer reload-token", "Idempotency-Key: "+key); err == nil {
 			break
 		}
 	}
@@ -55,15 +50,11 @@ func postEvent(t testing.TB, client *http.Client, url, data string) string {
 		t.Errorf("publishing: %v", err)
 		return ""
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("publishing answered %s: %s", resp.Status, body)
+	id, err := res.oneID()
+	if err != nil {
+		t.Errorf("publishing: %v", err)
 		return ""
 	}
-	// {"topic":"…","ids":["<id>"]}
-	_, rest, _ := strings.Cut(string(body), `"ids":["`)
-	id, _, _ := strings.Cut(rest, `"`)
 	return id
 }
 

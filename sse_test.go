@@ -126,37 +126,25 @@ func (s *site) do(method, path, body string, headers ...string) reply {
 
 func setHeaders(t testing.TB, h http.Header, headers []string) {
 	t.Helper()
-	for _, line := range headers {
-		name, value, ok := strings.Cut(line, ":")
-		if !ok {
-			t.Fatalf("header %q is not Name: value", line)
-		}
-		h.Set(strings.TrimSpace(name), strings.TrimSpace(value))
+	if err := addHeaders(h, headers); err != nil {
+		t.Fatal(err)
 	}
-}
-
-// publishResult is the JSON a successful publish answers.
-type publishResult struct {
-	Topic     string   `json:"topic"`
-	IDs       []string `json:"ids"`
-	Duplicate bool     `json:"duplicate"`
 }
 
 // publish POSTs data and requires 200 with the JSON result.
 func (s *site) publish(path, data string, headers ...string) publishResult {
 	s.t.Helper()
-	r := s.do(http.MethodPost, path, data, headers...)
+	r, err := sendPublish(s.client, http.MethodPost, s.url+path, data, headers...)
+	if err != nil {
+		s.t.Fatalf("POST %s: %v", path, err)
+	}
 	if r.status != http.StatusOK {
 		s.t.Fatalf("POST %s answered %d: %s", path, r.status, r.body)
 	}
 	if ct := r.header.Get("Content-Type"); ct != "application/json" {
 		s.t.Errorf("POST %s: Content-Type %q, want application/json", path, ct)
 	}
-	var res publishResult
-	if err := json.Unmarshal([]byte(r.body), &res); err != nil {
-		s.t.Fatalf("POST %s: body %q is not the JSON result: %v", path, r.body, err)
-	}
-	return res
+	return r.publishResult
 }
 
 // publishID publishes one event and returns its id.

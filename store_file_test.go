@@ -1,9 +1,7 @@
 package caddysse_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -41,27 +39,11 @@ type filePublished struct {
 
 // filePublish POSTs data to topic and returns the id when the answer is 200.
 func filePublish(client *http.Client, addr, topic, data string) (string, error) {
-	req, err := http.NewRequest(http.MethodPost, "http://"+addr+topic, strings.NewReader(data))
+	res, err := sendPublish(client, http.MethodPost, "http://"+addr+topic, data, "Authorization: Bearer file-token")
 	if err != nil {
 		return "", err
 	}
-	req.Header.Set("Authorization", "Bearer file-token")
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("publish answered %s: %s", resp.Status, body)
-	}
-	var res struct {
-		IDs []string `json:"ids"`
-	}
-	if err := json.Unmarshal(body, &res); err != nil || len(res.IDs) != 1 {
-		return "", fmt.Errorf("publish answered %s (%v)", body, err)
-	}
-	return res.IDs[0], nil
+	return res.oneID()
 }
 
 // fileReadUntil subscribes to topic after from and returns the events up to

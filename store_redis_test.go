@@ -1,7 +1,6 @@
 package caddysse_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -39,49 +38,22 @@ http://127.0.0.1:%d {
 `, port, redisURL, extra)
 }
 
-// redisPublished is what a publish answered.
-type redisPublished struct {
-	status     int
-	retryAfter string
-	ids        []string
-	duplicate  bool
-}
-
-func redisPost(t *testing.T, client *http.Client, method, addr, topic, data string, headers ...string) redisPublished {
+// redisPost sends a publish with the site's token and headers given as
+// "Name: value".
+func redisPost(t *testing.T, client *http.Client, method, addr, topic, data string, headers ...string) published {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://"+addr+topic, strings.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer redis-token")
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := client.Do(req)
+	res, err := sendPublish(client, method, "http://"+addr+topic, data, append([]string{"Authorization: Bearer redis-token"}, headers...)...)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, topic, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	res := redisPublished{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
-	if resp.StatusCode == http.StatusOK {
-		var out struct {
-			IDs       []string `json:"ids"`
-			Duplicate bool     `json:"duplicate"`
-		}
-		if err := json.Unmarshal(body, &out); err != nil {
-			t.Fatalf("publish answered %s", body)
-		}
-		res.ids, res.duplicate = out.IDs, out.Duplicate
 	}
 	return res
 }
 
-func redisPublish(t *testing.T, client *http.Client, addr, topic, data string, headers ...string) redisPublished {
+func redisPublish(t *testing.T, client *http.Client, addr, topic, data string, headers ...string) published {
 	t.Helper()
 	res := redisPost(t, client, http.MethodPost, addr, topic, data, headers...)
-	if res.status != http.StatusOK || len(res.ids) != 1 {
-		t.Fatalf("publishing %q to %s%s: status %d, ids %q", data, addr, topic, res.status, res.ids)
+	if res.status != http.StatusOK || len(res.IDs) != 1 {
+		t.Fatalf("publishing %q to %s%s: status %d, ids %q", data, addr, topic, res.status, res.IDs)
 	}
 	return res
 }
@@ -135,7 +107,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 		onB := redisDial(t, b, "/r/room")
 		var ids []string
 		for i := range 10 {
-			ids = append(ids, redisPublish(t, client, a, "/r/room", fmt.Sprintf("m%d", i)).ids[0])
+			ids = append(ids, redisPublish(t, client, a, "/r/room", fmt.Sprintf("m%d", i)).IDs[0])
 		}
 		for i := range 6 {
 			e := redisNext(t, onB)
@@ -145,7 +117,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 		}
 		onB.Close() // the client drops after the 6th event...
 		for i := 10; i < 15; i++ {
-			ids = append(ids, redisPublish(t, client, b, "/r/room", fmt.Sprintf("m%d", i)).ids[0])
+			ids = append(ids, redisPublish(t, client, b, "/r/room", fmt.Sprintf("m%d", i)).IDs[0])
 		}
 		// ...and its EventSource reconnects, landing on A.
 		onA := redisDial(t, a, "/r/room", "Last-Event-ID: "+ids[5])
@@ -156,16 +128,16 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 			}
 		}
 		// Nothing more (no duplicate): the next event is the next publish.
-		last := redisPublish(t, client, a, "/r/room", "after").ids[0]
+		last := redisPublish(t, client, a, "/r/room", "after").IDs[0]
 		if e := redisNext(t, onA); e.ID != last || e.Data != "after" {
 			t.Fatalf("after the replay A delivered %+v, want %s", e, last)
 		}
 	})
 
 	t.Run("a delivery id is appended once across nodes", func(t *testing.T) {
-		first := redisPublish(t, client, a, "/r/hook", "payload", "Idempotency-Key", "delivery-42")
-		again := redisPublish(t, client, b, "/r/hook", "payload", "Idempotency-Key", "delivery-42")
-		if first.duplicate || !again.duplicate || !slices.Equal(first.ids, again.ids) {
+		first := redisPublish(t, client, a, "/r/hook", "payload", "Idempotency-Key: delivery-42")
+		again := redisPublish(t, client, b, "/r/hook", "payload", "Idempotency-Key: delivery-42")
+		if first.Duplicate || !again.Duplicate || !slices.Equal(first.IDs, again.IDs) {
 			t.Fatalf("first %+v, retry on the other node %+v", first, again)
 		}
 		if n := redisXLen(t, srv, "node-test:{/r/hook}:log"); n != ":1" {
@@ -176,7 +148,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 	t.Run("history bound in Redis and reset for a trimmed id", func(t *testing.T) {
 		var ids []string
 		for i := range 50 {
-			ids = append(ids, redisPublish(t, client, a, "/r/trim", fmt.Sprint(i)).ids[0])
+			ids = append(ids, redisPublish(t, client, a, "/r/trim", fmt.Sprint(i)).IDs[0])
 		}
 		if n := redisXLen(t, srv, "node-test:{/r/trim}:log"); n != ":20" {
 			t.Fatalf("XLEN = %s with history events 20", n)
@@ -195,7 +167,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 
 	t.Run("closing on A ends B's streams and later GETs", func(t *testing.T) {
 		onB := redisDial(t, b, "/r/end")
-		id := redisPublish(t, client, a, "/r/end", "last words").ids[0]
+		id := redisPublish(t, client, a, "/r/end", "last words").IDs[0]
 		if e := redisNext(t, onB); e.ID != id {
 			t.Fatalf("B delivered %+v", e)
 		}
@@ -274,11 +246,11 @@ func TestRedisStoreRestart(t *testing.T) {
 		attempted[data] = true
 		switch res.status {
 		case http.StatusOK:
-			acked = append(acked, res.ids[0]+" "+data)
+			acked = append(acked, res.IDs[0]+" "+data)
 			return true
 		case http.StatusServiceUnavailable:
 			refused++
-			if res.retryAfter == "" {
+			if res.header.Get("Retry-After") == "" {
 				noRetry++
 			}
 		default:

@@ -40,6 +40,11 @@ type Detached struct {
 	// once is kept in pending and written by a goroutine (see Lot).
 	nonblocking bool
 	pending     []byte
+	// sendNow's state, kept here so that a write allocates nothing.
+	writeNow func(fd uintptr) bool
+	rawBuf   []byte
+	rawN     int
+	rawErr   error
 }
 
 // ErrNotDetachable is returned by Detach for a stream that must stay with
@@ -155,16 +160,15 @@ func (d *Detached) sendNow(buf []byte) error {
 		d.pending = append(d.pending, buf...)
 		return nil
 	}
-	var n int
-	var werr error
-	err := d.raw.Write(func(fd uintptr) bool {
-		for {
-			n, werr = syscall.Write(int(fd), buf)
-			if werr != syscall.EINTR {
-				return true // never wait for the socket to be writable
-			}
-		}
-	})
+	if d.writeNow == nil {
+		// Bound once per stream: a closure made per write would cost an
+		// allocation per delivery.
+		d.writeNow = d.writeRaw
+	}
+	d.rawBuf = buf
+	err := d.raw.Write(d.writeNow)
+	n, werr := d.rawN, d.rawErr
+	d.rawBuf, d.rawErr = nil, nil
 	switch {
 	case err != nil:
 		return err
@@ -177,6 +181,17 @@ func (d *Detached) sendNow(buf []byte) error {
 		d.pending = append([]byte(nil), buf[n:]...)
 	}
 	return nil
+}
+
+// writeRaw is the RawConn callback of sendNow: one write of rawBuf that
+// never waits for the socket to become writable.
+func (d *Detached) writeRaw(fd uintptr) bool {
+	for {
+		d.rawN, d.rawErr = syscall.Write(int(fd), d.rawBuf)
+		if d.rawErr != syscall.EINTR {
+			return true
+		}
+	}
 }
 
 // flushPending writes what a non-blocking send left, waiting for the

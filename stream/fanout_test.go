@@ -229,15 +229,21 @@ func BenchmarkFanOutCompressed(b *testing.B) {
 }
 
 // BenchmarkFanOutDetached is BenchmarkFanOut over real loopback sockets:
-// every subscriber is an HTTP/1.1 stream detached from net/http, and its
-// client reads and counts the events. Client and server share the cores,
+// every subscriber is an HTTP/1.1 stream detached from net/http, with a
+// goroutine each or parked in its topic's lot, and its client reads and
+// counts the events. Client and server share the cores,
 // so ns/delivery includes the reading side; allocs/delivery counts both.
 func BenchmarkFanOutDetached(b *testing.B) {
-	for _, n := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+	for _, c := range []struct {
+		n      int
+		parked bool
+	}{{100, false}, {1000, false}, {100, true}, {1000, true}} {
+		n, parked := c.n, c.parked
+		b.Run(fmt.Sprintf("subscribers=%d/parked=%v", n, parked), func(b *testing.B) {
 			store := replay.NewMemory(replay.Config{Framer: stream.EncodeEvent, MaxEvents: 100000, MaxBytes: 1 << 30})
 			defer store.Close()
 			stopping, stop := context.WithCancel(context.Background())
+			lots := stream.NewLots(stopping)
 			var served sync.WaitGroup
 			var opened atomic.Int64
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -258,10 +264,18 @@ func BenchmarkFanOutDetached(b *testing.B) {
 				}
 				served.Add(1)
 				opened.Add(1)
+				opts := stream.Options{WriteTimeout: time.Minute, Stop: stopping}
+				if parked && d.CanPark() {
+					lots.ServeParked("bench", d, cur, opts, func(stream.Stats, error) {
+						cur.Close()
+						served.Done()
+					})
+					return
+				}
 				go func() {
 					defer served.Done()
 					defer cur.Close()
-					_, _ = stream.ServeDetached(d, cur, stream.Options{WriteTimeout: time.Minute, Stop: stopping})
+					_, _ = stream.ServeDetached(d, cur, opts)
 				}()
 			}))
 			defer srv.Close()

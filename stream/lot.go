@@ -174,6 +174,11 @@ func (ps *parkedStream) run(opening bool, page *replay.Page) {
 	}
 }
 
+func ptr[T any](v T) *T { return &v }
+
+// fail ends the stream after its store failed.
+func (ps *parkedStream) fail(err error) { ps.finish(storeFailed(ps.s, err)) }
+
 // storeFailed ends a stream whose store failed under it like a stop does.
 func storeFailed(s *subscriber, err error) error {
 	if endErr := s.end(); endErr != nil {
@@ -291,13 +296,14 @@ func (l *Lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 		switch {
 		case err != nil:
 			unpark(ps)
-			go func() { ps.finish(storeFailed(s, err)) }()
+			go ps.fail(err)
 			continue
 		case page.Gap != nil, page.Closed:
 			// Rare and possibly long: the stream's own goroutine
-			// delivers the page.
+			// delivers the page. (A copy, so that page itself does not
+			// escape and cost an allocation per delivery.)
 			unpark(ps)
-			go ps.run(false, &page)
+			go ps.run(false, ptr(page))
 			continue
 		case len(page.Events) > 0:
 			err = s.deliver(page)
