@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"testing"
 )
 
 // publishResult is the JSON a successful publish answers.
@@ -77,4 +78,17 @@ func addHeaders(h http.Header, headers []string) error {
 		h.Set(strings.TrimSpace(name), strings.TrimSpace(value))
 	}
 	return nil
+}
+
+// adminMetrics returns what the admin endpoint on adminPort serves at
+// /metrics.
+func adminMetrics(t *testing.T, adminPort int) string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
 }

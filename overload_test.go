@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"regexp"
@@ -247,14 +246,9 @@ var sampleLine = regexp.MustCompile(`^(caddy_sse_[a-z_]+(?:\{[^}]*\})?) ([0-9.e+
 // scrape reads the admin /metrics endpoint into name{labels} → value.
 func scrape(t *testing.T, adminPort int) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body := adminMetrics(t, adminPort)
 	values := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(body, "\n") {
 		if m := sampleLine.FindStringSubmatch(line); m != nil {
 			v, _ := strconv.ParseFloat(m[2], 64)
 			values[m[1]] = v

@@ -2,7 +2,6 @@ package caddysse_test
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -206,14 +205,8 @@ func TestRedisStoreRestart(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	metric := func(name string) string {
 		t.Helper()
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
 		prefix := name + `{addr="` + srv.Addr + `"} `
-		for _, line := range strings.Split(string(body), "\n") {
+		for _, line := range strings.Split(adminMetrics(t, adminPort), "\n") {
 			if v, ok := strings.CutPrefix(line, prefix); ok {
 				return v
 			}
