@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/ssegate/caddy-sse/internal/ssetest"
 )
 
 // publishResult is the JSON a successful publish answers.
@@ -91,4 +93,19 @@ func adminMetrics(t *testing.T, adminPort int) string {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return string(body)
+}
+
+// dialStream subscribes to path on addr, failing the test unless it gets a
+// stream; the stream closes when the test ends.
+func dialStream(t *testing.T, addr, path string, headers ...string) *ssetest.Stream {
+	t.Helper()
+	s, err := ssetest.Dial(addr, path, headers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if s.Response.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s%s: %s", addr, path, s.Response.Status)
+	}
+	return s
 }

@@ -118,14 +118,7 @@ func srcLoad(t *testing.T, sources string) string {
 // srcDial subscribes to path and fails the test unless it gets a stream.
 func srcDial(t *testing.T, addr, path string, headers ...string) *ssetest.Stream {
 	t.Helper()
-	s, err := ssetest.Dial(addr, path, headers...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if s.Response.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s answered %s", path, s.Response.Status)
-	}
+	s := dialStream(t, addr, path, headers...)
 	_ = s.Conn.SetReadDeadline(time.Now().Add(srcWait))
 	return s
 }

@@ -57,19 +57,6 @@ func redisPublish(t *testing.T, client *http.Client, addr, topic, data string, h
 	return res
 }
 
-func redisDial(t *testing.T, addr, topic string, headers ...string) *ssetest.Stream {
-	t.Helper()
-	s, err := ssetest.Dial(addr, topic, headers...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if s.Response.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s%s: %s", addr, topic, s.Response.Status)
-	}
-	return s
-}
-
 // redisNext reads the next event within 10s.
 func redisNext(t *testing.T, s *ssetest.Stream) ssetest.Event {
 	t.Helper()
@@ -103,7 +90,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 
 	t.Run("publish on A, subscribe on B, resume on A", func(t *testing.T) {
-		onB := redisDial(t, b, "/r/room")
+		onB := dialStream(t, b, "/r/room")
 		var ids []string
 		for i := range 10 {
 			ids = append(ids, redisPublish(t, client, a, "/r/room", fmt.Sprintf("m%d", i)).IDs[0])
@@ -119,7 +106,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 			ids = append(ids, redisPublish(t, client, b, "/r/room", fmt.Sprintf("m%d", i)).IDs[0])
 		}
 		// ...and its EventSource reconnects, landing on A.
-		onA := redisDial(t, a, "/r/room", "Last-Event-ID: "+ids[5])
+		onA := dialStream(t, a, "/r/room", "Last-Event-ID: "+ids[5])
 		for i := 6; i < 15; i++ {
 			e := redisNext(t, onA)
 			if e.ID != ids[i] || e.Data != fmt.Sprintf("m%d", i) || e.Type != "message" {
@@ -152,7 +139,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 		if n := redisXLen(t, srv, "node-test:{/r/trim}:log"); n != ":20" {
 			t.Fatalf("XLEN = %s with history events 20", n)
 		}
-		s := redisDial(t, b, "/r/trim", "Last-Event-ID: "+ids[3])
+		s := dialStream(t, b, "/r/trim", "Last-Event-ID: "+ids[3])
 		reset := redisNext(t, s)
 		if reset.Type != "reset" || !strings.Contains(reset.Data, `"reason":"expired"`) || !strings.Contains(reset.Data, ids[3]) {
 			t.Fatalf("resuming after a trimmed id: first event %+v, want a reset (expired)", reset)
@@ -165,7 +152,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 	})
 
 	t.Run("closing on A ends B's streams and later GETs", func(t *testing.T) {
-		onB := redisDial(t, b, "/r/end")
+		onB := dialStream(t, b, "/r/end")
 		id := redisPublish(t, client, a, "/r/end", "last words").IDs[0]
 		if e := redisNext(t, onB); e.ID != id {
 			t.Fatalf("B delivered %+v", e)
@@ -222,7 +209,7 @@ func TestRedisStoreRestart(t *testing.T) {
 	const subscribers = 3
 	streams := make([]*ssetest.Stream, subscribers)
 	for i := range streams {
-		streams[i] = redisDial(t, addr, "/r/live")
+		streams[i] = dialStream(t, addr, "/r/live")
 	}
 
 	var (
