@@ -147,10 +147,7 @@ func ping(addr string) error {
 // Stop shuts the server down gracefully (SIGTERM), keeping its data.
 func (s *Server) Stop() {
 	s.t.Helper()
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
-	s.mu.Unlock()
+	cmd, done := s.take()
 	if cmd == nil {
 		return
 	}
@@ -196,11 +193,18 @@ func (s *Server) Log() string {
 	return s.log.String()
 }
 
-func (s *Server) kill() {
+// take returns the running process (nil when there is none) and its done
+// channel, and marks the server stopped.
+func (s *Server) take() (*exec.Cmd, chan struct{}) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	cmd, done := s.cmd, s.done
 	s.cmd = nil
-	s.mu.Unlock()
+	return cmd, done
+}
+
+func (s *Server) kill() {
+	cmd, done := s.take()
 	if cmd == nil {
 		return
 	}
