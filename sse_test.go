@@ -295,16 +295,25 @@ func (st *stream) await(what string, cond func() bool) {
 		if st.ended {
 			st.t.Fatalf("stream ended (%v) while waiting for %s; received:\n%q", st.readErr, what, st.wire)
 		}
-		select {
-		case c, ok := <-st.chunks:
-			if !ok {
-				st.ended = true
-				continue
-			}
-			st.feed(c)
-		case <-timeout.C:
+		if !st.receive(timeout.C) {
 			st.t.Fatalf("no %s within %v; received:\n%q", what, waitLimit, st.wire)
 		}
+	}
+}
+
+// receive takes the next chunk read (or the end of the stream) unless stop
+// fires first, and reports whether it took one.
+func (st *stream) receive(stop <-chan time.Time) bool {
+	select {
+	case c, ok := <-st.chunks:
+		if ok {
+			st.feed(c)
+		} else {
+			st.ended = true
+		}
+		return true
+	case <-stop:
+		return false
 	}
 }
 
@@ -335,14 +344,7 @@ func (st *stream) awaitEnd() error {
 	timeout := time.NewTimer(waitLimit)
 	defer timeout.Stop()
 	for !st.ended {
-		select {
-		case c, ok := <-st.chunks:
-			if !ok {
-				st.ended = true
-				continue
-			}
-			st.feed(c)
-		case <-timeout.C:
+		if !st.receive(timeout.C) {
 			st.t.Fatalf("stream still open after %v; received:\n%q", waitLimit, st.wire)
 		}
 	}
@@ -355,14 +357,7 @@ func (st *stream) listen(d time.Duration) {
 	window := time.NewTimer(d)
 	defer window.Stop()
 	for !st.ended {
-		select {
-		case c, ok := <-st.chunks:
-			if !ok {
-				st.ended = true
-				continue
-			}
-			st.feed(c)
-		case <-window.C:
+		if !st.receive(window.C) {
 			return
 		}
 	}
