@@ -72,8 +72,9 @@ type Handler struct {
 	Retry caddy.Duration `json:"retry,omitempty"`
 
 	// After this much silence a comment line is written, so that proxies
-	// and load balancers keep the idle stream open. Default: 15s; a
-	// negative value turns heartbeats off.
+	// and load balancers keep the idle stream open. Parked streams (see
+	// detach) get theirs in bulk, after between 7/8 and all of this much
+	// silence. Default: 15s; a negative value turns heartbeats off.
 	Heartbeat caddy.Duration `json:"heartbeat,omitempty"`
 
 	// Every write to a subscriber must complete within this time; a client

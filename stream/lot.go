@@ -314,7 +314,11 @@ func (l *Lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 				again = true // the log changed during this round
 			}
 			if h := s.opts.Heartbeat; h > 0 {
-				if due := s.lastWrite.Add(h); !now.Before(due) {
+				// Heartbeats go out in bulk: every stream silent for
+				// 7/8 of the period gets one, and the driver wakes at
+				// most 8 times a period for them, so that streams
+				// opened at different moments do not each cost a round.
+				if due := s.lastWrite.Add(h - h/8); !now.Before(due) {
 					if ps.d.gone() {
 						err = ErrClientGone
 					} else {
@@ -338,6 +342,9 @@ func (l *Lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 	}
 	if h := minHeartbeat(batch); h > 0 {
 		next = earliest(next, now.Add(h))
+		if floor := now.Add(h / 8); next.Before(floor) {
+			next = floor
+		}
 	}
 	return wait, next, again
 }
