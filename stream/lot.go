@@ -133,10 +133,6 @@ func (ps *parkedStream) run(opening bool, page *replay.Page) {
 			return
 		}
 	}
-	if !ps.drainAt.IsZero() && !time.Now().Before(ps.drainAt) {
-		ps.finish(s.end())
-		return
-	}
 	if err := d.flushPending(time.Now().Add(s.opts.WriteTimeout)); err != nil {
 		ps.finish(err)
 		return
@@ -144,6 +140,10 @@ func (ps *parkedStream) run(opening bool, page *replay.Page) {
 	for {
 		if ps.gone.Load() {
 			ps.finish(ErrClientGone)
+			return
+		}
+		if ps.stopDue() {
+			ps.finish(s.end())
 			return
 		}
 		if page == nil {
@@ -175,6 +175,23 @@ func (ps *parkedStream) run(opening bool, page *replay.Page) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// stopDue reports whether a stream that is busy in its own goroutine (never
+// caught up, so never parked) must end now: the server is stopping and the
+// stream's drain delay has passed.
+func (ps *parkedStream) stopDue() bool {
+	if ps.lot.lots.stop.Err() == nil {
+		return false
+	}
+	if ps.drainAt.IsZero() {
+		var delay time.Duration
+		if ps.s.opts.Drain != nil {
+			delay = ps.s.opts.Drain()
+		}
+		ps.drainAt = time.Now().Add(delay)
+	}
+	return !time.Now().Before(ps.drainAt)
+}
 
 // fail ends the stream after its store failed.
 func (ps *parkedStream) fail(err error) { ps.finish(storeFailed(ps.s, err)) }
