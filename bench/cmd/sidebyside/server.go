@@ -1,0 +1,504 @@
+package main
+
+// Building, configuring, starting and measuring the two Caddy binaries.
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	oursName    = "ours"
+	mercureName = "mercure"
+
+	// bearerToken authenticates publishers to ours.
+	bearerToken = "bench-publisher-token-2f6c1e"
+	// mercureKey signs the publisher JWT (HS256).
+	mercureKey = "bench-mercure-publisher-key-0123456789abcdef"
+)
+
+// build compiles both servers into binDir from bench/go.mod (ours through
+// its replace of the working tree). -mod=mod lets a dependency the working
+// tree has just gained be added to bench/go.mod instead of failing.
+func build(benchDir, binDir string, retries int) error {
+	for _, name := range []string{oursName, mercureName} {
+		var out []byte
+		var err error
+		for attempt := 0; ; attempt++ {
+			cmd := exec.Command("go", "build", "-mod=mod", "-o", filepath.Join(binDir, name), "./servers/"+name)
+			cmd.Dir = benchDir
+			out, err = cmd.CombinedOutput()
+			if err == nil || attempt >= retries {
+				break
+			}
+			logf("build of %s failed (attempt %d), retrying in 60 s (work in progress in the tree?):\n%s", name, attempt+1, out)
+			time.Sleep(60 * time.Second)
+		}
+		if err != nil {
+			return fmt.Errorf("building %s: %v\n%s", name, err, out)
+		}
+	}
+	return nil
+}
+
+// variant selects a compression setup (ours only).
+type variant string
+
+const (
+	plainVariant     variant = "none"
+	encodeGzip       variant = "encode gzip"
+	encodeZstd       variant = "encode zstd"
+	sharedGzip       variant = "compress gzip"
+	sharedZstd       variant = "compress zstd"
+	mercureHistoryEv         = 1000
+)
+
+func (v variant) acceptEncoding() string {
+	switch v {
+	case encodeGzip, sharedGzip:
+		return "gzip"
+	case encodeZstd, sharedZstd:
+		return "zstd"
+	}
+	return ""
+}
+
+type serverConf struct {
+	name    string
+	variant variant
+	// mercureHistory is the bolt transport's size (0: mercureHistoryEv).
+	mercureHistory int
+	// oursHistory is ours' history events per topic (0: 1000).
+	oursHistory int
+}
+
+func oursCaddyfile(port int, v variant, history int) string {
+	if history == 0 {
+		history = 1000
+	}
+	encode, compress := "", ""
+	switch v {
+	case encodeGzip:
+		encode = "encode gzip"
+	case encodeZstd:
+		encode = "encode zstd"
+	case sharedGzip:
+		compress = "compress gzip"
+	case sharedZstd:
+		compress = "compress zstd"
+	}
+	site := fmt.Sprintf("http://127.0.0.1:%d {\n", port)
+	if encode != "" {
+		site += "\t" + encode + "\n"
+	}
+	sse := "\tsse /events/* {\n\t\theartbeat 15s\n"
+	if compress != "" {
+		sse += "\t\t" + compress + "\n"
+	}
+	return `{
+	admin off
+	persist_config off
+	auto_https off
+	log {
+		level ERROR
+	}
+}
+
+` + site + sse + fmt.Sprintf(`		history {
+			events %d
+		}
+		limits {
+			topics 100000
+			subscribers 100000
+		}
+		publish {
+			bearer %s
+		}
+	}
+	handle /plain {
+		respond "ok" 200
+	}
+}
+`, history, bearerToken)
+}
+
+func mercureCaddyfile(port int, dbPath string, size int) string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+	log {
+		level ERROR
+	}
+}
+
+http://127.0.0.1:%d {
+	mercure {
+		publisher_jwt %s HS256
+		anonymous
+		heartbeat 15s
+		transport bolt {
+			path %s
+			size %d
+		}
+	}
+	handle /plain {
+		respond "ok" 200
+	}
+}
+`, port, mercureKey, dbPath, size)
+}
+
+// hs256 makes a JWT signed with HMAC-SHA256.
+func hs256(key string, claims string) string {
+	enc := base64.RawURLEncoding
+	s := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(claims))
+	m := hmac.New(sha256.New, []byte(key))
+	m.Write([]byte(s))
+	return s + "." + enc.EncodeToString(m.Sum(nil))
+}
+
+var mercureJWT = hs256(mercureKey, `{"mercure":{"publish":["*"],"subscribe":["*"]}}`)
+
+// server is one running Caddy process.
+type server struct {
+	conf serverConf
+	port int
+	dir  string
+	cmd  *exec.Cmd
+	pid  int
+	d    *dialer
+	logf *os.File
+}
+
+var nextPort = 19100
+
+// freePort returns a port below the ephemeral range that nothing listens on.
+func freePort() int {
+	for {
+		nextPort++
+		if nextPort > 32000 {
+			nextPort = 19100
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(nextPort))
+		if err == nil {
+			l.Close()
+			return nextPort
+		}
+	}
+}
+
+func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server, error) {
+	s := &server{conf: conf, port: freePort()}
+	var err error
+	// Mercure's bolt history lives in tmpfs (/dev/shm) when available, so
+	// like ours it is held in memory (fsync is a no-op there).
+	s.dir, err = os.MkdirTemp(tmpRoot, conf.name+"-")
+	if err != nil {
+		return nil, err
+	}
+	var cf string
+	switch conf.name {
+	case oursName:
+		cf = oursCaddyfile(s.port, conf.variant, conf.oursHistory)
+	case mercureName:
+		size := conf.mercureHistory
+		if size == 0 {
+			size = mercureHistoryEv
+		}
+		cf = mercureCaddyfile(s.port, filepath.Join(s.dir, "mercure.db"), size)
+	}
+	cfPath := filepath.Join(s.dir, "Caddyfile")
+	if err := os.WriteFile(cfPath, []byte(cf), 0o644); err != nil {
+		return nil, err
+	}
+	s.logf, err = os.Create(filepath.Join(s.dir, "server.log"))
+	if err != nil {
+		return nil, err
+	}
+	s.cmd = exec.Command(filepath.Join(binDir, conf.name), "run", "--config", cfPath, "--adapter", "caddyfile")
+	s.cmd.Dir = s.dir
+	s.cmd.Stdout = s.logf
+	s.cmd.Stderr = s.logf
+	s.cmd.Env = append(os.Environ(),
+		"HOME="+s.dir,
+		"XDG_CONFIG_HOME="+filepath.Join(s.dir, "config"),
+		"XDG_DATA_HOME="+filepath.Join(s.dir, "data"),
+	)
+	// the server dies with the harness
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	s.pid = s.cmd.Process.Pid
+	track(s, true)
+	s.d = newDialer(s.port, sources)
+	// ready when /plain answers
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		p := newPubConn(s.d)
+		st, _, err := p.post("/plain", "text/plain", "", []byte("x"))
+		p.close()
+		if err == nil && st == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			log, _ := os.ReadFile(filepath.Join(s.dir, "server.log"))
+			return nil, fmt.Errorf("%s did not start: %v (status %d)\n%s", conf.name, err, st, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return s, nil
+}
+
+func (s *server) label() string {
+	if s.conf.name == oursName && s.conf.variant != "" && s.conf.variant != plainVariant {
+		return s.conf.name + " (" + string(s.conf.variant) + ")"
+	}
+	return s.conf.name
+}
+
+// stop ends the process (SIGTERM, then SIGKILL after 5 s) and removes its
+// directory.
+func (s *server) stop() {
+	track(s, false)
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { s.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			s.cmd.Process.Kill()
+			<-done
+		}
+	}
+	if s.logf != nil {
+		s.logf.Close()
+	}
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+	}
+}
+
+var (
+	runningMu sync.Mutex
+	running   = map[*server]bool{}
+)
+
+func track(s *server, on bool) {
+	runningMu.Lock()
+	defer runningMu.Unlock()
+	if on {
+		running[s] = true
+	} else {
+		delete(running, s)
+	}
+}
+
+// stopAll ends every server still running (interrupt, watchdog).
+func stopAll() {
+	runningMu.Lock()
+	var ss []*server
+	for s := range running {
+		ss = append(ss, s)
+	}
+	runningMu.Unlock()
+	for _, s := range ss {
+		s.stop()
+	}
+}
+
+// alive reports whether the process still runs.
+func (s *server) alive() bool {
+	return s.cmd.Process.Signal(syscall.Signal(0)) == nil && s.cmd.ProcessState == nil
+}
+
+// procStat is RSS and CPU time of a process.
+type procStat struct {
+	rssKiB int64
+	cpu    time.Duration // user + system
+}
+
+const clkTck = 100 // sysconf(_SC_CLK_TCK) on Linux
+
+func (s *server) stat() procStat {
+	var ps procStat
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.pid)); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				f := strings.Fields(l)
+				if len(f) >= 2 {
+					ps.rssKiB, _ = strconv.ParseInt(f[1], 10, 64)
+				}
+			}
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid)); err == nil {
+		// fields after the command name, which is in parentheses
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 {
+			f := strings.Fields(string(b[i+1:]))
+			// f[0] is field 3 (state); utime is field 14, stime 15
+			if len(f) > 12 {
+				u, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				ps.cpu = time.Duration(u+st) * time.Second / clkTck
+			}
+		}
+	}
+	return ps
+}
+
+// selfCPU is the load generator's own CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// publishing, per server kind
+
+// topicPath is what a subscriber GETs for a topic.
+func (s *server) subPath(topic string) string {
+	if s.conf.name == mercureName {
+		return "/.well-known/mercure?topic=" + url.QueryEscape(topic)
+	}
+	return "/events/" + topic
+}
+
+// publish sends one event and returns its id.
+func (s *server) publish(p *pubConn, topic string, data []byte) (string, error) {
+	var st int
+	var body []byte
+	var err error
+	if s.conf.name == mercureName {
+		form := make([]byte, 0, len(data)*3/2+64)
+		form = append(form, "topic="...)
+		form = append(form, url.QueryEscape(topic)...)
+		form = append(form, "&data="...)
+		form = append(form, url.QueryEscape(string(data))...)
+		st, body, err = p.post("/.well-known/mercure", "application/x-www-form-urlencoded", "Bearer "+mercureJWT, form)
+	} else {
+		st, body, err = p.post("/events/"+topic, "application/json", "Bearer "+bearerToken, data)
+	}
+	if err != nil {
+		return "", err
+	}
+	if st != 200 {
+		return "", fmt.Errorf("publish: status %d: %s", st, bytes.TrimSpace(body))
+	}
+	if s.conf.name == mercureName {
+		return string(bytes.TrimSpace(body)), nil
+	}
+	// {"topic":"/events/t","ids":["…"]}
+	if i := bytes.Index(body, []byte(`"ids":["`)); i >= 0 {
+		rest := body[i+len(`"ids":["`):]
+		if j := bytes.IndexByte(rest, '"'); j >= 0 {
+			return string(rest[:j]), nil
+		}
+	}
+	return "", nil
+}
+
+// publishBatch sends NDJSON lines to ours in one request.
+func (s *server) publishBatch(p *pubConn, topic string, ndjson []byte) error {
+	st, body, err := p.post("/events/"+topic, "application/x-ndjson", "Bearer "+bearerToken, ndjson)
+	if err != nil {
+		return err
+	}
+	if st != 200 {
+		return fmt.Errorf("batch: status %d: %s", st, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+// machineBusy is the CPU time all processes have used (from /proc/stat).
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i >= 8 { // guest time is already in user
+			break
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / clkTck
+}
+
+// bgSnap measures the CPU that processes other than the load generator and
+// the server under test use: other work on the machine, which perturbs the
+// figures.
+type bgSnap struct {
+	t    time.Time
+	busy time.Duration
+	ours time.Duration
+}
+
+func snapBG(s *server) bgSnap {
+	b := bgSnap{t: time.Now(), busy: machineBusy(), ours: selfCPU()}
+	if s != nil {
+		b.ours += s.stat().cpu
+	}
+	return b
+}
+
+// cores is the background CPU between a and b, in cores.
+func (a bgSnap) cores(b bgSnap) float64 {
+	wall := b.t.Sub(a.t).Seconds()
+	if wall <= 0 {
+		return 0
+	}
+	return max(0, ((b.busy-a.busy)-(b.ours-a.ours)).Seconds()/wall)
+}
+
+var quietWaited time.Duration
+
+// waitQuiet waits (at most perPhase, and totalCap over the run) until other
+// processes use less than limit cores over a second.
+func waitQuiet(limit float64, perPhase, totalCap time.Duration) {
+	start := time.Now()
+	logged := false
+	for {
+		a := snapBG(nil)
+		time.Sleep(time.Second)
+		c := a.cores(snapBG(nil))
+		if c < limit {
+			break
+		}
+		if time.Since(start) > perPhase || quietWaited+time.Since(start) > totalCap {
+			logf("  machine still busy (%.2f cores used by other processes); measuring anyway", c)
+			break
+		}
+		if !logged {
+			logf("  waiting for other processes to quieten (%.2f cores busy)", c)
+			logged = true
+		}
+	}
+	quietWaited += time.Since(start)
+}
