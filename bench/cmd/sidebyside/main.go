@@ -53,9 +53,9 @@ type config struct {
 	scaleN    int
 	scaleHold time.Duration
 
-	compSizes    []int
-	compHold     time.Duration
-	compBudget   float64
+	compSizes  []int
+	compHold   time.Duration
+	compBudget float64
 
 	quietCores float64
 	quietWait  time.Duration

@@ -150,7 +150,6 @@ func sortedKeys(m map[string]string) []string {
 	return k
 }
 
-
 func idleTable(b *strings.Builder, rs []idleRes) {
 	o, _ := find(rs, func(r idleRes) string { return r.Server }, oursName)
 	m, _ := find(rs, func(r idleRes) string { return r.Server }, mercureName)

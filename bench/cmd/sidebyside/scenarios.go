@@ -25,7 +25,7 @@ type runner struct {
 func measureQuiet[T any](r *runner, run func() T, other func(T) float64) T {
 	best := run()
 	for i := 0; i < r.c.noisyRetries && other(best) > r.c.noisyLimit && r.retrySpent < r.c.noisyTotal; i++ {
-		logf("  other processes used %.2f cores during that measurement: running it again", other(best))
+		logf("  other processes used %.2f cores during the least perturbed run so far: running it again", other(best))
 		t0 := time.Now()
 		x := run()
 		r.retries++
