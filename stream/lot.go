@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -256,7 +257,7 @@ func (l *Lot) drive() {
 		}
 		l.mu.Unlock()
 
-		wait, next, again := l.round(batch)
+		wait, next, again := l.roundParallel(batch)
 		clear(batch)
 
 		l.mu.Lock()
@@ -273,6 +274,48 @@ func (l *Lot) drive() {
 		case <-timer.C:
 		}
 	}
+}
+
+// shardSize is how many parked streams one goroutine serves in a round: a
+// topic with more subscribers spreads each round over the cores, since a
+// round is mostly one write system call per stream.
+const shardSize = 512
+
+// roundParallel is round over shards of batch, run side by side when the
+// topic is large and there are cores to use.
+func (l *Lot) roundParallel(batch []*parkedStream) (wait <-chan struct{}, next time.Time, again bool) {
+	shards := min(runtime.GOMAXPROCS(0), (len(batch)+shardSize-1)/shardSize)
+	if shards <= 1 {
+		return l.round(batch)
+	}
+	type result struct {
+		wait  <-chan struct{}
+		next  time.Time
+		again bool
+	}
+	results := make([]result, shards)
+	var wg sync.WaitGroup
+	per := (len(batch) + shards - 1) / shards
+	for i := range shards {
+		part := batch[i*per : min(len(batch), (i+1)*per)]
+		wg.Go(func() {
+			r := &results[i]
+			r.wait, r.next, r.again = l.round(part)
+		})
+	}
+	wg.Wait()
+	wait, next, again = results[0].wait, results[0].next, results[0].again
+	for _, r := range results[1:] {
+		next = earliest(next, r.next)
+		again = again || r.again
+		switch {
+		case wait == nil:
+			wait = r.wait
+		case r.wait != nil && r.wait != wait:
+			again = true // the log changed during this round
+		}
+	}
+	return wait, next, again
 }
 
 // round serves every parked stream once: new events, heartbeats due,
