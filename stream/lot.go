@@ -324,7 +324,6 @@ func (l *Lot) roundParallel(batch []*parkedStream) (wait <-chan struct{}, next t
 func (l *Lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time, again bool) {
 	now := time.Now()
 	next = now.Add(time.Hour)
-	stopping := l.lots.stop.Err() != nil
 	unpark := func(ps *parkedStream) {
 		l.mu.Lock()
 		delete(l.parked, ps)
@@ -337,19 +336,12 @@ func (l *Lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 			ps.finish(ErrClientGone)
 			continue
 		}
-		if stopping {
-			if ps.drainAt.IsZero() {
-				var delay time.Duration
-				if s.opts.Drain != nil {
-					delay = s.opts.Drain()
-				}
-				ps.drainAt = now.Add(delay)
-			}
-			if !now.Before(ps.drainAt) {
-				unpark(ps)
-				go ps.run(false, nil)
-				continue
-			}
+		if ps.stopDue() {
+			unpark(ps)
+			go ps.run(false, nil)
+			continue
+		}
+		if !ps.drainAt.IsZero() {
 			next = earliest(next, ps.drainAt)
 		}
 		page, err := ps.cur.Next(s.opts.MaxBatch)
