@@ -545,7 +545,10 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 	case errors.Is(err, replay.ErrTooManyTopics), errors.Is(err, replay.ErrTooManySubscribers):
 		return writeRetryLater(w, err.Error())
 	case errors.Is(err, replay.ErrUnavailable):
-		return writeRetryLater(w, "store unavailable")
+		// 503 would make EventSource give up for good: an empty stream
+		// with a retry hint makes it come back, with its Last-Event-ID,
+		// once the store may be reachable again.
+		return h.comeBackLater(w, "store unavailable")
 	case err != nil:
 		h.logger.Error("subscribing", zap.String("topic", topic), zap.Error(err))
 		return writeRetryLater(w, "subscribing failed")
@@ -664,6 +667,18 @@ func writeError(w http.ResponseWriter, status int, msg string) error {
 	w.WriteHeader(status)
 	body, _ := json.Marshal(map[string]string{"error": msg})
 	_, _ = w.Write(append(body, '\n'))
+	return nil
+}
+
+// comeBackLater answers a subscriber with an event stream that ends at once
+// with a reconnection delay (retry plus jitter) and a comment saying why.
+func (h *Handler) comeBackLater(w http.ResponseWriter, why string) error {
+	if err := stream.WriteHead(w, nil); err != nil {
+		return nil
+	}
+	b := stream.EncodeComment(why)
+	b = append(b, stream.EncodeRetry(time.Duration(h.Retry)+mathrand.N(stopJitter))...)
+	_, _ = w.Write(b)
 	return nil
 }
 

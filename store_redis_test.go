@@ -2,6 +2,7 @@ package caddysse_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -254,6 +255,24 @@ func TestRedisStoreRestart(t *testing.T) {
 	if up := metric("caddy_sse_redis_up"); up != "0" {
 		t.Fatalf("caddy_sse_redis_up = %s during the outage", up)
 	}
+	// A new subscriber is not refused with a status EventSource would take
+	// as final: it gets an event stream that ends at once with a retry
+	// hint, so the browser comes back.
+	late, err := ssetest.Dial(addr, "/r/live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if late.Response.StatusCode != http.StatusOK || late.Response.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("subscribing during the outage: %s %q, want 200 text/event-stream", late.Response.Status, late.Response.Header.Get("Content-Type"))
+	}
+	_ = late.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if ev, err := late.Next(); err != io.EOF {
+		t.Fatalf("subscribing during the outage: got %+v, %v; want the stream to end at once", ev, err)
+	}
+	if late.Retry() < 1000 {
+		t.Fatalf("subscribing during the outage: retry %d, want a reconnection delay", late.Retry())
+	}
+	late.Close()
 	srv.Restart()
 	for ok, deadline := 0, time.Now().Add(15*time.Second); ok < 20; {
 		if publish(next()) {
