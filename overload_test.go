@@ -184,7 +184,14 @@ func TestMetricsOnAdminEndpoint(t *testing.T) {
 	adminPort, port := testcaddy.FreePort(t), testcaddy.FreePort(t)
 	testcaddy.Load(t, overloadCaddyfile(adminPort, port))
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	// The counters are process-wide: streams of earlier tests' configs may
+	// still be draining (drain_window), and each adds what it delivered
+	// when it ends. Start once they are all gone.
 	before := scrape(t, adminPort)
+	for quiet := time.Now().Add(15 * time.Second); before["caddy_sse_subscribers"] != 0 && time.Now().Before(quiet); {
+		time.Sleep(50 * time.Millisecond)
+		before = scrape(t, adminPort)
+	}
 
 	s, err := ssetest.Dial(addr, "/o/metrics")
 	if err != nil {

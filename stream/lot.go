@@ -324,6 +324,7 @@ func (l *Lot) roundParallel(batch []*parkedStream) (wait <-chan struct{}, next t
 func (l *Lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time, again bool) {
 	now := time.Now()
 	next = now.Add(time.Hour)
+	beat := next // the next heartbeat due, woken for in bulk
 	unpark := func(ps *parkedStream) {
 		l.mu.Lock()
 		delete(l.parked, ps)
@@ -377,7 +378,7 @@ func (l *Lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 						err = s.writeHeartbeat()
 					}
 				} else {
-					next = earliest(next, due)
+					beat = earliest(beat, due)
 				}
 			}
 		}
@@ -393,12 +394,12 @@ func (l *Lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 		}
 	}
 	if h := minHeartbeat(batch); h > 0 {
-		next = earliest(next, now.Add(h))
-		if floor := now.Add(h / 8); next.Before(floor) {
-			next = floor
+		beat = earliest(beat, now.Add(h))
+		if floor := now.Add(h / 8); beat.Before(floor) {
+			beat = floor
 		}
 	}
-	return wait, next, again
+	return wait, earliest(next, beat), again
 }
 
 func earliest(a, b time.Time) time.Time {
