@@ -87,6 +87,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"bad integer", "sse {\n\thistory {\n\t\tevents many\n\t}\n}", 4, `events: "many" is not a non-negative integer`},
 		{"on_gap bogus", "sse {\n\ton_gap bogus\n}", 3, `on_gap: "bogus" is neither replay nor live`},
 		{"unknown encoding", "sse {\n\tcompress br\n}", 3, `compress: unknown encoding "br"`},
+		{"detach bogus", "sse {\n\tdetach sometimes\n}", 3, `detach: "sometimes" is neither on nor off`},
 		{"extra argument", "sse {\n\tretry 1s 2s\n}", 3, "retry: too many values"},
 		{"missing value", "sse {\n\theartbeat\n}", 3, "heartbeat: missing value"},
 		{"argument after the matcher", "sse /events/* extra", 2, "wrong argument count"},
