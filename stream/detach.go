@@ -36,6 +36,9 @@ type Detached struct {
 	// to raw without blocking, which is what lets a stream wait parked.
 	direct bool
 
+	// unwatch ends the hang-up watch (see watch); nil without one.
+	unwatch func()
+
 	// While parked, writes never block: what the socket does not take at
 	// once is kept in pending and written by a goroutine (see Lot).
 	nonblocking bool
@@ -89,25 +92,39 @@ func Detach(w http.ResponseWriter, r *http.Request) (*Detached, error) {
 func ServeDetached(d *Detached, cur replay.Cursor, opts Options) (Stats, error) {
 	ctx, hangup := context.WithCancelCause(context.Background())
 	defer hangup(nil)
-	unwatch := func() {}
-	if d.raw != nil {
-		if stop, ok := watchHangup(d.raw, func() { hangup(ErrClientGone) }); ok {
-			unwatch = stop
-		}
-	}
+	d.watch(func() { hangup(ErrClientGone) })
 	stats, err := serve(ctx, d, cur, opts)
 	if errors.Is(err, context.Canceled) {
 		err = context.Cause(ctx)
 	}
+	d.close(err)
+	return stats, err
+}
+
+// watch calls onHangup when the client hangs up (see watchHangup), until
+// close.
+func (d *Detached) watch(onHangup func()) {
+	if d.raw == nil {
+		return
+	}
+	if stop, ok := watchHangup(d.raw, onHangup); ok {
+		d.unwatch = stop
+	}
+}
+
+// close ends the stream's connection. After a clean end (the topic closed,
+// the server stopping) the last chunk ends the response body first, so the
+// client sees a complete response.
+func (d *Detached) close(err error) {
 	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped)) {
-		// The last chunk: a clean end of the response body.
 		_ = d.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = d.conn.Write(lastChunk)
 	}
 	// The watch goes before the socket: its descriptor may be reused at once.
-	unwatch()
+	if d.unwatch != nil {
+		d.unwatch()
+	}
 	d.conn.Close()
-	return stats, err
 }
 
 var (

@@ -2,7 +2,6 @@ package stream
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -92,12 +91,11 @@ func (l *Lot) poke() {
 
 // parkedStream is one detached stream served through a lot.
 type parkedStream struct {
-	d       *Detached
-	cur     replay.Cursor
-	s       *subscriber
-	lot     *Lot
-	unwatch func()
-	done    func(Stats, error)
+	d    *Detached
+	cur  replay.Cursor
+	s    *subscriber
+	lot  *Lot
+	done func(Stats, error)
 
 	gone    atomic.Bool // the client hung up
 	drainAt time.Time   // once the server is stopping; owned like s
@@ -110,14 +108,12 @@ func (d *Detached) CanPark() bool { return d.direct }
 // topic key, and returns at once; done is called once, from whichever
 // goroutine ends the stream, with what it delivered and why it ended.
 func (ls *Lots) ServeParked(key string, d *Detached, cur replay.Cursor, opts Options, done func(Stats, error)) {
-	ps := &parkedStream{d: d, cur: cur, lot: ls.acquire(key), done: done, unwatch: func() {}}
+	ps := &parkedStream{d: d, cur: cur, lot: ls.acquire(key), done: done}
 	ps.s = newSubscriber(d, opts)
-	if stop, ok := watchHangup(d.raw, func() {
+	d.watch(func() {
 		ps.gone.Store(true)
 		ps.lot.poke()
-	}); ok {
-		ps.unwatch = stop
-	}
+	})
 	go ps.run(true, nil)
 }
 
@@ -185,11 +181,7 @@ func (ps *parkedStream) stopDue() bool {
 		return false
 	}
 	if ps.drainAt.IsZero() {
-		var delay time.Duration
-		if ps.s.opts.Drain != nil {
-			delay = ps.s.opts.Drain()
-		}
-		ps.drainAt = time.Now().Add(delay)
+		ps.drainAt = time.Now().Add(ps.s.opts.drainDelay())
 	}
 	return !time.Now().Before(ps.drainAt)
 }
@@ -205,17 +197,10 @@ func storeFailed(s *subscriber, err error) error {
 	return fmt.Errorf("%w: reading topic: %w", ErrStopped, err)
 }
 
-// finish ends the stream: the last chunk after a clean end, the socket
-// closed, the lot released, done called.
+// finish ends the stream: the connection closed (see Detached.close), the
+// lot released, done called.
 func (ps *parkedStream) finish(err error) {
-	d := ps.d
-	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped)) {
-		d.nonblocking = false
-		_ = d.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = d.conn.Write(lastChunk)
-	}
-	ps.unwatch()
-	d.conn.Close()
+	ps.d.close(err)
 	ps.lot.lots.release(ps.lot)
 	ps.done(ps.s.stats, err)
 }

@@ -44,6 +44,14 @@ type Options struct {
 	Drain func() time.Duration
 }
 
+// drainDelay is how long a stream goes on after Stop (see Drain).
+func (o *Options) drainDelay() time.Duration {
+	if o.Drain == nil {
+		return 0
+	}
+	return o.Drain()
+}
+
 // How a stream ended.
 var (
 	ErrTopicClosed = errors.New("topic closed")
@@ -113,10 +121,7 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 	if opts.Stop != nil {
 		var drain atomic.Pointer[time.Timer]
 		unregister := context.AfterFunc(opts.Stop, func() {
-			var delay time.Duration
-			if opts.Drain != nil {
-				delay = opts.Drain()
-			}
+			delay := opts.drainDelay()
 			if delay <= 0 {
 				end(ErrStopped)
 				return
