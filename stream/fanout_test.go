@@ -60,30 +60,37 @@ func BenchmarkFanOut(b *testing.B) {
 					_, _ = stream.Serve(ctx, w, cur, stream.Options{WriteTimeout: time.Minute})
 				}()
 			}
-			data := bytes.Repeat([]byte("x"), 200)
-			var before, after runtime.MemStats
-			runtime.ReadMemStats(&before)
-			b.ResetTimer()
-			for i := range b.N {
-				if _, err := store.Append(ctx, "bench", replay.Batch{Events: []replay.Draft{{Type: "message", Data: data}}}); err != nil {
-					b.Fatal(err)
-				}
-				// Wait for this event everywhere before the next one, so the
-				// figure is the cost of a delivery, not of coalesced batches.
-				want := int64(i+1) * int64(n)
-				for delivered.Load() < want {
-					runtime.Gosched()
-				}
-			}
-			b.StopTimer()
-			runtime.ReadMemStats(&after)
-			deliveries := float64(b.N) * float64(n)
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
-			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/deliveries, "allocs/delivery")
+			publishAndMeasure(b, store, n, &delivered)
 			cancel()
 			wg.Wait()
 		})
 	}
+}
+
+// publishAndMeasure appends b.N events of 200 bytes to topic "bench", each
+// once n subscribers have counted the previous one in delivered, and
+// reports the time and allocations per delivery.
+func publishAndMeasure(b *testing.B, store replay.Store, n int, delivered *atomic.Int64) {
+	data := bytes.Repeat([]byte("x"), 200)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := store.Append(context.Background(), "bench", replay.Batch{Events: []replay.Draft{{Type: "message", Data: data}}}); err != nil {
+			b.Fatal(err)
+		}
+		// Wait for this event everywhere before the next one, so the
+		// figure is the cost of a delivery, not of coalesced batches.
+		want := int64(i+1) * int64(n)
+		for delivered.Load() < want {
+			runtime.Gosched()
+		}
+	}
+	b.StopTimer()
+	runtime.ReadMemStats(&after)
+	deliveries := float64(b.N) * float64(n)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/deliveries, "allocs/delivery")
 }
 
 // syscallWriter stands for a connection where every write and every flush
@@ -300,24 +307,7 @@ func BenchmarkFanOutDetached(b *testing.B) {
 			for opened.Load() < int64(n) {
 				time.Sleep(time.Millisecond)
 			}
-			data := bytes.Repeat([]byte("x"), 200)
-			var before, after runtime.MemStats
-			runtime.ReadMemStats(&before)
-			b.ResetTimer()
-			for i := range b.N {
-				if _, err := store.Append(context.Background(), "bench", replay.Batch{Events: []replay.Draft{{Type: "message", Data: data}}}); err != nil {
-					b.Fatal(err)
-				}
-				want := int64(i+1) * int64(n)
-				for delivered.Load() < want {
-					runtime.Gosched()
-				}
-			}
-			b.StopTimer()
-			runtime.ReadMemStats(&after)
-			deliveries := float64(b.N) * float64(n)
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
-			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/deliveries, "allocs/delivery")
+			publishAndMeasure(b, store, n, &delivered)
 			stop()
 			served.Wait()
 			for _, c := range conns {
