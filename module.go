@@ -150,9 +150,8 @@ type Handler struct {
 
 	// stop is done when the config this handler belongs to stops (a
 	// reload or the process exiting), ending every open stream.
-	stop     context.Context
-	endAll   context.CancelFunc
-	stopOnce *sync.Once
+	stop   context.Context
+	endAll context.CancelFunc
 
 	detach bool
 	// detached counts the streams running outside a request, which Caddy's
@@ -246,7 +245,6 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.stop, h.endAll = context.WithCancel(context.Background())
-	h.stopOnce = new(sync.Once)
 	h.detach = h.Detach == nil || *h.Detach
 	h.lots = stream.NewLots(h.stop)
 	h.detached = new(sync.WaitGroup)
@@ -444,8 +442,9 @@ func (h *Handler) Cleanup() error {
 }
 
 func (h *Handler) endStreams() {
-	if h.stopOnce != nil {
-		h.stopOnce.Do(h.endAll)
+	// A cancel function may be called any number of times.
+	if h.endAll != nil {
+		h.endAll()
 	}
 }
 
