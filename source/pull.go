@@ -104,13 +104,21 @@ func (s *Source) run(ctx context.Context) {
 			}
 			c.Write(fields...)
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, delay) {
 			return
-		case <-t.C:
 		}
+	}
+}
+
+// sleep waits for d; it returns false when ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -160,12 +168,8 @@ func (s *Source) acquireLease(ctx context.Context, shared replay.Shared) bool {
 		}
 		delay := backoff(s.cfg.BackoffMin, s.cfg.BackoffMax, attempt)
 		s.log().Warn("cannot take the source's lease", zap.Error(err), zap.Duration("retry_in", delay))
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, delay) {
 			return false
-		case <-t.C:
 		}
 	}
 }
