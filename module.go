@@ -27,6 +27,7 @@ import (
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/stream"
 	"github.com/ssegate/caddy-sse/webhook"
+	"github.com/ssegate/caddy-sse/wire"
 )
 
 func init() {
@@ -355,7 +356,7 @@ func (h *Handler) storeConfig() replay.Config {
 		MaxAge:                 time.Duration(h.History.Age),
 		MaxTopics:              h.Limits.Topics,
 		MaxSubscribersPerTopic: h.Limits.SubscribersPerTopic,
-		Framer:                 stream.EncodeEvent,
+		Framer:                 wire.EncodeEvent,
 		Encodings:              len(h.Compress),
 	}
 	if h.Publish != nil {
@@ -401,7 +402,7 @@ func (h *Handler) Validate() error {
 	if h.WriteTimeout < 0 {
 		return fmt.Errorf("write_timeout: must not be negative")
 	}
-	if stream.SanitizeName(h.ResetEvent) != h.ResetEvent || stream.SanitizeName(h.CloseEvent) != h.CloseEvent {
+	if wire.SanitizeName(h.ResetEvent) != h.ResetEvent || wire.SanitizeName(h.CloseEvent) != h.CloseEvent {
 		return fmt.Errorf("reset_event and close_event must be plain event names")
 	}
 	cfg := h.storeConfig()
@@ -675,8 +676,8 @@ func (h *Handler) comeBackLater(w http.ResponseWriter, why string) error {
 	if err := stream.WriteHead(w, nil); err != nil {
 		return nil
 	}
-	b := stream.EncodeComment(why)
-	b = append(b, stream.EncodeRetry(time.Duration(h.Retry)+mathrand.N(stopJitter))...)
+	b := wire.EncodeComment(why)
+	b = append(b, wire.EncodeRetry(time.Duration(h.Retry)+mathrand.N(stopJitter))...)
 	_, _ = w.Write(b)
 	return nil
 }

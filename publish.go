@@ -15,8 +15,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ssegate/caddy-sse/replay"
-	"github.com/ssegate/caddy-sse/stream"
 	"github.com/ssegate/caddy-sse/webhook"
+	"github.com/ssegate/caddy-sse/wire"
 )
 
 // ndjsonTypes are the media types whose body is one event per line.
@@ -79,7 +79,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 		metrics.rejects.WithLabelValues(rejectBadInput).Inc()
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}
-	eventType := stream.SanitizeName(repl.ReplaceAll(h.Publish.Event, ""))
+	eventType := wire.SanitizeName(repl.ReplaceAll(h.Publish.Event, ""))
 
 	var drafts []replay.Draft
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -147,7 +147,7 @@ func (h *Handler) draft(data []byte, eventType string) (replay.Draft, error) {
 	case !utf8.Valid(data):
 		return replay.Draft{}, errors.New("body is not valid UTF-8")
 	}
-	return replay.Draft{Type: eventType, Data: stream.NormalizeLineBreaks(data)}, nil
+	return replay.Draft{Type: eventType, Data: wire.NormalizeLineBreaks(data)}, nil
 }
 
 // splitNDJSON turns a body of JSON values, one per line, into events. The

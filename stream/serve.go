@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ssegate/caddy-sse/replay"
+	"github.com/ssegate/caddy-sse/wire"
 )
 
 // Options shape one subscriber's stream.
@@ -69,7 +70,7 @@ type Stats struct {
 }
 
 // Heartbeat is the comment written after a silence.
-var heartbeat = EncodeComment("")
+var heartbeat = wire.EncodeComment("")
 
 // WriteHead sends the response head of an event stream and flushes it, so
 // the client sees the stream open before the first event. Calling
@@ -209,7 +210,7 @@ func (s *subscriber) open() error {
 		first = s.enc.start(first)
 	}
 	if s.opts.Retry > 0 {
-		first = s.plain(first, EncodeRetry(s.opts.Retry))
+		first = s.plain(first, wire.EncodeRetry(s.opts.Retry))
 	}
 	if len(first) == 0 {
 		return nil
@@ -232,7 +233,7 @@ func (s *subscriber) end() error {
 	if s.opts.StopRetry != nil {
 		retry = s.opts.StopRetry()
 	}
-	b := s.plain(nil, EncodeRetry(retry))
+	b := s.plain(nil, wire.EncodeRetry(retry))
 	if s.enc != nil {
 		b = s.enc.finish(b)
 	}
@@ -288,7 +289,7 @@ func (s *subscriber) deliver(p replay.Page) error {
 		if err != nil {
 			return fmt.Errorf("encoding reset event: %w", err)
 		}
-		buf = s.plain(buf, EncodeEvent(p.Gap.ResumeAfter, s.opts.ResetEvent, data))
+		buf = s.plain(buf, wire.EncodeEvent(p.Gap.ResumeAfter, s.opts.ResetEvent, data))
 		s.stats.Resets++
 	}
 	for _, e := range p.Events {
@@ -296,7 +297,7 @@ func (s *subscriber) deliver(p replay.Page) error {
 	}
 	s.stats.Events += len(p.Events)
 	if p.Closed {
-		buf = s.plain(buf, EncodeEvent("", s.opts.CloseEvent, []byte(`{"reason":"topic closed"}`)))
+		buf = s.plain(buf, wire.EncodeEvent("", s.opts.CloseEvent, []byte(`{"reason":"topic closed"}`)))
 		if s.enc != nil {
 			buf = s.enc.finish(buf)
 		}
