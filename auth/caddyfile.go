@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -170,4 +171,12 @@ var (
 	_ caddyfile.Unmarshaler = (*JWT)(nil)
 	_ caddyfile.Unmarshaler = (*PublishJWT)(nil)
 	_ caddyfile.Unmarshaler = (*CORS)(nil)
+	_ caddy.Provisioner     = (*Subscribe)(nil)
+	_ caddy.Provisioner     = (*JWT)(nil)
+	_ caddy.Provisioner     = (*PublishJWT)(nil)
+	_ caddy.Provisioner     = (*CORS)(nil)
+	_ caddy.Validator       = (*Subscribe)(nil)
+	_ caddy.Validator       = (*JWT)(nil)
+	_ caddy.Validator       = (*PublishJWT)(nil)
+	_ caddy.Validator       = (*CORS)(nil)
 )

@@ -57,7 +57,11 @@ const (
 // the topic with exactly that name. URI templates (`.../books/{id}`) are not
 // expanded: such a selector only matches a topic literally named so. Stars
 // inside a Mercure selector are literal, not patterns. Topics must be named
-// the same as in the Mercure hub (see the handler's topic option).
+// the same as in the Mercure hub (see the handler's topic option). Mercure
+// clients that send their token in Mercure's cookie or query parameter work
+// with `token cookie mercureAuthorization` and `token query authorization`.
+// Mercure's other claims (payload, and the private updates of publish) are
+// ignored.
 type JWT struct {
 	// HMAC secrets; placeholders such as `{env.SSE_JWT_SECRET}` are expanded
 	// at provisioning. Use at least 32 random bytes.
@@ -93,10 +97,12 @@ type JWT struct {
 	// the claim grants nothing.
 	Claim string `json:"claim,omitempty"`
 
-	// The issuer (`iss`) tokens must have. Default: any.
+	// The issuer (`iss`) tokens must have. Placeholders are expanded at
+	// provisioning. Default: any.
 	Issuer string `json:"issuer,omitempty"`
 
-	// An audience (`aud`) tokens must include. Default: any.
+	// An audience (`aud`) tokens must include. Placeholders are expanded at
+	// provisioning. Default: any.
 	Audience string `json:"audience,omitempty"`
 
 	// Refuse tokens without an expiry (`exp`). Default: false, since Mercure
@@ -106,6 +112,8 @@ type JWT struct {
 
 	static    []verifyKey
 	jwks      *jwks
+	issuer    string
+	audience  string
 	claimPath []string
 	mercure   bool
 	sources   []TokenSource
@@ -268,6 +276,8 @@ func (j *JWT) provision(ctx caddy.Context, u use) error {
 	if claim == "" {
 		claim = u.claim
 	}
+	j.issuer = repl.ReplaceKnown(j.Issuer, "")
+	j.audience = repl.ReplaceKnown(j.Audience, "")
 	j.claimPath = strings.Split(claim, ".")
 	j.mercure = j.claimPath[0] == "mercure"
 	j.sources = j.Token
@@ -383,11 +393,11 @@ func (j *JWT) verify(raw string, now time.Time) (*grants, *Rejection) {
 		return nil, j.reject(ReasonMalformed, "token is malformed: longer than 16KiB")
 	}
 	opts := []jwt.ParserOption{jwt.WithTimeFunc(func() time.Time { return now })}
-	if j.Issuer != "" {
-		opts = append(opts, jwt.WithIssuer(j.Issuer))
+	if j.issuer != "" {
+		opts = append(opts, jwt.WithIssuer(j.issuer))
 	}
-	if j.Audience != "" {
-		opts = append(opts, jwt.WithAudience(j.Audience))
+	if j.audience != "" {
+		opts = append(opts, jwt.WithAudience(j.audience))
 	}
 	if j.RequireExp {
 		opts = append(opts, jwt.WithExpirationRequired())
@@ -526,10 +536,10 @@ func (j *JWT) rejectError(tok *jwt.Token, claims jwt.MapClaims, err error) *Reje
 		return j.reject(ReasonBadAudience, "token audience (aud) does not include the one expected")
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		// Which one: the library says so only in its text.
-		if iss, _ := claims.GetIssuer(); j.Issuer != "" && iss == "" {
+		if iss, _ := claims.GetIssuer(); j.issuer != "" && iss == "" {
 			return j.reject(ReasonBadIssuer, "token has no issuer (iss)")
 		}
-		if aud, _ := claims.GetAudience(); j.Audience != "" && len(aud) == 0 {
+		if aud, _ := claims.GetAudience(); j.audience != "" && len(aud) == 0 {
 			return j.reject(ReasonBadAudience, "token has no audience (aud)")
 		}
 		return j.reject(ReasonMissingExp, "token has no expiry (exp), and one is required")

@@ -296,3 +296,43 @@ func TestTokenSources(t *testing.T) {
 		}
 	}
 }
+
+// TestIssuerPlaceholder: issuer and audience expand placeholders.
+func TestIssuerPlaceholder(t *testing.T) {
+	t.Setenv("SSE_TEST_ISSUER", "https://id.example")
+	s := provisioned(t, &Subscribe{JWT: &JWT{Keys: []string{secret}, Issuer: "{env.SSE_TEST_ISSUER}"}})
+	tok := mint(t, jwt.SigningMethodHS256, []byte(secret), with(grant("**"), "iss", "https://id.example"))
+	g, rej := s.Authorize(request("/t", bearer(tok)...), []string{"/t"}, t0)
+	checkRejection(t, "expanded issuer", g, rej, 0, "")
+}
+
+// FuzzAuthorize: whatever a client sends as a token, the answer is a 401
+// with a known reason (the fuzzer cannot forge a signature), never a panic
+// and never the token repeated.
+func FuzzAuthorize(f *testing.F) {
+	for _, seed := range []string{"a.b.c", "eyJhbGciOiJub25lIn0.e30.", "..", rawUnsigned(`{"sse":{"subscribe":["**"]}}`),
+		rawHS256(`{"alg":"HS256","kid":7}`, `{"exp":"x"}`, []byte("k")), rawHS256(`{"alg":"RS256"}`, `{}`, []byte("k"))} {
+		f.Add(seed)
+	}
+	testKeys(f)
+	path, _ := pemFile(f, rsaKey)
+	s := provisioned(f, &Subscribe{JWT: &JWT{Keys: []string{secret}, KeyFiles: []string{path}, Issuer: "i", Audience: "a"}})
+	f.Fuzz(func(t *testing.T, tok string) {
+		r := request("/t")
+		r.Header.Set("Authorization", "Bearer "+tok)
+		g, rej := s.Authorize(r, []string{"/t"}, t0)
+		if strings.TrimSpace(tok) == "" {
+			return
+		}
+		if rej == nil {
+			t.Fatalf("granted %+v to %q", g, tok)
+		}
+		if rej.Status != 401 || !contains(Reasons(), rej.Reason) {
+			t.Fatalf("%q: %d %s", tok, rej.Status, rej.Reason)
+		}
+		// Fixed texts hold no run of 40 characters without a space.
+		if len(tok) >= 40 && !strings.ContainsAny(tok, " \t") && strings.Contains(rej.Message+rej.WWWAuthenticate, tok) {
+			t.Fatalf("%q: the rejection repeats the token", tok)
+		}
+	})
+}
