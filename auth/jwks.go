@@ -33,6 +33,7 @@ type jwks struct {
 
 	minInterval time.Duration
 	maxAge      time.Duration
+	timeout     time.Duration
 
 	mu          sync.Mutex
 	keys        []verifyKey
@@ -45,10 +46,11 @@ func newJWKS(ctx context.Context, url string, logger *zap.Logger) *jwks {
 	return &jwks{
 		url:         url,
 		ctx:         ctx,
-		client:      &http.Client{Timeout: jwksTimeout},
+		client:      &http.Client{},
 		logger:      logger,
 		minInterval: jwksMinInterval,
 		maxAge:      jwksMaxAge,
+		timeout:     jwksTimeout,
 	}
 }
 
@@ -121,7 +123,8 @@ func (c *jwks) refresh(now time.Time) {
 }
 
 func (c *jwks) fetch() ([]verifyKey, error) {
-	ctx, cancel := context.WithTimeout(c.ctx, jwksTimeout)
+	// The timeout covers the whole exchange, body included.
+	ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
 	if err != nil {

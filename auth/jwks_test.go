@@ -217,3 +217,20 @@ func TestJWKSBadSets(t *testing.T) {
 		}
 	}
 }
+
+// TestJWKSTimeout: a JWKS that does not answer in time leaves no keys, and
+// the request waits no longer than the timeout.
+func TestJWKSTimeout(t *testing.T) {
+	testKeys(t)
+	srv := newJWKSServer(t, jwk(&rsaKey.PublicKey, "k1"))
+	srv.delay = 500 * time.Millisecond
+	s := provisioned(t, &Subscribe{JWT: &JWT{JWKS: srv.URL}})
+	s.JWT.jwks.timeout = 50 * time.Millisecond
+	tok := mint(t, jwt.SigningMethodRS256, rsaKey, grant("**"), "kid", "k1")
+	start := time.Now()
+	g, rej := s.Authorize(request("/t", bearer(tok)...), []string{"/t"}, t0)
+	checkRejection(t, "slow JWKS", g, rej, 401, ReasonUnknownKey)
+	if d := time.Since(start); d > 400*time.Millisecond {
+		t.Errorf("waited %v for a JWKS with a 50ms timeout", d)
+	}
+}
