@@ -117,7 +117,6 @@ type JWT struct {
 	claimPath []string
 	mercure   bool
 	sources   []TokenSource
-	scheme    string // the WWW-Authenticate scheme: Bearer
 }
 
 // TokenSource says where a request may carry a token.
@@ -284,7 +283,6 @@ func (j *JWT) provision(ctx caddy.Context, u use) error {
 	if len(j.sources) == 0 {
 		j.sources = u.sources
 	}
-	j.scheme = "Bearer"
 	return nil
 }
 
@@ -501,7 +499,7 @@ func (j *JWT) keysFor(t *jwt.Token, now time.Time) (any, error) {
 }
 
 func (j *JWT) reject(reason, msg string) *Rejection {
-	return unauthorized(j.scheme, reason, msg)
+	return unauthorized("Bearer", reason, msg)
 }
 
 // rejectError turns a parse error into a Rejection. Signature failures come
