@@ -251,7 +251,10 @@ func BenchmarkFanOutDetached(b *testing.B) {
 			store := replay.NewMemory(replay.Config{Framer: wire.EncodeEvent, MaxEvents: 100000, MaxBytes: 1 << 30})
 			defer store.Close()
 			stopping, stop := context.WithCancel(context.Background())
-			lots := stream.NewLots(stopping)
+			server := stream.NewServer(stopping, true)
+			if !parked {
+				server.NoPark()
+			}
 			var served sync.WaitGroup
 			var opened atomic.Int64
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -264,27 +267,13 @@ func BenchmarkFanOutDetached(b *testing.B) {
 					cur.Close()
 					return
 				}
-				d, err := stream.Detach(w, r)
-				if err != nil {
-					b.Error(err)
-					cur.Close()
-					return
-				}
 				served.Add(1)
 				opened.Add(1)
 				opts := stream.Options{WriteTimeout: time.Minute, Stop: stopping}
-				if parked && d.CanPark() {
-					lots.ServeParked("bench", d, cur, opts, func(stream.Stats, error) {
-						cur.Close()
-						served.Done()
-					})
-					return
-				}
-				go func() {
-					defer served.Done()
-					defer cur.Close()
-					_, _ = stream.ServeDetached(d, cur, opts)
-				}()
+				server.Serve(w, r, "bench", cur, opts, func(stream.Stats, error) {
+					cur.Close()
+					served.Done()
+				})
 			}))
 			defer srv.Close()
 

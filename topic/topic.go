@@ -11,6 +11,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/ssegate/caddy-sse/wire"
 )
 
 // Validate reports whether name may name a topic: it must not be empty, be
@@ -27,11 +29,13 @@ func Validate(name string, maxLen int) error {
 	case !utf8.ValidString(name):
 		return errors.New("topic: name is not valid UTF-8")
 	}
+	// The same rule as event names and ids: a topic name is echoed in
+	// reset and close events and in logs.
 	for _, r := range name {
-		switch {
-		case unicode.IsControl(r):
-			return fmt.Errorf("topic: name contains control character %U", r)
-		case r == '\u2028' || r == '\u2029':
+		if wire.Forbidden(r) {
+			if unicode.IsControl(r) {
+				return fmt.Errorf("topic: name contains control character %U", r)
+			}
 			return fmt.Errorf("topic: name contains line or paragraph separator %U", r)
 		}
 	}
