@@ -48,6 +48,30 @@ func TestFileConformanceSmallCache(t *testing.T) {
 	})
 }
 
+// Closing the file and opening it again is a restart: what a resuming
+// client relies on survives it.
+func TestFileDurableConformance(t *testing.T) {
+	for _, x := range []struct {
+		name string
+		opts *replay.FileOptions
+	}{{"default cache", nil}, {"cache of two events", &replay.FileOptions{CacheEvents: 2, CacheBytes: 1}}} {
+		t.Run(x.name, func(t *testing.T) {
+			replaytest.RunDurable(t, func(t *testing.T, cfg replay.Config) (replay.Store, func() replay.Store) {
+				path := filepath.Join(t.TempDir(), "sse.db")
+				f := openFile(t, path, cfg, x.opts)
+				return f, func() replay.Store {
+					t.Helper()
+					if err := f.Close(); err != nil {
+						t.Fatalf("Close before reopening: %v", err)
+					}
+					f = openFile(t, path, cfg, x.opts)
+					return f
+				}
+			})
+		})
+	}
+}
+
 func appendKeyed(t *testing.T, s replay.Store, topic, key string, data ...string) replay.Appended {
 	t.Helper()
 	var b replay.Batch
@@ -171,8 +195,11 @@ func TestFileRestart(t *testing.T) {
 	if _, err := g.Append(t.Context(), "d", replay.Batch{Events: []replay.Draft{{Data: []byte("x")}}}); !errors.Is(err, replay.ErrTopicClosed) {
 		t.Fatalf("append to a topic closed before the restart: %v", err)
 	}
-	if _, err := g.Subscribe(t.Context(), "d", replay.Earliest, replay.GapReplay); !errors.Is(err, replay.ErrTopicClosed) {
-		t.Fatalf("subscribe to a topic closed before the restart: %v", err)
+	if _, err := g.Subscribe(t.Context(), "d", "", replay.GapReplay); !errors.Is(err, replay.ErrTopicClosed) {
+		t.Fatalf("live subscribe to a topic closed before the restart: %v", err)
+	}
+	if got, _, closed := readAfter(t, g, "d", replay.Earliest); len(got) != 1 || !closed {
+		t.Fatalf("earliest on a topic closed before the restart: %q, closed %v; want its last event, then Closed", got, closed)
 	}
 	// New ids continue after the old ones, and a resume after the last old
 	// id gets exactly the new event.

@@ -171,9 +171,22 @@ type Store interface {
 	// Subscribe opens a cursor on topic after from: "" for live events only,
 	// Earliest for everything retained, or an event id. An id the log cannot
 	// continue after yields a cursor whose first page carries a Gap.
+	//
+	// On a closed topic, a client that missed something still gets it, so
+	// that the last events (often a job's outcome) survive a dropped
+	// connection:
+	//   - from "", or an id at or after the topic's last event: nothing is
+	//     missed, and Subscribe fails with ErrTopicClosed;
+	//   - an id before the last event: the cursor delivers exactly the
+	//     events after it, then Closed;
+	//   - Earliest: everything retained, then Closed (on the first page when
+	//     nothing is retained);
+	//   - an unknown or expired id: the usual Gap, then what onGap resumes
+	//     at (GapReplay: what is retained; GapLive: nothing), then Closed.
 	Subscribe(ctx context.Context, topic, from string, onGap GapPolicy) (Cursor, error)
-	// CloseTopic ends a topic: readers get Closed after its last event, and
-	// later Subscribe and Append calls fail with ErrTopicClosed.
+	// CloseTopic ends a topic: readers get Closed after its last event,
+	// later Append and CloseTopic calls fail with ErrTopicClosed, and
+	// Subscribe behaves as documented there.
 	CloseTopic(ctx context.Context, topic string) error
 	// Configure applies new bounds, pruning what no longer fits.
 	Configure(cfg Config)

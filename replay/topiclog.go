@@ -216,7 +216,7 @@ func (t *topicLog) dedupTrim(now time.Time, cfg *Config, byAge bool) []string {
 // subscribe opens a cursor after from (see Store.Subscribe). Callers hold
 // t.mu.
 func (t *topicLog) subscribe(cfg *Config, from string, onGap GapPolicy) (logCursor, error) {
-	if t.closed {
+	if t.closed && t.nothingAfter(from) {
 		return logCursor{}, ErrTopicClosed
 	}
 	if cfg.MaxSubscribersPerTopic > 0 && t.subscribers >= cfg.MaxSubscribersPerTopic {
@@ -234,6 +234,22 @@ func (t *topicLog) subscribe(cfg *Config, from string, onGap GapPolicy) (logCurs
 		c.after, c.gap = t.seek(from, onGap)
 	}
 	return c, nil
+}
+
+// nothingAfter reports whether a reader of a closed topic starting after
+// from would get nothing but the end: a client with no cursor, or one that
+// already has the last event, is told at once that the topic is over, while
+// one that missed events (or cannot tell, its id being unknown or expired)
+// gets a cursor that delivers them and then Closed. Callers hold t.mu.
+func (t *topicLog) nothingAfter(from string) bool {
+	switch from {
+	case "":
+		return true
+	case Earliest:
+		return false
+	}
+	seq, ok := t.tl.parseID(from)
+	return ok && seq >= t.last && seq <= t.tl.seq.Load()
 }
 
 // seek finds where a cursor resumes after id. Callers hold t.mu.
