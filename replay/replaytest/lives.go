@@ -31,6 +31,7 @@ func runLives(t *testing.T, newStore NewDurableStore) {
 		{"a closed topic delivers what a cursor before its last event missed, then Closed", testClosedDeliversMissed},
 		{"an earliest cursor on a closed topic replays what is retained, then Closed", testClosedEarliest},
 		{"an unknown or expired id on a closed topic gives its gap, then what the policy resumes at, then Closed", testClosedGap},
+		{"a fresh live cursor has a position that resumes exactly", testLivePosition},
 	}
 	for _, s := range specs {
 		t.Run(s.name, func(t *testing.T) {
@@ -213,6 +214,56 @@ func testClosedGap(t *testing.T, newStore NewDurableStore) {
 			noGap(t, r)
 			equalIDs(t, what+": resuming after ResumeAfter", r.ids(), want)
 			again.Close()
+		}
+	}
+}
+
+// A client that connects without a cursor is handed its position at once,
+// so a reconnect before its first event misses nothing.
+func testLivePosition(t *testing.T, newStore NewDurableStore) {
+	s, reopen := newStore(t, replay.Config{MaxEvents: 3})
+	appendN(t, s, "busy", "b", 5)
+	appendN(t, s, "before", "x", 2)
+	// "empty" exists, held by a subscriber, and has no event.
+	subscribe(t, s, "empty", replay.Earliest, replay.GapReplay)
+	type started struct {
+		topic string
+		c     replay.Cursor
+		pos   string
+	}
+	var cursors []started
+	for _, topic := range []string{"not-yet", "empty", "busy"} {
+		c := subscribe(t, s, topic, "", replay.GapReplay)
+		pos := c.Position()
+		if pos == "" {
+			t.Fatalf("a fresh live cursor on %q has no position", topic)
+		}
+		cursors = append(cursors, started{topic, c, pos})
+	}
+	// Other topics move the store on, before and between the appends.
+	appendN(t, s, "before", "y", 3)
+	want := map[string][]string{}
+	for round := range 2 {
+		for _, x := range cursors {
+			want[x.topic] = append(want[x.topic], appendOne(t, s, x.topic, "msg", fmt.Sprintf("%s-%d", x.topic, round)))
+			appendOne(t, s, "between", "msg", "z")
+		}
+	}
+	for _, x := range cursors {
+		r := drain(t, x.c)
+		noGap(t, r)
+		equalIDs(t, "live cursor on "+x.topic, r.ids(), want[x.topic])
+		x.c.Close()
+	}
+	s = reopen()
+	for _, x := range cursors {
+		for _, p := range policies {
+			what := fmt.Sprintf("resuming %q after its fresh position %q, %s", x.topic, x.pos, p.name)
+			c := subscribe(t, s, x.topic, x.pos, p.pol)
+			r := drain(t, c)
+			noGap(t, r)
+			equalIDs(t, what, r.ids(), want[x.topic])
+			c.Close()
 		}
 	}
 }
