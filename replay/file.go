@@ -340,6 +340,10 @@ func (f *File) loadTopic(name string, tb *bolt.Bucket, storeSeq uint64) (*fileTo
 	}
 	t := &fileTopic{store: f, name: name, count: m.count, bytes: m.bytes}
 	t.init(&f.timeline, m.pruned)
+	// Only appends and closes write a topic to the file: it counts,
+	// whatever the limit in force now.
+	t.counted = true
+	f.counted.Add(1)
 	if m.closedAt != 0 {
 		t.closed = true
 		t.active = time.Unix(0, m.closedAt)
@@ -409,7 +413,8 @@ type fileTopic struct {
 	pruneQueued bool // a janitor prune is queued
 }
 
-// withTopic runs fn on the named topic, locked, creating it if needed.
+// withTopic runs fn on the named topic, locked, creating it if needed (fn
+// claims its slot of MaxTopics when it needs one).
 func (f *File) withTopic(name string, fn func(t *fileTopic, cfg *Config) error) error {
 	for {
 		if f.closed.Load() {
@@ -418,11 +423,6 @@ func (f *File) withTopic(name string, fn func(t *fileTopic, cfg *Config) error) 
 		f.mu.Lock()
 		t, ok := f.topics[name]
 		if !ok {
-			cfg := f.cfg.Load()
-			if len(f.topics) >= cfg.MaxTopics {
-				f.mu.Unlock()
-				return ErrTooManyTopics
-			}
 			t = &fileTopic{store: f, name: name, cacheFrom: f.forgotten}
 			t.init(&f.timeline, f.forgotten)
 			f.topics[name] = t
@@ -472,6 +472,11 @@ func (f *File) Append(_ context.Context, topic string, b Batch) (Appended, error
 			}
 			events := make([]*Event, len(b.Events))
 			if _, err := f.newEvents(cfg, events, b.Events, now); err != nil {
+				return err
+			}
+			// Claimed before the commit and kept if it fails: the
+			// topic is forgotten, and its slot freed, once idle.
+			if err := t.claimSlot(cfg); err != nil {
 				return err
 			}
 			op = &fileOp{topic: t, name: t.name, initPruned: t.pruned, events: events, done: make(chan error, 1)}
@@ -525,9 +530,12 @@ func (f *File) Subscribe(_ context.Context, topic, from string, onGap GapPolicy)
 // CloseTopic implements Store. It returns once the end is durable.
 func (f *File) CloseTopic(_ context.Context, topic string) error {
 	var op *fileOp
-	err := f.withTopic(topic, func(t *fileTopic, _ *Config) error {
+	err := f.withTopic(topic, func(t *fileTopic, cfg *Config) error {
 		if t.closed || t.closing {
 			return ErrTopicClosed
+		}
+		if err := t.claimSlot(cfg); err != nil {
+			return err
 		}
 		op = &fileOp{topic: t, name: t.name, initPruned: t.pruned, closeAt: f.now(), done: make(chan error, 1)}
 		if err := f.enqueue(op); err != nil {
@@ -969,6 +977,7 @@ func (f *File) sweep(all bool) {
 			}
 		} else if t.pending == 0 && t.count == 0 && t.idle(cfg, now) {
 			t.forgotten = true
+			t.releaseSlot()
 			f.forgotten = max(f.forgotten, t.pruned)
 			delete(f.topics, name)
 			// Queued under f.mu: the ops of a topic created again by this

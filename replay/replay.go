@@ -229,8 +229,13 @@ type Config struct {
 	// MaxAge of retained events; also how long a closed topic is remembered.
 	// Default 1h.
 	MaxAge time.Duration
-	// MaxTopics alive at once (including closed ones still remembered).
-	// Default 10000.
+	// MaxTopics that hold something at once: a topic counts from its first
+	// append (even one that then fails) or its close until it is forgotten,
+	// closed ones included while they are remembered. A topic that only
+	// has subscribers does not count, so that clients subscribing to
+	// made-up names cannot lock publishers out of new topics; such topics
+	// are bounded by the subscriber limits instead, and forgotten once
+	// their last subscriber leaves. Default 10000.
 	MaxTopics int
 	// MaxSubscribersPerTopic on this node. Default 0: no per-topic limit.
 	MaxSubscribersPerTopic int

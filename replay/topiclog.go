@@ -17,6 +17,8 @@ type timeline struct {
 	now    func() time.Time
 	seq    atomic.Uint64 // last seq assigned
 	closed atomic.Bool
+	// counted is how many topics take a slot of Config.MaxTopics.
+	counted atomic.Int64
 	// live is where a live cursor starts and where GapLive resumes: seq
 	// itself in Memory, the highest seq made durable in File.
 	live *atomic.Uint64
@@ -90,6 +92,7 @@ type topicLog struct {
 	// cursor at last has read everything.
 	last        uint64
 	closed      bool
+	counted     bool // takes a slot of MaxTopics (see claimSlot)
 	forgotten   bool // dropped from the store's table: look it up again
 	subscribers int
 	active      time.Time // last append, subscribe, unsubscribe or close
@@ -106,6 +109,34 @@ func (t *topicLog) init(tl *timeline, pruned uint64) {
 	t.last = pruned
 	t.wake = make(chan struct{})
 	t.active = tl.now()
+}
+
+// claimSlot makes t count against cfg.MaxTopics, failing with
+// ErrTooManyTopics when every slot is taken. Appends and closes claim one;
+// subscribers do not (see Config.MaxTopics). Callers hold t.mu.
+func (t *topicLog) claimSlot(cfg *Config) error {
+	if t.counted {
+		return nil
+	}
+	for {
+		n := t.tl.counted.Load()
+		if n >= int64(cfg.MaxTopics) {
+			return ErrTooManyTopics
+		}
+		if t.tl.counted.CompareAndSwap(n, n+1) {
+			t.counted = true
+			return nil
+		}
+	}
+}
+
+// releaseSlot gives t's slot back when the store forgets it. Callers hold
+// t.mu.
+func (t *topicLog) releaseSlot() {
+	if t.counted {
+		t.counted = false
+		t.tl.counted.Add(-1)
+	}
 }
 
 type dedupEntry struct {

@@ -81,6 +81,7 @@ func Run(t *testing.T, newStore func(t *testing.T, cfg replay.Config) replay.Sto
 		{"a closed topic delivers its remaining events, then Closed", testCloseTopicDrains},
 		{"a closed topic refuses Append, CloseTopic and a Subscribe without a cursor", testCloseTopicRefuses},
 		{"MaxTopics refuses new topics with ErrTooManyTopics", testMaxTopics},
+		{"topics that only have subscribers do not count against MaxTopics", testMaxTopicsIgnoresSubscribedOnly},
 		{"MaxSubscribersPerTopic refuses with ErrTooManySubscribers until a cursor closes", testMaxSubscribers},
 		{"Configure with smaller bounds prunes existing history, keeping what still fits", testConfigureShrinks},
 	}
@@ -1229,11 +1230,35 @@ func testMaxTopics(t *testing.T, newStore NewStore) {
 	appendOne(t, s, "b", "x", "1")
 	_, err := s.Append(ctx(t), "c", replay.Batch{Events: []replay.Draft{draft("x", "1")}})
 	wantErr(t, "Append to a third topic", err, replay.ErrTooManyTopics)
-	_, err = s.Subscribe(ctx(t), "c", "", replay.GapReplay)
-	wantErr(t, "Subscribe to a third topic", err, replay.ErrTooManyTopics)
+	wantErr(t, "CloseTopic of a third topic", s.CloseTopic(ctx(t), "c"), replay.ErrTooManyTopics)
 	// Existing topics keep working.
 	appendOne(t, s, "a", "x", "2")
 	subscribe(t, s, "b", replay.Earliest, replay.GapReplay)
+}
+
+// Subscribers to topics nobody writes must not lock publishers out.
+func testMaxTopicsIgnoresSubscribedOnly(t *testing.T, newStore NewStore) {
+	s := newStore(t, replay.Config{MaxTopics: 2})
+	var waiting []replay.Cursor
+	for i := range 10 {
+		waiting = append(waiting, subscribe(t, s, fmt.Sprintf("made-up-%d", i), "", replay.GapReplay))
+	}
+	for _, topic := range []string{"first", "second"} {
+		id := appendOne(t, s, topic, "x", topic)
+		equalIDs(t, "retained by "+topic, readRetained(t, s, topic), []string{id})
+	}
+	for _, topic := range []string{"third", "fourth", "made-up-0"} {
+		_, err := s.Append(ctx(t), topic, replay.Batch{Events: []replay.Draft{draft("x", "y")}})
+		wantErr(t, "Append to "+topic+" past the limit", err, replay.ErrTooManyTopics)
+	}
+	// Subscribing to more made-up topics still works; their subscribers
+	// got nothing from the refused appends.
+	c := subscribe(t, s, "made-up-10", "", replay.GapReplay)
+	for _, c := range append(waiting, c) {
+		if r := drain(t, c); len(r.events) != 0 || len(r.gaps) != 0 {
+			t.Fatalf("a subscriber of a made-up topic read %q, gaps %v", r.ids(), r.gaps)
+		}
+	}
 }
 
 func testMaxSubscribers(t *testing.T, newStore NewStore) {
