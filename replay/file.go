@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"sort"
@@ -53,10 +54,12 @@ import (
 //
 // Layout of the file:
 //
-//	meta/     version, epoch, seq (highest seq ever issued), forgotten
+//	meta/     version, epoch, seq (highest seq ever issued), forgotten,
+//	          checksummed-after
 //	topics/<topic>/
 //	    meta     pruned seq, event count, bytes, closed-at time
-//	    events/  8-byte big-endian seq -> time, cost, type, data
+//	    events/  8-byte big-endian seq -> CRC-32C, time, cost, type, data
+//	             (no CRC for seqs up to checksummed-after: written by format 1)
 //	    dedup/   key -> time, seqs of the batch
 //
 // Events' wire frames are not stored: the Framer computes them when an
@@ -79,6 +82,14 @@ type File struct {
 	mu        sync.Mutex
 	topics    map[string]*fileTopic
 	forgotten uint64 // as Memory.forgotten, persisted
+	// checksummedAfter: records of seqs above it start with a checksum
+	// (see fileFormat). Set when the file is loaded.
+	checksummedAfter uint64
+
+	// unreadable holds the records found damaged, so that OnUnreadable
+	// hears of each once, however many readers hit it.
+	unreadableMu sync.Mutex
+	unreadable   map[unreadableRecord]bool
 
 	qmu     sync.Mutex
 	queue   []*fileOp
@@ -122,8 +133,10 @@ func (o FileOptions) withDefaults() FileOptions {
 	return o
 }
 
-// fileFormat is the layout version written in meta/version.
-const fileFormat = "1"
+// fileFormat is the layout version written in meta/version. Format 2 added
+// a checksum to event records; a format 1 file is upgraded when opened (see
+// File.upgrade).
+const fileFormat = "2"
 
 var (
 	bucketMeta   = []byte("meta")
@@ -134,13 +147,17 @@ var (
 	keyEpoch     = []byte("epoch")
 	keySeq       = []byte("seq")
 	keyForgotten = []byte("forgotten")
-	keyTopicMeta = []byte("meta")
+	// keyChecksummedAfter: events with a seq above it have a checksum.
+	keyChecksummedAfter = []byte("checksummed-after")
+	keyTopicMeta        = []byte("meta")
 )
 
 // OpenFile opens (creating it if needed) the store file at path. It fails,
 // naming the file and the cause, when the file is locked by another process,
 // cannot be read or written, is corrupt or is not a store file: it never
-// starts empty over a file it cannot read. Frames are computed with the
+// starts empty over a file it cannot read, and it writes nothing to an
+// existing file before checking all of it (see checkFile), so a damaged
+// file is left as it was. Frames are computed with the
 // Framer of the Config in force (set by Configure) when events are appended
 // or read back.
 func OpenFile(path string, cfg Config, opts *FileOptions) (*File, error) {
@@ -166,7 +183,10 @@ func OpenFile(path string, cfg Config, opts *FileOptions) (*File, error) {
 	c := cfg.WithDefaults()
 	f.cfg.Store(&c)
 
-	db, err := openBolt(path, o.LockTimeout)
+	if err := checkFile(path, o.LockTimeout); err != nil {
+		return nil, err
+	}
+	db, err := openBolt(path, o.LockTimeout, false)
 	if err != nil {
 		return nil, err
 	}
@@ -184,10 +204,60 @@ func OpenFile(path string, cfg Config, opts *FileOptions) (*File, error) {
 	return f, nil
 }
 
+// checkFile validates an existing store file before anything writes to it:
+// a write transaction on a damaged file can make it worse (a freelist that
+// lists a live page hands that page to the commit, which overwrites live
+// data). The file is opened read-only, bbolt checks every page and the
+// freelist, and the layout is read as loading would; only a file that
+// passes is opened for writing. A new or empty file has nothing to check.
+// The check reads the whole file, which the history bounds keep small.
+func checkFile(path string, lockTimeout time.Duration) error {
+	info, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("file store %s: cannot open: %w", path, err)
+	case info.IsDir():
+		return fmt.Errorf("file store %s: is a directory, not a store file", path)
+	case info.Size() == 0:
+		return nil
+	}
+	db, err := openBolt(path, lockTimeout, true)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	scratch := &File{path: path, db: db, topics: make(map[string]*fileTopic)}
+	scratch.live = &scratch.durable
+	scratch.now = time.Now
+	err = scratch.view(func(tx *bolt.Tx) error {
+		var damage []string
+		for err := range tx.Check() {
+			if len(damage) < 5 {
+				msg := err.Error()
+				if len(msg) > 200 {
+					msg = msg[:200] + "…"
+				}
+				damage = append(damage, msg)
+			}
+		}
+		if len(damage) > 0 {
+			return fmt.Errorf("corrupt file (bbolt check: %s); the file was left as it is: restore it from a backup, or move it away to start empty", strings.Join(damage, "; "))
+		}
+		_, err := scratch.read(tx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return nil
+}
+
 // openBolt opens the bbolt file, turning its failures (and panics: bbolt
 // panics on some corrupt pages) into errors that name the file and say what
 // to do.
-func openBolt(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {
+func openBolt(path string, lockTimeout time.Duration, readOnly bool) (db *bolt.DB, err error) {
 	if info, statErr := os.Stat(path); statErr == nil && info.IsDir() {
 		return nil, fmt.Errorf("file store %s: is a directory, not a store file", path)
 	}
@@ -204,7 +274,8 @@ func openBolt(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: lockTimeout,
+		Timeout:  lockTimeout,
+		ReadOnly: readOnly,
 		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
 			f, err := os.OpenFile(name, flag, perm)
 			file = f
@@ -266,71 +337,128 @@ func (f *File) Destruct() error { return f.Close() }
 
 // ---- loading ----
 
-// load reads the meta and every topic's state into memory, creating the
-// layout in a new file.
-func (f *File) load() (err error) {
+// load reads the meta and every topic's state into memory, then, once
+// everything read is valid, creates the layout in a new file or upgrades an
+// older format. Nothing is written before the read succeeds.
+func (f *File) load() error {
+	var state fileState
+	err := f.view(func(tx *bolt.Tx) error {
+		var err error
+		state, err = f.read(tx)
+		return err
+	})
+	if err != nil || state == fileCurrent {
+		return err
+	}
+	return f.update(func(tx *bolt.Tx) error {
+		if state == fileNew {
+			return f.create(tx)
+		}
+		return f.upgrade(tx)
+	})
+}
+
+// fileState is what read found.
+type fileState int
+
+const (
+	fileCurrent fileState = iota
+	fileNew               // no layout yet
+	fileFormat1           // events without checksums
+)
+
+// read loads the meta and every topic's state from tx, failing on anything
+// it cannot make sense of.
+func (f *File) read(tx *bolt.Tx) (state fileState, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("corrupt file: %v", r)
 		}
 	}()
-	return f.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			// A new file, or someone else's bbolt file.
-			var other []string
-			_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-				other = append(other, strconv.Quote(string(name)))
-				return nil
-			})
-			if len(other) > 0 {
-				return fmt.Errorf("not a caddy-sse store file (a bbolt file with buckets %s)", strings.Join(other, ", "))
-			}
-			var err error
-			if meta, err = tx.CreateBucket(bucketMeta); err != nil {
-				return err
-			}
-			f.epoch = newEpoch()
-			if err := meta.Put(keyVersion, []byte(fileFormat)); err != nil {
-				return err
-			}
-			if err := meta.Put(keyEpoch, []byte(f.epoch)); err != nil {
-				return err
-			}
-			if err := meta.Put(keySeq, u64(0)); err != nil {
-				return err
-			}
-			if err := meta.Put(keyForgotten, u64(0)); err != nil {
-				return err
-			}
-			_, err = tx.CreateBucket(bucketTopics)
-			return err
-		}
-		if v := meta.Get(keyVersion); string(v) != fileFormat {
-			return fmt.Errorf("unsupported store file format %q (this build reads %q)", v, fileFormat)
-		}
-		f.epoch = string(meta.Get(keyEpoch))
-		seq, ok1 := readU64(meta.Get(keySeq))
-		forgotten, ok2 := readU64(meta.Get(keyForgotten))
-		if f.epoch == "" || !ok1 || !ok2 {
-			return errors.New("corrupt store meta (epoch, seq or forgotten missing)")
-		}
-		f.seq.Store(seq)
-		f.durable.Store(seq)
-		f.forgotten = forgotten
-		topics := tx.Bucket(bucketTopics)
-		if topics == nil {
-			return errors.New("corrupt store: the topics bucket is missing")
-		}
-		return topics.ForEachBucket(func(name []byte) error {
-			t, err := f.loadTopic(string(name), topics.Bucket(name), seq)
-			if err != nil {
-				return fmt.Errorf("topic %q: %w", name, err)
-			}
-			f.topics[t.name] = t
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		// A new file, or someone else's bbolt file.
+		var other []string
+		_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			other = append(other, strconv.Quote(string(name)))
 			return nil
 		})
+		if len(other) > 0 {
+			return 0, fmt.Errorf("not a caddy-sse store file (a bbolt file with buckets %s)", strings.Join(other, ", "))
+		}
+		return fileNew, nil
+	}
+	state = fileCurrent
+	switch v := string(meta.Get(keyVersion)); v {
+	case fileFormat:
+		after, ok := readU64(meta.Get(keyChecksummedAfter))
+		if !ok {
+			return 0, errors.New("corrupt store meta (checksummed-after missing)")
+		}
+		f.checksummedAfter = after
+	case "1":
+		state = fileFormat1
+	default:
+		return 0, fmt.Errorf("unsupported store file format %q (this build reads %q and \"1\")", v, fileFormat)
+	}
+	f.epoch = string(meta.Get(keyEpoch))
+	seq, ok1 := readU64(meta.Get(keySeq))
+	forgotten, ok2 := readU64(meta.Get(keyForgotten))
+	if f.epoch == "" || !ok1 || !ok2 {
+		return 0, errors.New("corrupt store meta (epoch, seq or forgotten missing)")
+	}
+	if state == fileFormat1 {
+		// Every record written so far has no checksum.
+		f.checksummedAfter = seq
+	}
+	f.seq.Store(seq)
+	f.durable.Store(seq)
+	f.forgotten = forgotten
+	topics := tx.Bucket(bucketTopics)
+	if topics == nil {
+		return 0, errors.New("corrupt store: the topics bucket is missing")
+	}
+	return state, topics.ForEachBucket(func(name []byte) error {
+		t, err := f.loadTopic(string(name), topics.Bucket(name), seq)
+		if err != nil {
+			return fmt.Errorf("topic %q: %w", name, err)
+		}
+		f.topics[t.name] = t
+		return nil
 	})
+}
+
+// create writes the layout of a new file.
+func (f *File) create(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucket(bucketMeta)
+	if err != nil {
+		return err
+	}
+	f.epoch = newEpoch()
+	for _, kv := range []struct{ k, v []byte }{
+		{keyVersion, []byte(fileFormat)},
+		{keyEpoch, []byte(f.epoch)},
+		{keySeq, u64(0)},
+		{keyForgotten, u64(0)},
+		{keyChecksummedAfter, u64(0)},
+	} {
+		if err := meta.Put(kv.k, kv.v); err != nil {
+			return err
+		}
+	}
+	_, err = tx.CreateBucket(bucketTopics)
+	return err
+}
+
+// upgrade turns a format 1 file into the current format: the records it
+// holds keep having no checksum, and checksummed-after says which those are,
+// so that no record is ever read both ways.
+func (f *File) upgrade(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if err := meta.Put(keyChecksummedAfter, u64(f.checksummedAfter)); err != nil {
+		return err
+	}
+	return meta.Put(keyVersion, []byte(fileFormat))
 }
 
 func (f *File) loadTopic(name string, tb *bolt.Bucket, storeSeq uint64) (*fileTopic, error) {
@@ -351,11 +479,11 @@ func (f *File) loadTopic(name string, tb *bolt.Bucket, storeSeq uint64) (*fileTo
 	if eb := tb.Bucket(bucketEvents); eb != nil {
 		c := eb.Cursor()
 		if k, v := c.First(); k != nil {
-			h, err := decodeHead(v)
-			if err != nil {
-				return nil, err
+			// A damaged oldest record leaves oldest zero: the janitor's
+			// first sweep prunes it, since it cannot be served anyway.
+			if h, err := decodeHead(f.headOf(seqOf(k), v)); err == nil {
+				t.oldest = h.at
 			}
-			t.oldest = h.at
 		}
 		if k, _ := c.Last(); k != nil {
 			t.last = seqOf(k)
@@ -564,32 +692,91 @@ type fileCursor struct {
 // ones are read from the file.
 func (c *fileCursor) Next(max int) (Page, error) {
 	t := c.topic
+	p, damaged, err := c.next(atLeastOne(max))
+	// Outside the topic's lock: the hook is the caller's code.
+	t.store.reportUnreadable(damaged)
+	return p, err
+}
+
+func (c *fileCursor) next(max int) (Page, []damagedRecord, error) {
+	t := c.topic
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var p Page
 	if err := c.start(&p); err != nil {
-		return Page{}, err
+		return Page{}, nil, err
 	}
-	max = atLeastOne(max)
+	var damaged []damagedRecord
 	if c.after < t.cacheFrom {
-		if err := t.store.readFile(c, &p, max); err != nil {
-			return Page{}, err
+		var stopped bool
+		var err error
+		damaged, stopped, err = t.store.readFile(c, &p, max)
+		if err != nil {
+			return Page{}, damaged, err
+		}
+		if stopped {
+			if len(p.Events) == 0 {
+				p.Wait = readAgain
+			}
+			return p, damaged, nil
 		}
 	}
 	c.read(&p, max)
-	return p, nil
+	return p, damaged, nil
+}
+
+// damagedRecord is an event record readFile could not read.
+type damagedRecord struct {
+	unreadableRecord
+	err error
+}
+
+type unreadableRecord struct {
+	topic string
+	seq   uint64
+}
+
+// reportUnreadable tells Config.OnUnreadable of the damaged records it has
+// not been told of yet.
+func (f *File) reportUnreadable(damaged []damagedRecord) {
+	if len(damaged) == 0 {
+		return
+	}
+	f.unreadableMu.Lock()
+	fresh := damaged[:0]
+	for _, d := range damaged {
+		if !f.unreadable[d.unreadableRecord] {
+			if f.unreadable == nil {
+				f.unreadable = make(map[unreadableRecord]bool)
+			}
+			f.unreadable[d.unreadableRecord] = true
+			fresh = append(fresh, d)
+		}
+	}
+	f.unreadableMu.Unlock()
+	if hook := f.cfg.Load().OnUnreadable; hook != nil {
+		for _, d := range fresh {
+			hook(d.topic, f.id(d.seq), d.err)
+		}
+	}
 }
 
 // readFile reads events older than the cache from the file. Callers hold
 // t.mu. The file may be a commit ahead of memory (a prune committed, not yet
 // applied): the file's pruned mark is checked too.
-func (f *File) readFile(c *fileCursor, p *Page, max int) error {
+//
+// A record that cannot be read is skipped with a GapUnreadable gap, so that
+// one damaged record costs its readers that event, not the stream. A gap
+// goes before the events it precedes: when p already holds events or
+// another gap, readFile stops at the damage (stopped) and the next read
+// reports it.
+func (f *File) readFile(c *fileCursor, p *Page, max int) (damaged []damagedRecord, stopped bool, err error) {
 	t := c.topic
 	framer := f.cfg.Load().Framer
 	if framer == nil {
-		return errors.New("replay: file store has no Framer")
+		return nil, false, errors.New("replay: file store has no Framer")
 	}
-	return f.view(func(tx *bolt.Tx) error {
+	err = f.view(func(tx *bolt.Tx) error {
 		tb := tx.Bucket(bucketTopics).Bucket([]byte(t.name))
 		if tb == nil {
 			return nil
@@ -611,13 +798,27 @@ func (f *File) readFile(c *fileCursor, p *Page, max int) error {
 			}
 			e, err := f.decodeEvent(seq, v, framer)
 			if err != nil {
-				return fmt.Errorf("topic %q, seq %d: %w", t.name, seq, err)
+				if len(p.Events) > 0 || (p.Gap != nil && p.Gap.Reason != GapUnreadable) {
+					stopped = true
+					return nil
+				}
+				if p.Gap == nil {
+					p.Gap = &Gap{Reason: GapUnreadable, Requested: f.id(c.after)}
+				}
+				c.after = seq
+				p.Gap.ResumeAfter = f.id(seq)
+				damaged = append(damaged, damagedRecord{
+					unreadableRecord{t.name, seq},
+					fmt.Errorf("file store %s: topic %q, event %s: %w", f.path, t.name, f.id(seq), err),
+				})
+				continue
 			}
 			p.Events = append(p.Events, e)
 			c.after = seq
 		}
 		return nil
 	})
+	return damaged, stopped, err
 }
 
 // ---- the committer ----
@@ -724,7 +925,7 @@ func (f *File) write(ops []*fileOp) (seq uint64, err error) {
 		topics := tx.Bucket(bucketTopics)
 		meta := tx.Bucket(bucketMeta)
 		for _, op := range ops {
-			if err := op.run(topics, meta, cfg, now); err != nil {
+			if err := op.run(topics, meta, cfg, now, f.checksummedAfter); err != nil {
 				return fmt.Errorf("topic %q: %w", op.name, err)
 			}
 		}
@@ -738,7 +939,7 @@ func (f *File) write(ops []*fileOp) (seq uint64, err error) {
 	return seq, err
 }
 
-func (op *fileOp) run(topics, meta *bolt.Bucket, cfg *Config, now time.Time) error {
+func (op *fileOp) run(topics, meta *bolt.Bucket, cfg *Config, now time.Time, checksummedAfter uint64) error {
 	name := []byte(op.name)
 	if op.forget {
 		if err := topics.DeleteBucket(name); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
@@ -798,7 +999,7 @@ func (op *fileOp) run(topics, meta *bolt.Bucket, cfg *Config, now time.Time) err
 	if !op.closeAt.IsZero() {
 		m.closedAt = op.closeAt.UnixNano()
 	}
-	if err := pruneBucket(eb, &m, cfg, now); err != nil {
+	if err := pruneBucket(eb, &m, cfg, now, checksummedAfter); err != nil {
 		return err
 	}
 	op.res = m
@@ -810,20 +1011,24 @@ func (op *fileOp) run(topics, meta *bolt.Bucket, cfg *Config, now time.Time) err
 }
 
 // pruneBucket deletes the oldest events past the bounds and records the
-// time of the oldest kept in m.oldest.
-func pruneBucket(eb *bolt.Bucket, m *topicMeta, cfg *Config, now time.Time) error {
+// time of the oldest kept in m.oldest. An oldest record whose head cannot
+// be decoded is deleted: it could never be served, and keeping it would
+// stop the topic's every later commit. Its cost being unknown, its size
+// stands for it.
+func pruneBucket(eb *bolt.Bucket, m *topicMeta, cfg *Config, now time.Time, checksummedAfter uint64) error {
 	c := eb.Cursor()
 	m.oldest = time.Time{}
 	for k, v := c.First(); k != nil; k, v = c.First() {
-		h, err := decodeHead(v)
-		if err != nil {
-			return fmt.Errorf("seq %d: %w", seqOf(k), err)
-		}
-		if !cfg.Exceeds(int(m.count), m.bytes, h.at, now) {
+		seq := seqOf(k)
+		body, _ := recordBody(v, seq > checksummedAfter, false)
+		h, err := decodeHead(body)
+		if err == nil && !cfg.Exceeds(int(m.count), m.bytes, h.at, now) {
 			m.oldest = h.at
 			return nil
 		}
-		seq := seqOf(k)
+		if err != nil {
+			h.cost = min(int64(len(v)), m.bytes)
+		}
 		if err := eb.Delete(u64(seq)); err != nil {
 			return err
 		}
@@ -1026,15 +1231,40 @@ func readTopicMeta(tb *bolt.Bucket) (topicMeta, error) {
 	}, nil
 }
 
-// An event record: time (unix ns, 8 bytes), then uvarints cost and type
-// length, the type and the data.
+// An event record: a CRC-32C of the rest (4 bytes), then time (unix ns, 8
+// bytes), uvarints cost and type length, the type and the data. bbolt
+// checks its pages' structure, not the values in them: the checksum is what
+// tells a damaged record from data, so it is never served as an event.
 func encodeEvent(e *Event, cost int64) []byte {
-	b := make([]byte, 8, 8+2*10+len(e.Type)+len(e.Data))
-	putU64(b, uint64(e.Time.UnixNano()))
+	b := make([]byte, 4+8, 4+8+2*10+len(e.Type)+len(e.Data))
+	putU64(b[4:], uint64(e.Time.UnixNano()))
 	b = appendUvarint(b, uint64(cost))
 	b = appendUvarint(b, uint64(len(e.Type)))
 	b = append(b, e.Type...)
-	return append(b, e.Data...)
+	b = append(b, e.Data...)
+	binary.BigEndian.PutUint32(b, crc32.Checksum(b[4:], castagnoli))
+	return b
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+var errChecksum = errors.New("event record fails its checksum")
+
+// recordBody returns a record without its checksum (checksummed: the
+// record has one, see File.checksummedAfter); with verify, it fails unless
+// the checksum matches. Pruning reads only the record's head and does not
+// verify: it deletes what it reads.
+func recordBody(v []byte, checksummed, verify bool) ([]byte, error) {
+	if !checksummed {
+		return v, nil
+	}
+	if len(v) < 4 {
+		return nil, errCorruptRecord
+	}
+	if verify && binary.BigEndian.Uint32(v) != crc32.Checksum(v[4:], castagnoli) {
+		return nil, errChecksum
+	}
+	return v[4:], nil
 }
 
 type eventHead struct {
@@ -1057,8 +1287,19 @@ func decodeHead(v []byte) (eventHead, error) {
 	return eventHead{at: at, cost: int64(cost), rest: v[8+n:]}, nil
 }
 
+// headOf returns the record of seq without its checksum, unverified, for
+// reading its head: what loading needs of the oldest record.
+func (f *File) headOf(seq uint64, v []byte) []byte {
+	body, _ := recordBody(v, seq > f.checksummedAfter, false)
+	return body
+}
+
 func (f *File) decodeEvent(seq uint64, v []byte, framer Framer) (*Event, error) {
-	h, err := decodeHead(v)
+	body, err := recordBody(v, seq > f.checksummedAfter, true)
+	if err != nil {
+		return nil, err
+	}
+	h, err := decodeHead(body)
 	if err != nil {
 		return nil, err
 	}

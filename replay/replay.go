@@ -103,6 +103,10 @@ const (
 	// GapUnknown: the id was never issued by this log: malformed, from an
 	// earlier life (epoch) of the store, or ahead of the log.
 	GapUnknown = "unknown"
+	// GapUnreadable: a stored event could not be read back (its record is
+	// damaged); delivery continues after it. The store reports the damage
+	// through Config.OnUnreadable.
+	GapUnreadable = "unreadable"
 )
 
 // Gap says that delivery cannot continue exactly after the requested id. It is
@@ -137,7 +141,8 @@ type Page struct {
 	Closed bool
 	// Wait, when Events is empty and Closed is false, is closed as soon as
 	// the log changes, so the reader can block on it without missing a write
-	// that happens between the read and the wait.
+	// that happens between the read and the wait. It may be closed already:
+	// then there is more to read at once.
 	Wait <-chan struct{}
 }
 
@@ -245,6 +250,13 @@ type Config struct {
 	MaxDedupKeys int
 	// Framer encodes events; required.
 	Framer Framer
+	// OnUnreadable, when set, is told of each stored event that cannot be
+	// read back (a damaged record in a durable store): once per record in
+	// the store's life, however many readers hit it, so that it can be
+	// logged and counted. err names the file and the cause. Readers get a
+	// GapUnreadable gap and continue after the damage. It is called from
+	// the reading goroutine, with no lock of the store held.
+	OnUnreadable func(topic, id string, err error)
 	// Encodings is how many compressed copies of each frame subscribers
 	// may make the log cache (see Event.Encoded); each is charged as much
 	// as the frame against MaxBytes, so the bound holds whatever is cached.

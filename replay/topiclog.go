@@ -306,6 +306,14 @@ func (t *topicLog) gapTarget(onGap GapPolicy, pruned uint64) uint64 {
 	return pruned
 }
 
+// readAgain is a Page.Wait that is already closed: the reader is to read
+// again at once (a page ended early, see File.readFile).
+var readAgain = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
 // logCursor is a subscriber's position: the seq after which it reads.
 type logCursor struct {
 	log    *topicLog
