@@ -3,8 +3,11 @@
 // events and delivering live ones are the same read of the same log, so no
 // event can fall between the two or be delivered twice.
 //
-// Stores (memory here; durable and clustered ones later) implement Store and
-// nothing above this package knows which one is in use.
+// Stores implement Store, and nothing above this package knows which one is
+// in use: Memory (the default: logs in this process), File (durable: logs in
+// a bbolt file that survives restarts) and, in replay/redisstore, a Redis
+// Streams store that several nodes share (it implements Shared too). The
+// conformance suite in replay/replaytest is what each of them must pass.
 package replay
 
 import (
