@@ -33,19 +33,35 @@ type fileCursor struct {
 // ones are read from the file.
 func (c *fileCursor) Next(max int) (Page, error) {
 	t := c.topic
-	var damaged []damagedRecord
-	t.mu.Lock()
-	p, err := c.page(max, func(p *Page, max int) (stopped bool, err error) {
-		if c.after >= t.cacheFrom {
-			return false, nil
-		}
-		damaged, stopped, err = t.store.readFile(c, p, max)
-		return stopped, err
-	})
-	t.mu.Unlock()
+	p, damaged, err := c.next(atLeastOne(max))
 	// Outside the topic's lock: the hook is the caller's code.
 	t.store.reportUnreadable(damaged)
 	return p, err
+}
+
+func (c *fileCursor) next(max int) (Page, []damagedRecord, error) {
+	t := c.topic
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var p Page
+	if err := c.start(&p); err != nil {
+		return Page{}, nil, err
+	}
+	var damaged []damagedRecord
+	if c.after < t.cacheFrom {
+		var stopped bool
+		var err error
+		damaged, stopped, err = t.store.readFile(c, &p, max)
+		if err != nil {
+			return Page{}, damaged, err
+		}
+		if stopped {
+			p.stopEarly()
+			return p, damaged, nil
+		}
+	}
+	c.read(&p, max)
+	return p, damaged, nil
 }
 
 // damagedRecord is an event record readFile could not read.

@@ -323,40 +323,28 @@ type logCursor struct {
 	closed bool
 }
 
-// Next implements Cursor.
+// Next implements Cursor. A read is start, then (File only) the events
+// older than the log's in memory, then read: each store's cursor is these
+// shared steps, so gaps, falling behind and waiting work alike in all.
 func (c *logCursor) Next(max int) (Page, error) {
 	c.log.mu.Lock()
 	defer c.log.mu.Unlock()
-	return c.page(max, nil)
-}
-
-// page is one read of every store's cursor: the gap Subscribe found or the
-// one the cursor fell into, then, when older is set (File), the events
-// older than the log's in memory that it reads, then the log's events up
-// to max in all, then Closed or what to wait on. older may stop the page
-// early (a gap must go before the events it precedes): the page then ends
-// there, with a Wait that is already closed when it is empty. Callers hold
-// the log's lock.
-func (c *logCursor) page(max int, older func(p *Page, max int) (stopped bool, err error)) (Page, error) {
 	var p Page
 	if err := c.start(&p); err != nil {
 		return Page{}, err
 	}
-	max = atLeastOne(max)
-	if older != nil {
-		stopped, err := older(&p, max)
-		if err != nil {
-			return Page{}, err
-		}
-		if stopped {
-			if len(p.Events) == 0 {
-				p.Wait = readAgain
-			}
-			return p, nil
-		}
-	}
-	c.read(&p, max)
+	c.read(&p, atLeastOne(max))
 	return p, nil
+}
+
+// stopEarly ends a page before read, at a point only the store knows of (a
+// gap must go before the events it precedes, see File.readFile): an empty
+// page gets a Wait that is already closed, so that its reader reads again
+// at once.
+func (p *Page) stopEarly() {
+	if len(p.Events) == 0 {
+		p.Wait = readAgain
+	}
 }
 
 // atLeastOne is how many events a read of max takes: at least one, since
