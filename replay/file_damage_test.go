@@ -174,6 +174,16 @@ func flipIn(t *testing.T, path, marker string) {
 	}
 }
 
+func subscribe(t *testing.T, s replay.Store, topic, from string) replay.Cursor {
+	t.Helper()
+	c, err := s.Subscribe(t.Context(), topic, from, replay.GapReplay)
+	if err != nil {
+		t.Fatalf("Subscribe(%q, %q): %v", topic, from, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
 type unreadableCall struct {
 	topic, id string
 	err       error
@@ -246,6 +256,30 @@ func TestFileDamagedRecord(t *testing.T) {
 				}
 				if first > 0 && gaps[0].Requested != ids[first-1] {
 					t.Fatalf("Next(%d): gap %+v, want it requested after %s", max, *gaps[0], ids[first-1])
+				}
+			}
+			if first == 0 {
+				// A gap found by Subscribe is reported on its own page, not
+				// merged: that page tells its reader to read again at once.
+				c := subscribe(t, f, "t", "garbage")
+				p, err := c.Next(100)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p.Gap == nil || p.Gap.Reason != replay.GapUnknown || len(p.Events) != 0 {
+					t.Fatalf("first page after an unknown id = %+v, want only the unknown gap", p)
+				}
+				select {
+				case <-p.Wait:
+				default:
+					t.Fatal("the page that stopped at the damage would make its reader wait")
+				}
+				p, err = c.Next(100)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p.Gap == nil || p.Gap.Reason != replay.GapUnreadable || !slices.Equal(eventIDsOf(p.Events), wantAfter) {
+					t.Fatalf("second page = gap %+v, events %q; want the unreadable gap, then %q", p.Gap, eventIDsOf(p.Events), wantAfter)
 				}
 			}
 			mu.Lock()
