@@ -498,3 +498,38 @@ func TestFileLocked(t *testing.T) {
 		t.Fatalf("a locked file took %v to fail", waited)
 	}
 }
+
+// Topics in the file take their slots of MaxTopics again after a restart;
+// topics that only had subscribers left nothing in the file to count.
+func TestFileTopicSlotsAfterRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sse.db")
+	cfg := replay.Config{Framer: replaytest.Framer, MaxTopics: 2}
+	f, err := replay.OpenFile(path, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		c, err := f.Subscribe(t.Context(), fmt.Sprintf("watched-%d", i), "", replay.GapReplay)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	appendKeyed(t, f, "written", "", "x")
+	if err := f.CloseTopic(t.Context(), "closed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g := openFile(t, path, cfg, nil)
+	if _, err := g.Append(t.Context(), "third", replay.Batch{Events: []replay.Draft{{Data: []byte("x")}}}); !errors.Is(err, replay.ErrTooManyTopics) {
+		t.Fatalf("Append to a third topic after the restart: %v, want ErrTooManyTopics", err)
+	}
+	c, err := g.Subscribe(t.Context(), "watched-9", "", replay.GapReplay)
+	if err != nil {
+		t.Fatalf("Subscribe to a new topic with every slot taken: %v", err)
+	}
+	c.Close()
+	appendKeyed(t, g, "written", "", "y")
+}
