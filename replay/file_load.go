@@ -40,7 +40,7 @@ func checkFile(path string, lockTimeout time.Duration) error {
 	scratch := &File{path: path, db: db, topics: make(map[string]*fileTopic)}
 	scratch.live = &scratch.durable
 	scratch.now = time.Now
-	err = scratch.view(func(tx *bolt.Tx) error {
+	return scratch.view(func(tx *bolt.Tx) error {
 		var damage []string
 		for err := range tx.Check() {
 			if len(damage) < 5 {
@@ -57,10 +57,6 @@ func checkFile(path string, lockTimeout time.Duration) error {
 		_, err := scratch.read(tx)
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	return nil
 }
 
 // openBolt opens the bbolt file, turning its failures (and panics: bbolt
