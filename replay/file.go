@@ -156,7 +156,7 @@ func OpenFile(path string, cfg Config, opts *FileOptions) (*File, error) {
 	if err := checkFile(path, o.LockTimeout); err != nil {
 		return nil, err
 	}
-	db, err := openBolt(path, o.LockTimeout, false)
+	db, _, err := openBolt(path, o.LockTimeout, false)
 	if err != nil {
 		return nil, err
 	}

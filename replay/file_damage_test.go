@@ -83,6 +83,20 @@ func newestMeta(t *testing.T, b []byte) boltMeta {
 	return best
 }
 
+// branchPage returns the offset of a branch page in the file (page flags
+// 0x01, with elements), failing the test if there is none.
+func branchPage(t *testing.T, b []byte, m boltMeta) int {
+	t.Helper()
+	le := binary.LittleEndian
+	for off := 2 * m.pageSize; off+m.pageSize <= len(b); off += m.pageSize {
+		if int(le.Uint64(b[off:]))*m.pageSize == off && le.Uint16(b[off+8:]) == 0x01 && le.Uint16(b[off+10:]) > 0 {
+			return off
+		}
+	}
+	t.Fatal("the store file has no branch page")
+	return 0
+}
+
 // A damaged file fails to open with an error naming it, within a bound,
 // and is left byte for byte as it was: opening never writes before the
 // file has been checked.
@@ -90,7 +104,7 @@ func TestFileDamagedFileIsLeftUntouched(t *testing.T) {
 	le := binary.LittleEndian
 	dir := t.TempDir()
 	original := filepath.Join(dir, "original.db")
-	writeStore(t, original, 50)
+	writeStore(t, original, 400) // big enough for branch pages
 	clean, err := os.ReadFile(original)
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +129,10 @@ func TestFileDamagedFileIsLeftUntouched(t *testing.T) {
 		{"a page's id is overwritten", func(b []byte, m boltMeta) {
 			page := b[int(m.root)*m.pageSize:]
 			le.PutUint64(page[0:], 1<<40)
+		}},
+		{"a branch page is its own child", func(b []byte, m boltMeta) {
+			page := b[branchPage(t, b, m):]
+			le.PutUint64(page[16+8:], le.Uint64(page)) // the first element's pgid
 		}},
 	}
 	for _, d := range damages {
@@ -149,6 +167,13 @@ func TestFileDamagedFileIsLeftUntouched(t *testing.T) {
 			if fileSum(t, path) != before {
 				t.Fatal("opening the damaged file changed it")
 			}
+			// The failed open released the file's lock: it can be
+			// repaired in place.
+			db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond})
+			if err != nil {
+				t.Fatalf("the file is still locked after the failed open: %v", err)
+			}
+			db.Close()
 		})
 	}
 }

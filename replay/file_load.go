@@ -32,41 +32,80 @@ func checkFile(path string, lockTimeout time.Duration) error {
 	case info.Size() == 0:
 		return nil
 	}
-	db, err := openBolt(path, lockTimeout, true)
+	db, file, err := openBolt(path, lockTimeout, true)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	damage, abandoned, err := checkPages(db)
+	if abandoned {
+		// The check still holds the file's mapping: keep it open, but
+		// let the file be opened again once it is repaired.
+		unlockFile(file)
+	} else {
+		defer db.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("file store %s: checking the file: %w", path, err)
+	}
+	if len(damage) > 0 {
+		return fmt.Errorf("file store %s: corrupt file (bbolt check: %s); the file was left as it is: restore it from a backup, or move it away to start empty", path, strings.Join(damage, "; "))
+	}
 	scratch := &File{path: path, db: db, topics: make(map[string]*fileTopic)}
 	scratch.live = &scratch.durable
 	scratch.now = time.Now
 	return scratch.view(func(tx *bolt.Tx) error {
-		var damage []string
-		for err := range tx.Check() {
-			if len(damage) < 5 {
-				msg := err.Error()
-				if len(msg) > 200 {
-					msg = msg[:200] + "…"
-				}
-				damage = append(damage, msg)
-			}
-		}
-		if len(damage) > 0 {
-			return fmt.Errorf("corrupt file (bbolt check: %s); the file was left as it is: restore it from a backup, or move it away to start empty", strings.Join(damage, "; "))
-		}
 		_, err := scratch.read(tx)
 		return err
 	})
 }
 
+// Reports of bbolt's check that checkPages keeps, and that it reads at most.
+const (
+	maxCheckReports = 5
+	maxCheckRead    = 1000
+)
+
+// checkPages runs bbolt's check of every page and the freelist, returning
+// the first reports of damage.
+//
+// The check follows a cycle in the page tree (a damaged branch page that
+// leads back to itself) forever, reporting each revisit while its stack
+// grows, each report quoting the path so far: opening such a file ran for
+// minutes at full CPU. So reports are read only up to maxCheckRead, more
+// than a finite check of a history-bounded file usually makes; past it the
+// check is abandoned (abandoned): its goroutine stays blocked on its next
+// report for the process's life, and its transaction and db must be left
+// open, since it still reads them. The open fails either way; abandoning
+// costs a goroutine and a mapping of the damaged file.
+func checkPages(db *bolt.DB) (damage []string, abandoned bool, err error) {
+	tx, err := db.Begin(false)
+	if err != nil {
+		return nil, false, err
+	}
+	read := 0
+	for report := range tx.Check() {
+		if len(damage) < maxCheckReports {
+			msg := report.Error()
+			if len(msg) > 200 {
+				msg = msg[:200] + "…"
+			}
+			damage = append(damage, msg)
+		}
+		if read++; read == maxCheckRead {
+			return damage, true, nil
+		}
+	}
+	return damage, false, tx.Rollback()
+}
+
 // openBolt opens the bbolt file, turning its failures (and panics: bbolt
 // panics on some corrupt pages) into errors that name the file and say what
 // to do.
-func openBolt(path string, lockTimeout time.Duration, readOnly bool) (db *bolt.DB, err error) {
+// It also returns the file bbolt opened, to release its lock by hand.
+func openBolt(path string, lockTimeout time.Duration, readOnly bool) (db *bolt.DB, file *os.File, err error) {
 	if info, statErr := os.Stat(path); statErr == nil && info.IsDir() {
-		return nil, fmt.Errorf("file store %s: is a directory, not a store file", path)
+		return nil, nil, fmt.Errorf("file store %s: is a directory, not a store file", path)
 	}
-	var file *os.File
 	defer func() {
 		if r := recover(); r != nil {
 			// Release the descriptor (and its lock), so that the file can
@@ -75,7 +114,7 @@ func openBolt(path string, lockTimeout time.Duration, readOnly bool) (db *bolt.D
 				unlockFile(file)
 				_ = file.Close()
 			}
-			db, err = nil, fmt.Errorf("file store %s: corrupt file: %v", path, r)
+			db, file, err = nil, nil, fmt.Errorf("file store %s: corrupt file: %v", path, r)
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
@@ -89,13 +128,13 @@ func openBolt(path string, lockTimeout time.Duration, readOnly bool) (db *bolt.D
 	})
 	switch {
 	case err == nil:
-		return db, nil
+		return db, file, nil
 	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("file store %s: locked by another process (still locked after %s): %w", path, lockTimeout, err)
+		return nil, nil, fmt.Errorf("file store %s: locked by another process (still locked after %s): %w", path, lockTimeout, err)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-		return nil, fmt.Errorf("file store %s: corrupt or not a store file: %w", path, err)
+		return nil, nil, fmt.Errorf("file store %s: corrupt or not a store file: %w", path, err)
 	default:
-		return nil, fmt.Errorf("file store %s: cannot open: %w", path, err)
+		return nil, nil, fmt.Errorf("file store %s: cannot open: %w", path, err)
 	}
 }
 
