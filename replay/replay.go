@@ -238,8 +238,8 @@ type Config struct {
 	// Default 1h.
 	MaxAge time.Duration
 	// MaxTopics that hold something at once: a topic counts from its first
-	// append (even one that then fails) or its close until it is forgotten,
-	// closed ones included while they are remembered. A topic that only
+	// accepted append (in File, even if writing it then fails) or its close
+	// until it is forgotten, closed ones included while they are remembered. A topic that only
 	// has subscribers does not count, so that clients subscribing to
 	// made-up names cannot lock publishers out of new topics; such topics
 	// are bounded by the subscriber limits instead, and forgotten once
