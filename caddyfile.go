@@ -40,6 +40,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		on_gap        replay | live            # default replay
 //		reset_event   <name>                   # default reset
 //		close_event   <name>                   # default close
+//		multi_topic_param      <name> | off    # default topic: ?topic=/a&topic=/b
+//		multi_topic_event_name type | topic    # default type
 //		history {
 //			events <n>                         # default 1000
 //			size   <size>                      # default 16MiB
@@ -51,6 +53,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			subscribers_per_topic <n>          # default 0: none
 //			event_size            <size>       # default 1MiB
 //			topic_length          <n>          # default 256 bytes
+//			topics_per_stream     <n>          # default 64
 //		}
 //		store memory [<name>] | file <path>    # default memory default
 //		publish {
@@ -140,6 +143,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.CloseEvent); err != nil {
 				return err
 			}
+		case "multi_topic_param":
+			if err := oneArg(d, &h.MultiTopicParam); err != nil {
+				return err
+			}
+		case "multi_topic_event_name":
+			if err := oneArg(d, &h.MultiTopicEventName); err != nil {
+				return err
+			}
+			if v := h.MultiTopicEventName; v != "type" && v != "topic" {
+				return d.Errf("multi_topic_event_name: %q is neither type nor topic", v)
+			}
 		case "history":
 			if err := h.unmarshalHistory(d); err != nil {
 				return err
@@ -221,6 +235,8 @@ func (h *Handler) unmarshalLimits(d *caddyfile.Dispenser) error {
 			err = sizeArg(d, &h.Limits.EventSize)
 		case "topic_length":
 			err = intArg(d, &h.Limits.TopicLength)
+		case "topics_per_stream":
+			err = intArg(d, &h.Limits.TopicsPerStream)
 		default:
 			err = d.Errf("unrecognized limits option %q", d.Val())
 		}

@@ -139,6 +139,9 @@ type Handler struct {
 	// SourceConfig.
 	Sources []*SourceConfig `json:"sources,omitempty"`
 
+	// Several topics on one connection (see MultiTopicOptions).
+	MultiTopicOptions
+
 	store     replay.Store
 	encodings []*stream.Encoding
 	verifier  webhook.Any
@@ -171,6 +174,8 @@ type Limits struct {
 	EventSize int64 `json:"event_size,omitempty"`
 	// Longest topic name in bytes. Default: 256.
 	TopicLength int `json:"topic_length,omitempty"`
+	// Most topics one multi-topic stream may list. Default: 64.
+	TopicsPerStream int `json:"topics_per_stream,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -301,6 +306,9 @@ func (h *Handler) Validate() error {
 	if wire.SanitizeName(h.ResetEvent) != h.ResetEvent || wire.SanitizeName(h.CloseEvent) != h.CloseEvent {
 		return fmt.Errorf("reset_event and close_event must be plain event names")
 	}
+	if err := h.validateMultiTopic(); err != nil {
+		return err
+	}
 	cfg := h.storeConfig()
 	if h.Limits.EventSize*2 > cfg.MaxBytes {
 		return fmt.Errorf("limits: event_size %d does not fit twice in history size %d (an event is counted with its encoding)", h.Limits.EventSize, cfg.MaxBytes)
@@ -349,6 +357,11 @@ func (l stoppingListener) Handle(context.Context, caddy.Event) error {
 // ServeHTTP implements caddyhttp.MiddlewareHandler. The handler answers
 // every request it is given; next is never called.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if r.Method == http.MethodGet {
+		if handled, err := h.serveMultiTopic(w, r); handled {
+			return err
+		}
+	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	topic := repl.ReplaceAll(h.Topic, "")
 	if err := h.validateTopic(topic); err != nil {

@@ -130,7 +130,7 @@ func (ps *parkedStream) run(opening bool, page *replay.Page) {
 			}
 			page = &p
 		}
-		if page.Gap == nil && len(page.Events) == 0 && !page.Closed {
+		if !deliverable(page) {
 			d.park()
 			ps.lot.park(ps, page.Wait)
 			return
@@ -304,7 +304,7 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 			unpark(ps)
 			go ps.fail(err)
 			continue
-		case page.Gap != nil, page.Closed:
+		case page.Gap != nil, page.Closed, len(page.ClosedTopics) > 0:
 			// Rare and possibly long: the stream's own goroutine
 			// delivers the page. (A copy, so that page itself does not
 			// escape and cost an allocation per delivery.)
