@@ -95,16 +95,18 @@ func (h *Handler) multiTopics(r *http.Request) (topics []string, ok bool, err er
 	if !ok {
 		return nil, false, nil
 	}
-	if len(names) > h.topicsPerStream() {
-		return nil, true, fmt.Errorf("%s: %d topics, more than the limit of %d per stream", param, len(names), h.topicsPerStream())
-	}
+	limit := h.topicsPerStream()
 	for _, name := range names {
 		if err := topic.Validate(name, h.Limits.TopicLength); err != nil {
 			return nil, true, fmt.Errorf("%s %q: %w", param, name, err)
 		}
-		if !slices.Contains(topics, name) {
-			topics = append(topics, name)
+		if slices.Contains(topics, name) {
+			continue
 		}
+		if len(topics) == limit {
+			return nil, true, fmt.Errorf("%s: more than the limit of %d topics per stream", param, limit)
+		}
+		topics = append(topics, name)
 	}
 	return topics, true, nil
 }
