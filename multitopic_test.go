@@ -3,8 +3,8 @@ package caddysse_test
 import (
 	"compress/gzip"
 	"encoding/json"
-	"io"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"path/filepath"
