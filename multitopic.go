@@ -128,7 +128,11 @@ func (h *Handler) serveMultiTopic(w http.ResponseWriter, r *http.Request) (handl
 // subscriber against the limits (and one against each topic's), one
 // cursor.
 func (h *Handler) subscribeMulti(w http.ResponseWriter, r *http.Request, topics []string) error {
-	label := strings.Join(topics, ",")
+	// What logs name the stream by: short, since a parked stream keeps it.
+	label := topics[0]
+	if len(topics) > 1 {
+		label = fmt.Sprintf("%s and %d more topics", topics[0], len(topics)-1)
+	}
 	if n := subscribers.Add(1); n > int64(h.Limits.Subscribers) {
 		subscribers.Add(-1)
 		return h.turnAway(w, rejectSubscribers, fmt.Sprintf("subscriber limit of %d reached", h.Limits.Subscribers))
@@ -187,7 +191,7 @@ func (h *Handler) subscribeMulti(w http.ResponseWriter, r *http.Request, topics 
 	if from == "" {
 		opts.Position = cur.Position()
 	}
-	key := label
+	key := strings.Join(topics, "\x00")
 	if k, ok := cur.(replay.WaitKey); ok {
 		// Parked streams wait together only when their cursors share
 		// what they wait on.

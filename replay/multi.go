@@ -60,8 +60,9 @@ type WaitKey interface {
 // watches on their behalf. Cursors on the same set share one fan, and so
 // one Wait channel, which is what lets their streams park together.
 type fan struct {
-	key  string
-	refs int // guarded by timeline.fanMu
+	key   string
+	names []string // the set's topics, sorted
+	refs  int      // guarded by fans.mu
 
 	// logs are the logs fire is registered with, and how many cursors
 	// registered it there; guarded by timeline.fanMu.
@@ -98,7 +99,7 @@ type fans struct {
 }
 
 // acquire returns the fan of the set key, registered with logs.
-func (fs *fans) acquire(key string, logs []*topicLog) *fan {
+func (fs *fans) acquire(key string, names []string, logs []*topicLog) *fan {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	f := fs.all[key]
@@ -106,7 +107,7 @@ func (fs *fans) acquire(key string, logs []*topicLog) *fan {
 		if fs.all == nil {
 			fs.all = make(map[string]*fan)
 		}
-		f = &fan{key: key, logs: make(map[*topicLog]int), ch: make(chan struct{})}
+		f = &fan{key: key, names: names, logs: make(map[*topicLog]int), ch: make(chan struct{})}
 		fs.all[key] = f
 	}
 	f.refs++
@@ -142,25 +143,27 @@ func (fs *fans) release(f *fan, logs []*topicLog) {
 	}
 }
 
-// setKey names a set of topics whatever their order.
-func setKey(topics []string) string {
-	sorted := slices.Clone(topics)
-	slices.Sort(sorted)
+// setKey names a set of sorted topics.
+func setKey(sorted []string) string {
 	// Topic names hold no control character, so a NUL cannot be in one.
 	return strings.Join(sorted, "\x00")
 }
 
-// subscribeOne opens one topic's cursor for a multi-topic cursor and says
-// which log it reads.
-type subscribeOne func(topic, from string, onGap GapPolicy) (Cursor, *topicLog, error)
+// subscribeOne subscribes to one topic for a multi-topic cursor and
+// returns its log cursor (the subscription, with where it starts and any
+// gap found) and, in File, its topic.
+type subscribeOne func(topic, from string, onGap GapPolicy) (logCursor, *fileTopic, error)
 
 // subscribeMany is SubscribeMany for a timeline store.
 func (tl *timeline) subscribeMany(topics []string, from string, onGap GapPolicy, fs *fans, open subscribeOne) (Cursor, error) {
-	c := &multiCursor{tl: tl, fans: fs, key: setKey(topics), subs: make([]multiSub, len(topics))}
+	// The topics in one order for every cursor of the set, so that the
+	// set's fan holds their names once for all of them.
+	topics = slices.Clone(topics)
+	slices.Sort(topics)
+	c := &multiCursor{tl: tl, fans: fs, onGap: onGap, subs: make([]multiSub, len(topics))}
 	// Where each topic starts. A live start is the settled mark, the same
 	// for every topic, so that the merge starts from one point.
 	start, live := from, false
-	var setGap *Gap
 	switch seq, ok := tl.parseID(from); {
 	case from == "":
 		live = true
@@ -168,7 +171,7 @@ func (tl *timeline) subscribeMany(topics []string, from string, onGap GapPolicy,
 	case ok && seq <= tl.seq.Load():
 		c.after.Store(seq)
 	default:
-		setGap = &Gap{Reason: GapUnknown, Requested: from}
+		c.gaps = append(c.gaps, &Gap{Reason: GapUnknown, Requested: from})
 		if onGap == GapLive {
 			live = true
 		} else {
@@ -180,95 +183,111 @@ func (tl *timeline) subscribeMany(topics []string, from string, onGap GapPolicy,
 		c.after.Store(mark)
 		start = tl.id(mark)
 	}
-	if setGap != nil {
-		setGap.ResumeAfter = tl.id(c.after.Load())
-		c.gaps = append(c.gaps, setGap)
-	}
 
-	var logs []*topicLog
+	logs := make([]*topicLog, 0, len(topics))
 	closed := 0
 	for i, name := range topics {
 		s := &c.subs[i]
-		s.name = name
 		s.seen = ^uint64(0) // never read yet
-		cur, log, err := open(name, start, onGap)
+		lc, ft, err := open(name, start, onGap)
 		switch {
 		case errors.Is(err, ErrTopicClosed):
 			s.closed = true
 			closed++
 			continue
 		case err != nil:
-			c.closeSubs()
+			c.unsubscribe()
 			return nil, err
 		}
-		if live {
-			if lc := logCursorOf(cur); lc != nil && lc.gap != nil {
-				// A live start before a topic's pruned mark (a prune
-				// that overtook the settled mark) has missed nothing
-				// the client asked for.
-				lc.gap = nil
-			}
+		s.log, s.file, s.floor = lc.log, ft, lc.after
+		if lc.gap != nil && !live {
+			// A live start before a topic's pruned mark (a prune that
+			// overtook the settled mark) has missed nothing the client
+			// asked for.
+			g := *lc.gap
+			g.Topic = name
+			c.gaps = append(c.gaps, &g)
 		}
-		s.cur, s.log = cur, log
-		logs = append(logs, log)
+		logs = append(logs, lc.log)
 	}
 	if closed == len(topics) {
-		c.closeSubs()
+		c.unsubscribe()
 		return nil, ErrTopicClosed
 	}
-	c.logs = logs
-	c.fan = fs.acquire(c.key, logs)
+	c.fan = fs.acquire(setKey(topics), topics, logs)
 	return c, nil
 }
 
-// logCursorOf returns the log cursor under a Memory or File cursor.
-func logCursorOf(c Cursor) *logCursor {
-	switch c := c.(type) {
-	case *logCursor:
-		return c
-	case *fileCursor:
-		return &c.logCursor
-	}
-	return nil
-}
-
-// multiCursor merges the cursors of several topics of one timeline by
-// seq. Its position (after) is a seq of the timeline: every retained
-// event of its topics up to it has been delivered, and none after it.
-// Reading a topic's cursor may take events past the merge (the page bound,
-// the settled mark): they wait in the topic's buf, and a resume from the
-// position reads them again from the log.
+// multiCursor merges the topics of one timeline by seq. Its position
+// (after) is a seq of the timeline: every retained event of its topics up
+// to it has been delivered, and none after it. So it keeps no cursor per
+// topic: each read of a topic starts after the position (or after the
+// topic's floor, where a gap moved it further), and events read past what
+// a page takes are read again next time.
 type multiCursor struct {
-	tl   *timeline
-	fans *fans
-	fan  *fan
-	key  string
-	logs []*topicLog
-	subs []multiSub
+	tl    *timeline
+	fans  *fans
+	fan   *fan // its names are the topics, in subs' order
+	onGap GapPolicy
+	subs  []multiSub
 
 	after  atomic.Uint64
 	gaps   []*Gap // found, to report one per page
-	ended  bool
 	closed bool
 
-	// The last page's slices, reused.
+	// Reused while events flow; dropped when the cursor waits.
+	read   [][]*Event // each topic's events read by this Next
 	events []*Event
 	topics []string
-	ended2 []string
+	ended  []string
 }
 
+// multiSub is one topic of a multiCursor: its subscription (counted in
+// log.subscribers until Close) and where it stands.
 type multiSub struct {
-	name string
-	cur  Cursor // nil for a topic closed when subscribed
-	log  *topicLog
-	// seen is log.changes when a read of cur last found nothing more:
-	// until it moves the topic need not be read again.
+	log  *topicLog  // nil for a topic closed when subscribed
+	file *fileTopic // File's topic of log; nil in Memory
+	// floor: the topic's events up to it are not to be delivered (a gap
+	// moved it past the cursor's position).
+	floor uint64
+	// seen is log.changes when a read last found nothing more: until it
+	// moves the topic need not be read again.
 	seen uint64
-	buf  []*Event // read from cur, not delivered yet
-	more bool     // cur may have more past buf (its read was cut short)
-	// closed: the topic ended; once buf is delivered it is reported
-	// (reported) and read no more.
+	// more: the last read left events undelivered (or was cut short).
+	more bool
+	// closed: the topic ended; reported once its events are delivered.
 	closed, reported bool
+}
+
+// readSub reads topic i after the cursor's position: up to max events, a
+// gap, whether it ended, whether a read was cut short.
+func (c *multiCursor) readSub(i, max int) (Page, error) {
+	s := &c.subs[i]
+	lc := logCursor{log: s.log, onGap: c.onGap, after: c.after.Load()}
+	if s.floor > lc.after {
+		lc.after = s.floor
+	}
+	var p Page
+	var err error
+	if s.file != nil {
+		fc := fileCursor{logCursor: lc, topic: s.file}
+		p, err = fc.Next(max)
+	} else {
+		p, err = lc.Next(max)
+	}
+	if err == nil && p.Gap != nil {
+		if seq, ok := c.tl.parseID(p.Gap.ResumeAfter); ok {
+			s.floor = max64(s.floor, seq)
+		}
+	}
+	return p, err
+}
+
+func max64(a, b uint64) uint64 {
+	if a > b {
+		return a
+	}
+	return b
 }
 
 // Next implements Cursor.
@@ -277,36 +296,6 @@ func (c *multiCursor) Next(max int) (Page, error) {
 		return Page{}, ErrStoreClosed
 	}
 	max = atLeastOne(max)
-	// The order matters: a change after the fan is armed closes its
-	// channel, and every event at or below the settled mark loaded
-	// before the reads is in its log when the reads look.
-	wait := c.fan.arm()
-	settled := c.tl.settled.Load()
-	for i := range c.subs {
-		s := &c.subs[i]
-		if s.cur == nil || s.closed || len(s.buf) > 0 {
-			continue
-		}
-		changes := s.log.changes.Load()
-		if changes == s.seen && !s.more {
-			continue
-		}
-		p, err := s.cur.Next(max)
-		if err != nil {
-			return Page{}, err
-		}
-		if p.Gap != nil {
-			g := *p.Gap
-			g.Topic = s.name
-			c.gaps = append(c.gaps, &g)
-		}
-		s.buf = p.Events
-		s.closed = p.Closed
-		s.more = !p.Closed && (len(p.Events) == max || (len(p.Events) == 0 && p.Wait == readAgain))
-		if !s.more {
-			s.seen = changes
-		}
-	}
 	var page Page
 	if len(c.gaps) > 0 {
 		// One gap a page, before anything of its topic that follows.
@@ -319,59 +308,106 @@ func (c *multiCursor) Next(max int) (Page, error) {
 		}
 		return page, nil
 	}
+	// The order matters: a change after the fan is armed closes its
+	// channel, and every event at or below the settled mark loaded
+	// before the reads is in its log when the reads look.
+	wait := c.fan.arm()
+	settled := c.tl.settled.Load()
+	if c.read == nil {
+		c.read = make([][]*Event, len(c.subs))
+	}
+	short := false
+	for i := range c.subs {
+		s := &c.subs[i]
+		c.read[i] = nil
+		if s.log == nil || (s.closed && !s.more) {
+			continue
+		}
+		changes := s.log.changes.Load()
+		if changes == s.seen && !s.more {
+			continue
+		}
+		p, err := c.readSub(i, max)
+		if err != nil {
+			return Page{}, err
+		}
+		if p.Gap != nil {
+			g := *p.Gap
+			g.Topic = c.fan.names[i]
+			g.ResumeAfter = c.tl.id(c.after.Load())
+			c.gaps = append(c.gaps, &g)
+		}
+		c.read[i] = p.Events
+		s.closed = p.Closed
+		s.more = !p.Closed && (len(p.Events) == max || (len(p.Events) == 0 && p.Wait == readAgain))
+		if s.more && len(p.Events) == 0 {
+			short = true
+		}
+		if !s.more {
+			s.seen = changes
+		}
+	}
+	if len(c.gaps) > 0 {
+		// Report the gaps first; what was read is read again after.
+		for i := range c.subs {
+			if len(c.read[i]) > 0 {
+				c.subs[i].more = true
+			}
+		}
+		return c.Next(max)
+	}
 
 	events, topics := c.events[:0], c.topics[:0]
-	held, short := false, false
+	held := false
 merge:
 	for len(events) < max {
 		best := -1
 		for i := range c.subs {
-			s := &c.subs[i]
-			if len(s.buf) == 0 {
-				if s.more {
+			if len(c.read[i]) == 0 {
+				if c.subs[i].more {
 					// Its next events are unread: nothing can go
 					// past them.
-					short = true
 					break merge
 				}
 				continue
 			}
-			if best < 0 || s.buf[0].seq < c.subs[best].buf[0].seq {
+			if best < 0 || c.read[i][0].seq < c.read[best][0].seq {
 				best = i
 			}
 		}
 		if best < 0 {
 			break
 		}
-		s := &c.subs[best]
-		e := s.buf[0]
+		e := c.read[best][0]
 		if e.seq > settled {
 			held = true
 			break
 		}
 		events = append(events, e)
-		topics = append(topics, s.name)
-		s.buf = s.buf[1:]
-		if len(s.buf) == 0 {
-			s.buf = nil
-		}
+		topics = append(topics, c.fan.names[best])
+		c.read[best] = c.read[best][1:]
 		c.after.Store(e.seq)
 	}
-	ended := c.ended2[:0]
+	ended := c.ended[:0]
 	open := 0
 	for i := range c.subs {
 		s := &c.subs[i]
+		if len(c.read[i]) > 0 {
+			// Read, not delivered: read again next time.
+			s.more = true
+			c.read[i] = nil
+		}
 		if s.reported {
 			continue
 		}
-		if s.closed && len(s.buf) == 0 {
+		if s.closed && !s.more {
 			s.reported = true
-			ended = append(ended, s.name)
+			ended = append(ended, c.fan.names[i])
 			continue
 		}
 		open++
 	}
-	c.events, c.topics, c.ended2 = events, topics, ended
+	c.events, c.topics, c.ended = events, topics, ended
 	if len(events) > 0 {
 		page.Events, page.Topics = events, topics
 	}
@@ -380,22 +416,21 @@ merge:
 	}
 	if open == 0 {
 		page.Closed = true
-		c.ended = true
 		return page, nil
 	}
 	if len(events) == 0 && len(ended) == 0 {
 		switch {
-		case short:
-			page.Wait = readAgain
 		case held:
 			// An append to another topic took an earlier seq and is
 			// not in its log yet: it will be in a moment.
 			page.Wait = c.tl.settledAfter(settled)
+		case short:
+			page.Wait = readAgain
 		default:
 			page.Wait = wait
 		}
-		// An idle cursor keeps no page buffers.
-		c.events, c.topics, c.ended2 = nil, nil, nil
+		// A waiting cursor keeps no page buffers.
+		c.read, c.events, c.topics, c.ended = nil, nil, nil, nil
 	}
 	return page, nil
 }
@@ -404,7 +439,7 @@ merge:
 func (c *multiCursor) Position() string { return c.tl.id(c.after.Load()) }
 
 // WaitKey implements WaitKey: cursors of the same set share their fan.
-func (c *multiCursor) WaitKey() string { return "multi\x00" + c.key }
+func (c *multiCursor) WaitKey() string { return "multi\x00" + c.fan.key }
 
 // Close implements Cursor.
 func (c *multiCursor) Close() {
@@ -413,39 +448,47 @@ func (c *multiCursor) Close() {
 	}
 	c.closed = true
 	if c.fan != nil {
-		c.fans.release(c.fan, c.logs)
+		var logs []*topicLog
+		for i := range c.subs {
+			if c.subs[i].log != nil {
+				logs = append(logs, c.subs[i].log)
+			}
+		}
+		c.fans.release(c.fan, logs)
 	}
-	c.closeSubs()
+	c.unsubscribe()
 }
 
-func (c *multiCursor) closeSubs() {
+// unsubscribe ends the subscription of every topic.
+func (c *multiCursor) unsubscribe() {
 	for i := range c.subs {
-		if cur := c.subs[i].cur; cur != nil {
-			cur.Close()
+		if t := c.subs[i].log; t != nil {
+			(&logCursor{log: t}).Close()
+			c.subs[i].log = nil
 		}
-		c.subs[i].buf = nil
 	}
 }
 
 // SubscribeMany implements Multi.
 func (m *Memory) SubscribeMany(ctx context.Context, topics []string, from string, onGap GapPolicy) (Cursor, error) {
-	return m.timeline.subscribeMany(topics, from, onGap, &m.fans, func(topic, from string, onGap GapPolicy) (Cursor, *topicLog, error) {
+	return m.timeline.subscribeMany(topics, from, onGap, &m.fans, func(topic, from string, onGap GapPolicy) (logCursor, *fileTopic, error) {
 		c, err := m.Subscribe(ctx, topic, from, onGap)
 		if err != nil {
-			return nil, nil, err
+			return logCursor{}, nil, err
 		}
-		return c, c.(*logCursor).log, nil
+		return *c.(*logCursor), nil, nil
 	})
 }
 
 // SubscribeMany implements Multi.
 func (f *File) SubscribeMany(ctx context.Context, topics []string, from string, onGap GapPolicy) (Cursor, error) {
-	return f.timeline.subscribeMany(topics, from, onGap, &f.fans, func(topic, from string, onGap GapPolicy) (Cursor, *topicLog, error) {
+	return f.timeline.subscribeMany(topics, from, onGap, &f.fans, func(topic, from string, onGap GapPolicy) (logCursor, *fileTopic, error) {
 		c, err := f.Subscribe(ctx, topic, from, onGap)
 		if err != nil {
-			return nil, nil, err
+			return logCursor{}, nil, err
 		}
-		return c, &c.(*fileCursor).topic.topicLog, nil
+		fc := c.(*fileCursor)
+		return fc.logCursor, fc.topic, nil
 	})
 }
 
