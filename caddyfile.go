@@ -2,6 +2,7 @@ package caddysse
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -9,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+	"github.com/ssegate/caddy-sse/stream"
 )
 
 func init() {
@@ -103,15 +105,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "compress":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
-				return d.Errf("compress: name encodings (gzip, zstd) or off")
+				return d.Errf("compress: name encodings (%s) or off", strings.Join(stream.EncodingNames(), ", "))
 			}
 			h.Compress = nil
 			if len(args) == 1 && args[0] == "off" {
 				continue
 			}
 			for _, a := range args {
-				if a != "gzip" && a != "zstd" {
-					return d.Errf("compress: unknown encoding %q; offered: gzip, zstd, or off", a)
+				if stream.EncodingByName(a) == nil {
+					return d.Errf("compress: unknown encoding %q; offered: %s, or off", a, strings.Join(stream.EncodingNames(), ", "))
 				}
 				h.Compress = append(h.Compress, a)
 			}

@@ -55,29 +55,29 @@ type HMACSecret struct {
 }
 
 func (p *Publish) verifiers(repl *caddy.Replacer) (webhook.Any, error) {
-	var any webhook.Any
+	var schemes webhook.Any
 	for i, token := range p.Bearer {
 		v, err := webhook.NewBearer(repl.ReplaceKnown(token, ""))
 		if err != nil {
 			return nil, fmt.Errorf("publish: bearer token %d: %w", i, err)
 		}
-		any = append(any, v)
+		schemes = append(schemes, v)
 	}
 	for i, s := range p.HMACSHA256 {
 		v, err := webhook.NewHMACSHA256(repl.ReplaceKnown(s.Secret, ""), s.Header)
 		if err != nil {
 			return nil, fmt.Errorf("publish: hmac_sha256 secret %d: %w", i, err)
 		}
-		any = append(any, v)
+		schemes = append(schemes, v)
 	}
 	for i, s := range p.StandardWebhooks {
 		v, err := webhook.NewStandardWebhooks(repl.ReplaceKnown(s, ""), 0)
 		if err != nil {
 			return nil, fmt.Errorf("publish: standard_webhooks secret %d: %w", i, err)
 		}
-		any = append(any, v)
+		schemes = append(schemes, v)
 	}
-	return any, nil
+	return schemes, nil
 }
 
 // ndjsonTypes are the media types whose body is one event per line.

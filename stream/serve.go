@@ -257,7 +257,7 @@ func (s *subscriber) end() error {
 	}
 	b := s.plain(nil, wire.EncodeRetry(retry))
 	if s.enc != nil {
-		b = s.enc.finish(b)
+		b = s.enc.trailer(b)
 	}
 	if err := s.write(b); err != nil {
 		return err
@@ -321,7 +321,7 @@ func (s *subscriber) deliver(p replay.Page) error {
 	if p.Closed {
 		buf = s.plain(buf, wire.EncodeEvent("", s.opts.CloseEvent, []byte(`{"reason":"topic closed"}`)))
 		if s.enc != nil {
-			buf = s.enc.finish(buf)
+			buf = s.enc.trailer(buf)
 		}
 	}
 	err := s.write(buf)
