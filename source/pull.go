@@ -42,6 +42,8 @@ type outcome struct {
 	// idle is the connection's idle watchdog, if any: a line waiting for
 	// the store is no silence of the upstream's.
 	idle *idleReader
+	// run is the context of the run, which outlives the connection.
+	run context.Context
 
 	lines, appended, skipped, duplicates int64
 }
@@ -233,6 +235,7 @@ func (s *Source) request(ctx context.Context) (req *http.Request, cursor string)
 
 // connect makes one request and reads its stream to the end.
 func (s *Source) connect(parent context.Context) (out outcome) {
+	out.run = parent
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	wait, timeoutErr := s.cfg.IdleTimeout, errIdle
@@ -274,7 +277,7 @@ func (s *Source) connect(parent context.Context) (out outcome) {
 	switch {
 	case resp.StatusCode == http.StatusNoContent:
 		s.log().Info("upstream answered 204: ending its topics")
-		s.closeAll(ctx)
+		s.closeAll(parent)
 		out.ended = true
 		return out
 	case resp.StatusCode/100 != 2:
@@ -423,7 +426,7 @@ func (s *Source) deliver(ctx context.Context, l Line, rec Record, dedup bool, ou
 		}
 		res, err := s.store.Append(ctx, rec.Topic, b)
 		if err == nil {
-			return s.took(ctx, lin, rec, dedup, res, out)
+			return s.took(lin, rec, dedup, res, out)
 		}
 		fault, kind := classify(err)
 		switch {
@@ -476,7 +479,7 @@ func (s *Source) deliver(ctx context.Context, l Line, rec Record, dedup bool, ou
 
 // took records a record the store took (or already had). It returns
 // true when the source must stop.
-func (s *Source) took(ctx context.Context, lin *lineage, rec Record, dedup bool, res replay.Appended, out *outcome) bool {
+func (s *Source) took(lin *lineage, rec Record, dedup bool, res replay.Appended, out *outcome) bool {
 	if res.Duplicate {
 		out.duplicates++
 		s.duplicates.Add(1)
@@ -496,7 +499,10 @@ func (s *Source) took(ctx context.Context, lin *lineage, rec Record, dedup bool,
 		s.topics[rec.Topic] = struct{}{}
 	}
 	if rec.Close {
-		s.closeTopic(ctx, rec.Topic, "close_when")
+		// The sibling source of a reload must not wait for the store.
+		lin.mu.Unlock()
+		s.closeTopic(out.run, rec.Topic, "close_when")
+		lin.mu.Lock()
 		if s.cfg.Mapping.TopicField == "" {
 			out.ended = true
 			return true
@@ -515,14 +521,31 @@ func (s *Source) lineKey() string {
 // them when the upstream answers 204.
 const maxTracked = 10000
 
+// closeTopic ends a topic the upstream ended. What said so (a close_when
+// line, now appended, or a 204) does not come again, so a store that cannot
+// take the close now is asked again until it does or the run ends. ctx is
+// the run's: the connection's watchdogs and a lost lease must not cut this
+// short (closing twice is harmless).
 func (s *Source) closeTopic(ctx context.Context, topic, why string) {
-	err := s.store.CloseTopic(ctx, topic)
-	if err != nil && !errors.Is(err, replay.ErrTopicClosed) {
-		s.log().Error("ending topic", zap.String("topic", topic), zap.Error(err))
-		return
+	for attempt := 0; ; attempt++ {
+		err := s.store.CloseTopic(ctx, topic)
+		if err == nil || errors.Is(err, replay.ErrTopicClosed) {
+			delete(s.topics, topic)
+			s.log().Info("topic ended by upstream", zap.String("topic", topic), zap.String("by", why))
+			return
+		}
+		if fault, _ := classify(err); fault != faultTransient || ctx.Err() != nil {
+			s.log().Error("ending topic", zap.String("topic", topic), zap.Error(err))
+			return
+		}
+		delay := backoff(s.cfg.BackoffMin, s.cfg.BackoffMax, attempt)
+		s.log().Warn("store unavailable: ending the topic later", zap.String("topic", topic),
+			zap.Error(err), zap.Duration("retry_in", delay))
+		if !sleep(ctx, delay) {
+			s.log().Error("topic not ended: the source stopped first", zap.String("topic", topic))
+			return
+		}
 	}
-	delete(s.topics, topic)
-	s.log().Info("topic ended by upstream", zap.String("topic", topic), zap.String("by", why))
 }
 
 // closeAll ends the source's topic, or every topic it routed lines to.
