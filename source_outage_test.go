@@ -259,9 +259,9 @@ func TestSourceSurvivesStoreOutage(t *testing.T) {
 func testSourceStoreOutage(t *testing.T, leaseTTL string) {
 	redis := redistest.Start(t)
 	up, upstreamURL := newFeedUpstream(t, 10*time.Millisecond)
-	port := testcaddy.FreePort(t)
+	port, adminPort := testcaddy.FreePort(t), testcaddy.FreePort(t)
 	testcaddy.Load(t, fmt.Sprintf(`{
-	admin off
+	admin 127.0.0.1:%d
 }
 
 http://127.0.0.1:%d {
@@ -282,7 +282,7 @@ http://127.0.0.1:%d {
 		}
 	}
 }
-`, port, redis.URL(), leaseTTL, upstreamURL))
+`, adminPort, port, redis.URL(), leaseTTL, upstreamURL))
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	reader := startFeedReader(t, addr, "/e/feed")
 
@@ -334,5 +334,63 @@ http://127.0.0.1:%d {
 		all = append(all, ev)
 	}
 	checkOnceInOrder(t, "a replay of the topic", all, last)
+
+	// Waiting for the store is not skipping.
+	for _, line := range strings.Split(adminMetrics(t, adminPort), "\n") {
+		if strings.HasPrefix(line, "caddy_sse_source_lines_skipped_total{") && !strings.HasSuffix(line, " 0") {
+			t.Errorf("lines counted as skipped: %s", line)
+		}
+	}
 	t.Logf("%d lines, each delivered once; the source resumed the upstream after %q", last, up.resumedFrom())
+}
+
+// Lines bad in themselves are skipped and counted by a reason from a fixed
+// set, never by the error's text, so the metric stays bounded whatever the
+// upstream sends; every reason is reported, at zero too.
+func TestSourceSkipsCountedByReason(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "{\"id\":1,\"msg\":\"ok\"}\nnot json\n{\"msg\":\"no id\"}\n{\"id\":2,\"msg\":\"%s\"}\n{\"id\":3,\"msg\":\"ok\"}\n",
+			strings.Repeat("x", 300))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(upstream.Close)
+	port, adminPort := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	testcaddy.Load(t, fmt.Sprintf(`{
+	admin 127.0.0.1:%d
+}
+
+http://127.0.0.1:%d {
+	sse /e/* {
+		source %s/feed {
+			topic /e/skips
+			id_field id
+			data_field msg
+			max_line 200
+		}
+	}
+}
+`, adminPort, port, upstream.URL))
+	s := dialStream(t, fmt.Sprintf("127.0.0.1:%d", port), "/e/skips?lastEventId=earliest")
+	_ = s.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for _, want := range []string{"ok", "ok"} {
+		ev, err := s.Next()
+		if err != nil || ev.Data != want {
+			t.Fatalf("got %+v, %v; want the good lines only", ev, err)
+		}
+	}
+	series := map[string]string{}
+	for _, line := range strings.Split(adminMetrics(t, adminPort), "\n") {
+		if rest, ok := strings.CutPrefix(line, `caddy_sse_source_lines_skipped_total{reason="`); ok {
+			reason, _, _ := strings.Cut(rest, `"`)
+			series[reason] = line[strings.LastIndexByte(line, ' ')+1:]
+		}
+	}
+	want := map[string]string{
+		"too_long": "1", "malformed": "1", "missing_field": "1",
+		"bad_topic": "0", "too_large": "0", "topic_closed": "0", "topic_limit": "0",
+	}
+	if fmt.Sprint(series) != fmt.Sprint(want) {
+		t.Fatalf("caddy_sse_source_lines_skipped_total by reason: %v, want %v", series, want)
+	}
 }
