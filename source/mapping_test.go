@@ -119,8 +119,8 @@ func TestSSEParser(t *testing.T) {
 			break
 		}
 		ev, skip := p.Line(l)
-		if skip != "" {
-			skips = append(skips, skip)
+		if skip != nil {
+			skips = append(skips, skip.Reason)
 		}
 		if ev != nil {
 			evs = append(evs, *ev)
@@ -152,7 +152,7 @@ func TestSSEParserEventSize(t *testing.T) {
 	p := newSSEParser(10)
 	for _, l := range []string{"data: 12345", "data: 67890", ""} {
 		ev, skip := p.Line(Line{Text: []byte(l)})
-		if l == "" && (ev != nil || skip == "") {
+		if l == "" && (ev != nil || skip == nil) {
 			t.Fatalf("oversized event not skipped: %v %q", ev, skip)
 		}
 	}
