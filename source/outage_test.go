@@ -18,7 +18,7 @@ import (
 	"github.com/ssegate/caddy-sse/internal/redistest"
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/replay/redisstore"
-	"github.com/ssegate/caddy-sse/stream"
+	"github.com/ssegate/caddy-sse/wire"
 )
 
 // A failed append is a bad line only when the store refuses that line for
@@ -81,7 +81,7 @@ func TestLineWithoutIDWaitsForTheStore(t *testing.T) {
 	srv := redistest.Start(t)
 	store, err := redisstore.New(context.Background(), redisstore.Options{
 		Redis: &redis.Options{Addr: srv.Addr}, Prefix: "hold:",
-	}, replay.Config{Framer: stream.EncodeEvent})
+	}, replay.Config{Framer: wire.EncodeEvent})
 	if err != nil {
 		t.Fatal(err)
 	}
