@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
+	"github.com/ssegate/caddy-sse/topic"
 	"github.com/ssegate/caddy-sse/wire"
 )
 
@@ -210,19 +210,9 @@ func text(raw json.RawMessage, path string) (string, error) {
 }
 
 // checkTopic applies the handler's rules for topic names.
-func checkTopic(topic string, maxLen int) error {
-	switch {
-	case topic == "":
-		return &Skip{Kind: SkipBadTopic, Reason: "empty topic"}
-	case maxLen > 0 && len(topic) > maxLen:
-		return skipf(SkipBadTopic, "topic of %d bytes is longer than %d", len(topic), maxLen)
-	case !utf8.ValidString(topic):
-		return &Skip{Kind: SkipBadTopic, Reason: "topic is not valid UTF-8"}
-	}
-	for _, r := range topic {
-		if unicode.IsControl(r) {
-			return skipf(SkipBadTopic, "topic contains control character %U", r)
-		}
+func checkTopic(name string, maxLen int) error {
+	if err := topic.Validate(name, maxLen); err != nil {
+		return &Skip{Kind: SkipBadTopic, Reason: err.Error()}
 	}
 	return nil
 }

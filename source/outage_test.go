@@ -89,13 +89,13 @@ func TestLineWithoutIDWaitsForTheStore(t *testing.T) {
 
 	more := make(chan struct{})
 	sc, url := serve(t, func(w http.ResponseWriter, r *http.Request) {
-		lines(w, "a1", "a2", "a3")
+		writeLines(w, "a1", "a2", "a3")
 		select {
 		case <-more:
 		case <-r.Context().Done():
 			return
 		}
-		lines(w, "b1", "b2", "b3")
+		writeLines(w, "b1", "b2", "b3")
 		hold(w, r)
 	})
 	src := newSource(t, Config{URL: url, Mapping: Mapping{Topic: "/t"}}, store)

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ssegate/caddy-sse/replay"
+	"github.com/ssegate/caddy-sse/lines"
 )
 
 var (
@@ -327,7 +328,7 @@ func (r *idleReader) Read(p []byte) (int, error) {
 // readNDJSON appends the lines of one connection. It returns the error
 // that ended the stream, or nil when the source must stop.
 func (s *Source) readNDJSON(ctx context.Context, body io.Reader, out *outcome) error {
-	sp := NewSplitter(body, s.cfg.MaxLine, false)
+	sp := lines.NewSplitter(body, s.cfg.MaxLine, false)
 	for {
 		l, err := sp.Next()
 		if err != nil {
@@ -357,7 +358,7 @@ func (s *Source) readNDJSON(ctx context.Context, body io.Reader, out *outcome) e
 
 // readSSE relays the events of one connection.
 func (s *Source) readSSE(ctx context.Context, body io.Reader, out *outcome) error {
-	sp := NewSplitter(body, s.cfg.MaxLine, true)
+	sp := lines.NewSplitter(body, s.cfg.MaxLine, true)
 	p := newSSEParser(s.cfg.Mapping.MaxEvent)
 	defer func() {
 		if p.Retry >= 0 {
@@ -383,7 +384,7 @@ func (s *Source) readSSE(ctx context.Context, body io.Reader, out *outcome) erro
 		out.lines++
 		s.lines.Add(1)
 		rec := Record{Topic: s.cfg.Mapping.Topic, ID: ev.ID, Event: ev.Type, Data: ev.Data}
-		if s.deliver(ctx, Line{N: l.N, Text: ev.Data[:min(len(ev.Data), sampleLen)]}, rec, ev.OwnID, out) {
+		if s.deliver(ctx, lines.Line{N: l.N, Text: ev.Data[:min(len(ev.Data), lines.SampleLen)]}, rec, ev.OwnID, out) {
 			return nil
 		}
 	}
@@ -400,7 +401,7 @@ func (s *Source) readSSE(ctx context.Context, body io.Reader, out *outcome) erro
 // retried with backoff while the connection stays open but unread, so the
 // upstream is held back by TCP flow control and only this one line waits
 // in memory.
-func (s *Source) deliver(ctx context.Context, l Line, rec Record, dedup bool, out *outcome) bool {
+func (s *Source) deliver(ctx context.Context, l lines.Line, rec Record, dedup bool, out *outcome) bool {
 	lin := s.lin
 	lin.mu.Lock()
 	defer lin.mu.Unlock()
@@ -573,13 +574,13 @@ type skipLog struct {
 
 const skipLogEvery = 10 * time.Second
 
-func (s *Source) skip(out *outcome, l Line, why *Skip) {
+func (s *Source) skip(out *outcome, l lines.Line, why *Skip) {
 	out.skipped++
 	s.skipped[skipIndex(why.Kind)].Add(1)
 	sl := &s.skips
 	sl.pending++
 	sl.line, sl.reason, sl.length = l.N, why.Reason, l.Len
-	sl.sample = append(sl.sample[:0], l.Text[:min(len(l.Text), sampleLen)]...)
+	sl.sample = append(sl.sample[:0], l.Text[:min(len(l.Text), lines.SampleLen)]...)
 	if now := time.Now(); now.Sub(sl.last) >= skipLogEvery {
 		sl.last = now
 		sl.flush(s)

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ssegate/caddy-sse/lines"
 	"github.com/ssegate/caddy-sse/wire"
 )
 
@@ -46,7 +47,7 @@ func newSSEParser(maxEvent int) *sseParser {
 
 // Line processes one line. It returns an event when the line dispatched
 // one, or why not when it dispatched a block that could not be kept.
-func (p *sseParser) Line(l Line) (ev *sseEvent, skip *Skip) {
+func (p *sseParser) Line(l lines.Line) (ev *sseEvent, skip *Skip) {
 	if l.TooLong {
 		// The field cannot be known without the whole line; the block it
 		// belongs to is dropped at its dispatch.
