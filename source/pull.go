@@ -15,8 +15,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/lines"
+	"github.com/ssegate/caddy-sse/replay"
 )
 
 var (

@@ -25,4 +25,3 @@ func (c *ChunkReader) Read(p []byte) (int, error) {
 	c.Data = c.Data[n:]
 	return n, nil
 }
-
