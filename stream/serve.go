@@ -60,7 +60,10 @@ func (o *Options) drainDelay() time.Duration {
 
 // How a stream ended.
 var (
-	ErrTopicClosed = errors.New("topic closed")
+	// ErrTopicClosed: the topic ended and the stream delivered its last
+	// events and the close event. The store's own error, so a topic closed
+	// is one condition whichever layer reports it.
+	ErrTopicClosed = replay.ErrTopicClosed
 	ErrStopped     = errors.New("server stopping")
 	// ErrClientGone: a detached stream found its client had closed the
 	// connection.
