@@ -1,0 +1,105 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// janitor prunes windows by age, stops tailing topics nobody here reads,
+// and keeps the topics this node tails registered and their keys alive.
+func (s *Store) janitor() {
+	defer s.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-tick.C:
+		}
+		s.sweep()
+	}
+}
+
+func (s *Store) sweep() {
+	now := time.Now()
+	cfg := s.cfg.Load()
+	// Without requests, a PING notices an outage (and the return).
+	if now.Sub(time.Unix(0, s.health.lastOK.Load())) >= time.Second {
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
+		if err := s.client.Ping(ctx).Err(); err != nil {
+			_ = s.fail(ctx, err)
+		} else {
+			s.health.ok()
+		}
+		cancel()
+	}
+	var live []*topic
+	s.mu.Lock()
+	for name, t := range s.topics {
+		if t.refs == 0 && now.Sub(t.idleSince) >= s.opts.Linger {
+			delete(s.topics, name)
+			if t.tailer != nil {
+				t.tailer.remove(t)
+				t.tailer = nil
+			}
+			continue
+		}
+		live = append(live, t)
+	}
+	s.tailers = slices.DeleteFunc(s.tailers, func(tl *tailer) bool { return tl.stopped.Load() })
+	s.mu.Unlock()
+
+	for _, t := range live {
+		t.mu.Lock()
+		if t.prune(cfg, now) {
+			t.wakeAll()
+		}
+		t.mu.Unlock()
+	}
+
+	// Keep the tailed topics registered and their keys from expiring.
+	ttl := subscribeRegistration
+	var due []*topic
+	s.regMu.Lock()
+	for name, until := range s.reg {
+		if until.Before(now) {
+			delete(s.reg, name)
+		}
+	}
+	for _, t := range live {
+		if until, ok := s.reg[t.name]; !ok || until.Sub(now) <= ttl/2 {
+			due = append(due, t)
+		}
+	}
+	s.regMu.Unlock()
+	if len(due) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
+	defer cancel()
+	pipe := s.client.Pipeline()
+	for _, t := range due {
+		// Eval, not EvalSha: a pipeline cannot fall back when Redis
+		// lost its script cache (a restart).
+		registerScript.Eval(ctx, pipe, []string{s.registry}, t.name, ttl.Milliseconds(), cfg.MaxTopics)
+		pipe.PExpire(ctx, t.keys.log, cfg.MaxAge)
+		pipe.PExpire(ctx, t.keys.meta, cfg.MaxAge)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		_ = s.fail(ctx, err)
+		return
+	}
+	s.health.ok()
+	s.regMu.Lock()
+	for _, t := range due {
+		if u := now.Add(ttl); u.After(s.reg[t.name]) {
+			s.reg[t.name] = u
+		}
+	}
+	s.regMu.Unlock()
+}
