@@ -164,30 +164,13 @@ func (s *Store) localSync(name string, entries []rawEntry) {
 		return // the load or the tail has it already
 	}
 	if entries[0].prev == end {
-		t.ingest(entries)
+		t.ingest(entries) // follows the window's end: nothing to lose
 		return
 	}
-	// Others appended in between: read them, then ours, from Redis. If
-	// that fails the tail brings them later.
+	// Others appended in between (or Redis lost what the window holds):
+	// settle reads them, then ours, or reloads. If that fails the tail,
+	// Subscribe or the janitor catches up later.
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
 	defer cancel()
-	from := end
-	for from.less(last) {
-		msgs, err := s.client.XRangeN(ctx, t.keys.log, "("+from.String(), last.String(), 512).Result()
-		if err != nil {
-			_ = s.fail(ctx, err)
-			return
-		}
-		if len(msgs) == 0 {
-			return
-		}
-		batch := make([]rawEntry, 0, len(msgs))
-		for _, m := range msgs {
-			if e, ok := parseEntry(m); ok {
-				batch = append(batch, e)
-			}
-		}
-		t.ingest(batch)
-		from = mustID(msgs[len(msgs)-1].ID)
-	}
+	_, _ = t.settle(ctx)
 }

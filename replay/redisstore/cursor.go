@@ -13,6 +13,8 @@ type cursor struct {
 	after  streamID
 	gap    *replay.Gap
 	closed bool
+	// epoch of the window the cursor's position refers to.
+	epoch uint64
 }
 
 // Next implements replay.Cursor. It reads the window only: it never waits
@@ -29,6 +31,20 @@ func (c *cursor) Next(max int) (replay.Page, error) {
 	}
 	p := replay.Page{Gap: c.gap}
 	c.gap = nil
+	if c.epoch != t.epoch {
+		// The window was reloaded because Redis lost the history this
+		// position is in: the id is unknown now, as on any other node.
+		c.epoch = t.epoch
+		if c.after != (streamID{}) {
+			requested := c.after.String()
+			c.after = t.gapTarget(c.onGap, t.end)
+			if p.Gap != nil {
+				p.Gap.ResumeAfter = c.after.String()
+			} else {
+				p.Gap = &replay.Gap{Reason: replay.GapUnknown, Requested: requested, ResumeAfter: c.after.String()}
+			}
+		}
+	}
 	if c.after.less(t.floor) {
 		requested := c.after.String()
 		c.after = t.gapTarget(c.onGap, t.end)

@@ -28,16 +28,9 @@ func (s *Store) janitor() {
 func (s *Store) sweep() {
 	now := time.Now()
 	cfg := s.cfg.Load()
-	// Without requests, a PING notices an outage (and the return).
-	if now.Sub(time.Unix(0, s.health.lastOK.Load())) >= time.Second {
-		ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
-		if err := s.client.Ping(ctx).Err(); err != nil {
-			_ = s.fail(ctx, err)
-		} else {
-			s.health.ok()
-		}
-		cancel()
-	}
+	pctx, pcancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
+	s.probe(pctx)
+	pcancel()
 	var live []*topic
 	s.mu.Lock()
 	for name, t := range s.topics {
@@ -63,8 +56,10 @@ func (s *Store) sweep() {
 	}
 
 	// Keep the tailed topics registered and their keys from expiring.
-	ttl := subscribeRegistration
+	ttl := tailRegistration
 	var due []*topic
+	// Topics without history hold no keys and take no slot (see register).
+	live = slices.DeleteFunc(live, func(t *topic) bool { return t.windowEnd() == (streamID{}) })
 	s.regMu.Lock()
 	for name, until := range s.reg {
 		if until.Before(now) {

@@ -7,8 +7,14 @@ import (
 	"github.com/ssegate/caddy-sse/replay"
 )
 
+// A topic counts against MaxTopics once it is appended to (even if the
+// append then fails) or closed: that is when it holds keys in Redis. A
+// topic that only has subscribers costs Redis nothing and takes no slot, so
+// anonymous subscribers to made-up names cannot lock publishers out of new
+// topics; the subscriber limits bound them instead.
+
 // register counts the topic against MaxTopics for ttl from now. The limit
-// is cluster-wide and checked when a node first touches a topic (and again
+// is cluster-wide and checked when a node first writes a topic (and again
 // when its registration is half over), so nodes creating topics at the same
 // moment can pass it by a few.
 func (s *Store) register(ctx context.Context, name string, ttl time.Duration) error {

@@ -51,9 +51,9 @@ const (
 	DefaultOpTimeout      = 3 * time.Second
 )
 
-// subscribeRegistration is how long a topic that was only subscribed to
-// counts against the topic limit; nodes tailing it renew that.
-const subscribeRegistration = time.Minute
+// tailRegistration is how long the janitor registers a topic this node
+// tails (one that has history) against the topic limit; it renews that.
+const tailRegistration = time.Minute
 
 // Store is a replay.Store and replay.Shared kept in Redis.
 type Store struct {
@@ -76,11 +76,16 @@ type Store struct {
 	reg   map[string]time.Time // topics registered by this node, until when
 
 	health health
+	// serverID is the run_id Redis last reported; infoDenied is set when
+	// its ACL refuses INFO (see probe).
+	serverID   atomic.Pointer[string]
+	infoDenied atomic.Bool
 }
 
 // New returns a store on the Redis opts.Redis names. It does not wait for
 // Redis: a store made while Redis is down answers ErrUnavailable until it
-// is back. ctx bounds the first PING, whose result is only logged.
+// is back. New asks Redis once, within the dial timeout (and ctx): Up
+// reports the answer, and a failure is logged as a warning.
 func New(ctx context.Context, opts Options, cfg replay.Config) (*Store, error) {
 	if opts.Redis == nil {
 		return nil, errors.New("redisstore: no Redis options")
@@ -126,14 +131,12 @@ func New(ctx context.Context, opts Options, cfg replay.Config) (*Store, error) {
 	s.health.init(opts.Logger, ro.Addr)
 	s.Configure(cfg)
 
-	pctx, cancel := context.WithTimeout(ctx, ro.DialTimeout+ro.ReadTimeout)
-	err := s.client.Ping(pctx).Err()
+	// Bounded by the dial timeout: a Redis that is down at start delays
+	// the start by no more than that, and is reported (Up, and a warning)
+	// rather than taken for up until the janitor's first probe.
+	pctx, cancel := context.WithTimeout(ctx, ro.DialTimeout)
+	s.probe(pctx)
 	cancel()
-	if err != nil {
-		_ = s.fail(pctx, err)
-	} else {
-		s.health.ok()
-	}
 
 	s.wg.Add(1)
 	go s.janitor()

@@ -8,6 +8,12 @@ import (
 )
 
 // Subscribe implements replay.Store.
+//
+// On a closed topic a client that was before the close still gets what it
+// missed, then Closed: a resume from an id before the last event, from
+// Earliest, or from an id Redis does not know (with its gap). With no
+// cursor, or one at or after the last event, there is nothing left to
+// read, so the answer is ErrTopicClosed.
 func (s *Store) Subscribe(ctx context.Context, name, from string, onGap replay.GapPolicy) (replay.Cursor, error) {
 	if s.closed.Load() {
 		return nil, replay.ErrStoreClosed
@@ -15,9 +21,6 @@ func (s *Store) Subscribe(ctx context.Context, name, from string, onGap replay.G
 	cfg := s.cfg.Load()
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	if err := s.register(ctx, name, subscribeRegistration); err != nil {
-		return nil, err
-	}
 	t := s.acquire(name)
 	ok := false
 	defer func() {
@@ -32,17 +35,19 @@ func (s *Store) Subscribe(ctx context.Context, name, from string, onGap replay.G
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if st.closed || t.closed {
+	if st.closed && !t.closed {
+		// Not expected: state reads the window up to the close marker.
+		// Without it the window cannot tell what is left to replay.
 		return nil, replay.ErrTopicClosed
 	}
-	if cfg.MaxSubscribersPerTopic > 0 && t.subscribers >= cfg.MaxSubscribersPerTopic {
-		return nil, replay.ErrTooManySubscribers
+	if t.closed && from == "" {
+		return nil, replay.ErrTopicClosed
 	}
 	if t.prune(cfg, time.Now()) {
 		t.wakeAll()
 	}
 	last := maxID(st.last, t.end)
-	c := &cursor{t: t, onGap: onGap}
+	c := &cursor{t: t, onGap: onGap, epoch: t.epoch}
 	switch from {
 	case "":
 		c.after = last
@@ -50,16 +55,30 @@ func (s *Store) Subscribe(ctx context.Context, name, from string, onGap replay.G
 		c.after = t.floor
 	default:
 		id, valid := parseID(from)
+		start, fromStart := t.lifeStart()
 		switch {
-		case valid && !id.less(t.floor) && !last.less(id):
-			c.after = id
-		case valid && id.less(t.floor):
-			c.after = t.gapTarget(onGap, last)
-			c.gap = &replay.Gap{Reason: replay.GapExpired, Requested: from, ResumeAfter: c.after.String()}
-		default:
+		case !valid || last.less(id) || (fromStart && id != (streamID{}) && id.less(start)):
+			// Never issued by the stream as Redis holds it now: made up,
+			// ahead of it, or from a history Redis lost.
 			c.after = t.gapTarget(onGap, last)
 			c.gap = &replay.Gap{Reason: replay.GapUnknown, Requested: from, ResumeAfter: c.after.String()}
+		case id.less(t.floor):
+			c.after = t.gapTarget(onGap, last)
+			c.gap = &replay.Gap{Reason: replay.GapExpired, Requested: from, ResumeAfter: c.after.String()}
+		case t.closed && t.lastEvent.less(id) && id != t.end:
+			// Between the last event and the close marker: never issued.
+			c.after = t.gapTarget(onGap, last)
+			c.gap = &replay.Gap{Reason: replay.GapUnknown, Requested: from, ResumeAfter: c.after.String()}
+		case t.closed && !id.less(t.lastEvent):
+			// The last event or the marker (where a GapLive cursor on a
+			// closed topic resumes): nothing was missed.
+			return nil, replay.ErrTopicClosed
+		default:
+			c.after = id
 		}
+	}
+	if cfg.MaxSubscribersPerTopic > 0 && t.subscribers >= cfg.MaxSubscribersPerTopic {
+		return nil, replay.ErrTooManySubscribers
 	}
 	t.subscribers++
 	ok = true

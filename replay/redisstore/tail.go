@@ -217,7 +217,11 @@ func (tl *tailer) run() {
 			}
 			t.syncMu.Lock()
 			if t.isLoaded() {
-				t.ingest(entries)
+				ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
+				// A failed reload leaves the window as it was; the next
+				// entry, Subscribe or the janitor's check tries again.
+				_ = t.apply(ctx, entries)
+				cancel()
 			}
 			t.syncMu.Unlock()
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/ssegate/caddy-sse/replay"
 )
@@ -37,8 +38,15 @@ type topic struct {
 	// missed events.
 	floor streamID
 	// end: the newest entry in the window (events or the close marker).
-	end         streamID
-	closed      bool
+	end    streamID
+	closed bool
+	// lastEvent is the id of the topic's last event once it is closed:
+	// a client at or after it has nothing left to resume.
+	lastEvent streamID
+	// epoch counts the times the window was thrown away because Redis
+	// no longer had what it held; a cursor from an older epoch points
+	// into a history that is gone.
+	epoch       uint64
 	subscribers int
 	wake        chan struct{}
 }
@@ -55,29 +63,117 @@ type topicState struct {
 }
 
 // state loads the window the first time (and starts tailing the topic), or
-// asks Redis where the topic is now.
+// asks Redis where the topic is now. Either way the window it leaves
+// agrees with Redis up to the returned state, so Subscribe decides on the
+// same history whichever node it runs on: a window the tail has not
+// caught up yet is read up to Redis's last entry, and a window holding
+// more than Redis has (Redis lost its data) is loaded again.
 func (t *topic) state(ctx context.Context) (topicState, error) {
-	if t.isLoaded() {
-		return t.metaState(ctx)
-	}
-	t.syncMu.Lock()
-	if t.isLoaded() {
+	if !t.isLoaded() {
+		t.syncMu.Lock()
+		if !t.isLoaded() {
+			st, err := t.load(ctx)
+			t.syncMu.Unlock()
+			if err != nil {
+				return topicState{}, err
+			}
+			t.s.follow(t)
+			return st, nil
+		}
 		t.syncMu.Unlock()
-		return t.metaState(ctx)
 	}
-	st, err := t.load(ctx)
-	t.syncMu.Unlock()
+	st, err := t.metaState(ctx)
 	if err != nil {
 		return topicState{}, err
 	}
-	t.s.follow(t)
+	if st.last == t.windowEnd() {
+		return st, nil
+	}
+	t.syncMu.Lock()
+	defer t.syncMu.Unlock()
+	return t.settle(ctx)
+}
+
+// settle brings the window in line with Redis: it reads what the tail has
+// not brought yet, or, when Redis's last entry is before the window's end
+// (Redis restarted without its data, or the topic expired there), replaces
+// the window with what Redis holds. Callers hold syncMu, so the window does
+// not move meanwhile and an end past Redis's last can only mean Redis
+// forgot it.
+func (t *topic) settle(ctx context.Context) (topicState, error) {
+	st, err := t.metaState(ctx)
+	if err != nil {
+		return topicState{}, err
+	}
+	end := t.windowEnd()
+	switch {
+	case st.last.less(end):
+		return t.reload(ctx, st.last)
+	case end.less(st.last):
+		if err := t.readUpTo(ctx, end, st.last); err != nil {
+			return topicState{}, err
+		}
+	}
 	return st, nil
+}
+
+// readUpTo reads the entries after from up to last from Redis into the
+// window. Callers hold syncMu.
+func (t *topic) readUpTo(ctx context.Context, from, last streamID) error {
+	for from.less(last) {
+		msgs, err := t.s.client.XRangeN(ctx, t.keys.log, "("+from.String(), last.String(), 512).Result()
+		if err != nil {
+			return t.s.fail(ctx, err)
+		}
+		t.s.health.ok()
+		if len(msgs) == 0 {
+			return nil
+		}
+		batch := make([]rawEntry, 0, len(msgs))
+		for _, m := range msgs {
+			if e, ok := parseEntry(m); ok {
+				batch = append(batch, e)
+			}
+		}
+		if err := t.apply(ctx, batch); err != nil {
+			return err
+		}
+		from = mustID(msgs[len(msgs)-1].ID)
+	}
+	return nil
+}
+
+// apply ingests entries read from Redis, reloading the window when they
+// show that Redis lost what it holds. Callers hold syncMu.
+func (t *topic) apply(ctx context.Context, entries []rawEntry) error {
+	if lost, at := t.ingest(entries); lost {
+		_, err := t.reload(ctx, at)
+		return err
+	}
+	return nil
+}
+
+// reload replaces a window that holds entries Redis no longer has (Redis
+// restarted without its data, was flushed or replaced, or the topic's keys
+// expired): what Redis says now is the truth every node serves, and this
+// node's cursors, positioned in the lost history, get a reset. Callers
+// hold syncMu.
+func (t *topic) reload(ctx context.Context, redisAt streamID) (topicState, error) {
+	t.s.log.Warn("redis no longer holds what this node read of a topic: reloading it, its readers get a reset",
+		zap.String("topic", t.name), zap.Stringer("node_end", t.windowEnd()), zap.Stringer("redis_at", redisAt))
+	return t.load(ctx)
 }
 
 func (t *topic) isLoaded() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.loaded
+}
+
+func (t *topic) windowEnd() streamID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.end
 }
 
 func (t *topic) metaState(ctx context.Context) (topicState, error) {
@@ -89,8 +185,8 @@ func (t *topic) metaState(ctx context.Context) (topicState, error) {
 	return metaState(vals), nil
 }
 
-// load reads the topic's retained history into the window. Callers hold
-// syncMu.
+// load reads the topic's retained history into the window, replacing
+// whatever it held (a reload starts a new epoch). Callers hold syncMu.
 func (t *topic) load(ctx context.Context) (topicState, error) {
 	s := t.s
 	cfg := s.cfg.Load()
@@ -133,7 +229,11 @@ func (t *topic) load(ctx context.Context) (topicState, error) {
 	}
 
 	t.mu.Lock()
+	if t.loaded {
+		t.epoch++
+	}
 	t.events, t.meta, t.bytes = nil, nil, 0
+	t.closed, t.lastEvent = false, streamID{}
 	t.end = st.last
 	t.floor = st.last
 	if len(entries) > 0 {
@@ -142,14 +242,21 @@ func (t *topic) load(ctx context.Context) (topicState, error) {
 	}
 	for _, e := range entries {
 		if e.marker {
-			t.closed = true
+			t.closed, t.lastEvent = true, e.prev
 			continue
 		}
 		t.events = append(t.events, e.ev)
 		t.meta = append(t.meta, entryMeta{id: e.id, cost: e.cost})
 		t.bytes += e.cost
 	}
-	t.closed = t.closed || st.closed
+	if st.closed && !t.closed {
+		// Never expected (the marker is the newest entry, read in the
+		// same transaction): nothing after the window's events is left.
+		t.closed, t.lastEvent = true, t.end
+		if n := len(t.meta); n > 0 {
+			t.lastEvent = t.meta[n-1].id
+		}
+	}
 	t.loaded = true
 	t.wakeAll()
 	t.mu.Unlock()
@@ -201,8 +308,11 @@ func parseEntry(m redis.XMessage) (rawEntry, bool) {
 }
 
 // ingest adds entries newer than the window's end, in order. Callers hold
-// syncMu, so the end does not move meanwhile.
-func (t *topic) ingest(entries []rawEntry) {
+// syncMu, so the end does not move meanwhile. It reports lost, changing
+// nothing, when an entry follows one before the window's end: the stream
+// went back (Redis lost data, or the topic expired and started over), so
+// the window must be reloaded; at is the id Redis continued after.
+func (t *topic) ingest(entries []rawEntry) (lost bool, at streamID) {
 	cfg := t.s.cfg.Load()
 	t.mu.Lock()
 	end := t.end
@@ -219,19 +329,22 @@ func (t *topic) ingest(entries []rawEntry) {
 		end = e.id
 	}
 	if len(fresh) == 0 {
-		return
+		return false, streamID{}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if p := fresh[0].prev; p.less(t.end) {
+		return true, p
+	}
 	for _, e := range fresh {
-		if e.prev != t.end && e.prev != (streamID{}) {
+		if e.prev != t.end {
 			// Entries between were trimmed before this node read them:
 			// cursors before e.prev missed them.
 			t.floor = maxID(t.floor, e.prev)
 			t.events, t.meta, t.bytes = nil, nil, 0
 		}
 		if e.marker {
-			t.closed = true
+			t.closed, t.lastEvent = true, e.prev
 		} else {
 			t.events = append(t.events, e.ev)
 			t.meta = append(t.meta, entryMeta{id: e.id, cost: e.cost})
@@ -241,6 +354,7 @@ func (t *topic) ingest(entries []rawEntry) {
 	}
 	t.prune(cfg, time.Now())
 	t.wakeAll()
+	return false, streamID{}
 }
 
 // wakeAll releases every reader waiting on the window. Callers hold t.mu.
@@ -277,6 +391,23 @@ func (t *topic) prune(cfg *replay.Config, now time.Time) bool {
 		t.meta = append([]entryMeta(nil), t.meta...)
 	}
 	return true
+}
+
+// lifeStart is the first entry of the window when the window holds the
+// stream from its very first entry (floor 0-0); ok is false otherwise.
+// An id before it, other than 0-0, was never issued by this life of the
+// stream: it comes from a history Redis no longer has. Callers hold t.mu.
+func (t *topic) lifeStart() (first streamID, ok bool) {
+	if t.floor != (streamID{}) {
+		return streamID{}, false
+	}
+	switch {
+	case len(t.meta) > 0:
+		return t.meta[0].id, true
+	case t.end != (streamID{}):
+		return t.end, true // only the close marker
+	}
+	return streamID{}, false
 }
 
 // gapTarget is where a cursor continues after a gap. Callers hold t.mu.
