@@ -83,9 +83,13 @@ func (RedisStore) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision connects (lazily: a Redis that is down at start only makes
-// requests fail until it is up), or takes a reference to the store a
-// previous config (a reload) opened with the same settings.
+// Provision opens the store, asking Redis once within the dial timeout, or
+// takes a reference to the store a previous config (a reload) opened with
+// the same settings. A Redis that does not answer is logged as down, and
+// provisioning still succeeds: failing it would keep Caddy, with every
+// other site it serves, from starting during a Redis outage, while the
+// store answers 503 to publishers and a retry hint to new subscribers
+// until Redis is back, and then serves on its own.
 func (s *RedisStore) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
 	routeRedisLogs()
@@ -109,7 +113,12 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 	s.key = key
 	s.store = v.(*redisstore.Store)
 	if !loaded {
-		s.logger.Info("opened sse redis store", zap.String("addr", s.addr), zap.String("prefix", opts.Prefix), zap.Bool("up", s.store.Up()))
+		fields := []zap.Field{zap.String("addr", s.addr), zap.String("prefix", opts.Prefix), zap.Bool("up", s.store.Up())}
+		if s.store.Up() {
+			s.logger.Info("opened sse redis store", fields...)
+		} else {
+			s.logger.Warn("opened sse redis store, but redis does not answer: publishes answer 503 and subscribers are asked to retry until it does", fields...)
+		}
 	}
 	if err := registerRedisMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering redis store metrics: %w", err)
@@ -241,6 +250,9 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // ---- logs and metrics ----
+//
+// The metrics below belong in metrics.go with the module's other metrics
+// (issue 13); they stay here until that file's owner takes them in.
 
 var routeRedisLogsOnce sync.Once
 

@@ -352,3 +352,24 @@ func TestRedisStoreCaddyfileErrors(t *testing.T) {
 		}
 	}
 }
+
+// A Redis that does not answer at start is reported as down, not as up, and
+// Caddy starts all the same: the store serves once Redis is there.
+func TestRedisStoreDownAtStart(t *testing.T) {
+	dead := testcaddy.FreePort(t) // nothing listens there
+	port := testcaddy.FreePort(t)
+	p := testcaddy.Start(t, redisCaddyfile(port, fmt.Sprintf("redis://127.0.0.1:%d", dead), ""))
+	var opened string
+	for line := range strings.Lines(p.Log()) {
+		if strings.Contains(line, "opened sse redis store") {
+			opened = line
+		}
+	}
+	if !strings.Contains(opened, `"up":false`) || !strings.Contains(opened, `"level":"warn"`) {
+		t.Fatalf("the store's opening was logged as %q, want a warning with \"up\":false\n%s", opened, p.Log())
+	}
+	res := redisPost(t, &http.Client{Timeout: 10 * time.Second}, http.MethodPost, fmt.Sprintf("127.0.0.1:%d", port), "/r/x", "d")
+	if res.status != http.StatusServiceUnavailable {
+		t.Fatalf("publishing with Redis down answered %d, want 503", res.status)
+	}
+}
