@@ -67,7 +67,11 @@ func (s *Store) sweep() {
 		}
 	}
 	for _, t := range live {
-		if until, ok := s.reg[t.name]; !ok || until.Sub(now) <= ttl/2 {
+		// The keys last MaxAge from their last write; a topic read here
+		// must not expire under its readers (they would take the stream
+		// starting over for lost data), so short ages are renewed often.
+		until, ok := s.reg[t.name]
+		if !ok || until.Sub(now) <= ttl/2 || now.Sub(t.keysRenewed) >= cfg.MaxAge/2 {
 			due = append(due, t)
 		}
 	}
@@ -92,6 +96,7 @@ func (s *Store) sweep() {
 	s.health.ok()
 	s.regMu.Lock()
 	for _, t := range due {
+		t.keysRenewed = now
 		if u := now.Add(ttl); u.After(s.reg[t.name]) {
 			s.reg[t.name] = u
 		}

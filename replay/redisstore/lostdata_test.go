@@ -193,3 +193,22 @@ func TestRedisRestartedWithData(t *testing.T) {
 		t.Fatalf("resuming after %s across the restart: %q (gap %+v)", ids[1], got, gap)
 	}
 }
+
+// A topic that nothing is appended to for longer than the history age
+// still exists while a node has readers of it (the janitor keeps its keys),
+// so the next event reaches them without a gap: the stream did not start
+// over.
+func TestReadTopicOutlivesItsAge(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := twoNodes(t, srv, replay.Config{MaxAge: 2 * time.Second})
+	first := appendData(t, a, "/quiet", "e0")
+	c := subscribe(t, b, "/quiet", first[0])
+	time.Sleep(3 * time.Second)
+	if n, err := a.Client().Exists(t.Context(), a.Prefix()+"{/quiet}:meta").Result(); err != nil || n != 1 {
+		t.Fatalf("the topic's keys expired under its reader (%d, %v)", n, err)
+	}
+	next := appendData(t, a, "/quiet", "e1")
+	if got, gap := read(t, c, 1); gap != nil || !slices.Equal(got, pairs(next, "e1")) {
+		t.Fatalf("after a quiet spell longer than the age the reader got %q (gap %+v)", got, gap)
+	}
+}

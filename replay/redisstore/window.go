@@ -25,6 +25,10 @@ type topic struct {
 	idleSince time.Time
 	tailer    *tailer
 
+	// keysRenewed is when the janitor last extended the topic's keys;
+	// only the janitor uses it.
+	keysRenewed time.Time
+
 	// syncMu serialises what extends the window: the load, the tail, and
 	// this node's own appends.
 	syncMu sync.Mutex
