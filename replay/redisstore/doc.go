@@ -21,14 +21,17 @@
 //	                           the ids of the batch first appended with it.
 //	sse:{<topic>}:dedup:order  sorted set: the same keys, oldest first.
 //	sse:topics                 sorted set: topic -> until when it counts
-//	                           against the topic limit (ms).
+//	                           against the topic limit (ms). A topic counts
+//	                           from its first append or its close; one that
+//	                           only has subscribers holds no key and takes
+//	                           no slot.
 //	sse:lease:{<name>}         string: the token of the lease's holder.
 //	sse:lease:{<name>}:cursor  string: the upstream position recorded by the
 //	                           last fenced append.
 //
 // The log and meta of a topic expire when nothing has been appended for the
-// history age (nodes with subscribers keep them alive); the dedup keys when
-// no keyed batch came for the dedup window.
+// history age (nodes with subscribers keep them alive, however short the
+// age); the dedup keys when no keyed batch came for the dedup window.
 //
 // # Appending
 //
@@ -62,6 +65,36 @@
 // instead of a silent hole. The node's own appends enter its window before
 // Append returns. A topic without local subscribers is dropped after
 // Options.Linger.
+//
+// Subscribe decides on a window that agrees with Redis: it asks Redis
+// where the topic is (one HMGET) and, when the tail has not caught up yet,
+// reads the rest first. So every node answers an id the same way: resumed
+// after it, a gap, or ErrTopicClosed. A cursor opened without an id has a
+// position at once (0-0 on a topic without history) that resumes exactly
+// on any node.
+//
+// # Closed topics
+//
+// CloseTopic appends a marker entry whose p names the last event. A
+// subscriber before that event still gets what it missed, then Closed: from
+// an earlier id, from Earliest, or from an unknown or expired id after its
+// gap. Only a subscriber with nothing left (no id, the last event, or the
+// marker, where a GapLive cursor on a closed topic rests) gets
+// ErrTopicClosed.
+//
+// # When Redis loses its data
+//
+// A Redis restarted without persistence, flushed or replaced no longer has
+// the ids the nodes handed out, while each node may still hold a window of
+// them. A node notices in three ways: the janitor reads Redis's run_id
+// (INFO server) every second and, when it changed, compares every window
+// with Redis; Subscribe compares the window with Redis's last id; the tail
+// sees an entry that follows one before the window's end (the stream
+// started over). Only a window holding entries Redis no longer has is
+// reloaded, so a restart that kept the data (RDB, AOF) changes nothing.
+// Cursors of a reloaded window get an unknown gap, and so does a client
+// resuming with such an id on any node: an id before the first entry of a
+// stream that starts at 0-0 was never issued by it.
 //
 // # Outages
 //
