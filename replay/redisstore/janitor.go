@@ -71,7 +71,7 @@ func (s *Store) sweep() {
 		// must not expire under its readers (they would take the stream
 		// starting over for lost data), so short ages are renewed often.
 		until, ok := s.reg[t.name]
-		if !ok || until.Sub(now) <= ttl/2 || now.Sub(t.keysRenewed) >= cfg.MaxAge/2 {
+		if !ok || until.Sub(now) <= ttl/2 || now.Sub(t.keysRenewed) >= cfg.MaxAge/3 {
 			due = append(due, t)
 		}
 	}

@@ -200,10 +200,10 @@ func TestRedisRestartedWithData(t *testing.T) {
 // over.
 func TestReadTopicOutlivesItsAge(t *testing.T) {
 	srv := redistest.Start(t)
-	a, b := twoNodes(t, srv, replay.Config{MaxAge: 2 * time.Second})
+	a, b := twoNodes(t, srv, replay.Config{MaxAge: 3 * time.Second})
 	first := appendData(t, a, "/quiet", "e0")
 	c := subscribe(t, b, "/quiet", first[0])
-	time.Sleep(3 * time.Second)
+	time.Sleep(4 * time.Second)
 	if n, err := a.Client().Exists(t.Context(), a.Prefix()+"{/quiet}:meta").Result(); err != nil || n != 1 {
 		t.Fatalf("the topic's keys expired under its reader (%d, %v)", n, err)
 	}
