@@ -345,22 +345,5 @@ func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
 	return nil
 }
 
-// UnmarshalCaddyfile sets up the memory store. Syntax:
-//
-//	store memory [<name>]
-func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the store name
-	if d.NextArg() {
-		m.Name = d.Val()
-	}
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	return nil
-}
-
 // Interface guards
-var (
-	_ caddyfile.Unmarshaler = (*Handler)(nil)
-	_ caddyfile.Unmarshaler = (*MemoryStore)(nil)
-)
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -9,12 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	mathrand "math/rand/v2"
 	"net/http"
-	"os"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -27,6 +22,7 @@ import (
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/stream"
 	"github.com/ssegate/caddy-sse/webhook"
+	"github.com/ssegate/caddy-sse/wire"
 )
 
 func init() {
@@ -153,25 +149,9 @@ type Handler struct {
 	stop   context.Context
 	endAll context.CancelFunc
 
-	detach bool
-	// detached counts the streams running outside a request, which Caddy's
-	// own shutdown no longer waits for.
-	detached *sync.WaitGroup
-	// lots park the detached streams that have nothing to send, per topic.
-	lots *stream.Lots
-}
-
-// History bounds a topic's log. The oldest events are pruned first when any
-// bound is exceeded.
-type History struct {
-	// Most events retained per topic. Default: 1000.
-	Events int `json:"events,omitempty"`
-	// Most bytes retained per topic (payload and its encoding). Default:
-	// 16MiB.
-	Size int64 `json:"size,omitempty"`
-	// Events older than this are pruned; a closed topic is remembered (and
-	// answers 204) this long. Default: 1h.
-	Age caddy.Duration `json:"age,omitempty"`
+	// streams serves every subscriber's stream in the leanest mode its
+	// connection allows (see package stream).
+	streams *stream.Server
 }
 
 // Limits bound what clients can make the handler hold. Past a limit a
@@ -193,45 +173,6 @@ type Limits struct {
 	TopicLength int `json:"topic_length,omitempty"`
 }
 
-// Publish configures the webhook side: POST appends events, DELETE ends the
-// topic. At least one authentication scheme is required, unless
-// allow_unauthenticated says otherwise; when several are configured, any one
-// passing admits the request.
-type Publish struct {
-	// Accepted bearer tokens (`Authorization: Bearer <token>`).
-	Bearer []string `json:"bearer,omitempty"`
-	// GitHub-style HMAC signatures of the raw body.
-	HMACSHA256 []HMACSecret `json:"hmac_sha256,omitempty"`
-	// Standard Webhooks (v1) signing secrets, `whsec_` followed by base64.
-	// Several may be listed during key rotation.
-	StandardWebhooks []string `json:"standard_webhooks,omitempty"`
-	// Admit publishes without authentication. Required to provision a
-	// publish block with no scheme, so that an open endpoint is a choice.
-	AllowUnauthenticated bool `json:"allow_unauthenticated,omitempty"`
-	// The event type of published events. Placeholders are expanded per
-	// request, e.g. `{http.request.header.X-GitHub-Event}`. Default:
-	// `message`.
-	Event string `json:"event,omitempty"`
-	// Largest request body in bytes. Default: 1MiB.
-	MaxBody int64 `json:"max_body,omitempty"`
-	// How long a delivery id (`webhook-id`, `X-GitHub-Delivery` or
-	// `Idempotency-Key`) is remembered: a repeat within this window appends
-	// nothing and answers with the original ids. Default: 1h.
-	DedupWindow caddy.Duration `json:"dedup_window,omitempty"`
-}
-
-// HMACSecret is a secret for GitHub-style signatures.
-type HMACSecret struct {
-	// The shared secret. Placeholders such as `{env.GITHUB_SECRET}` work.
-	Secret string `json:"secret"`
-	// The header carrying `sha256=<hex>`. Default: `X-Hub-Signature-256`.
-	Header string `json:"header,omitempty"`
-}
-
-// subscribers counts open streams in the process; it outlives handler
-// instances so that a reload does not reset the limit.
-var subscribers atomic.Int64
-
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
@@ -245,9 +186,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.stop, h.endAll = context.WithCancel(context.Background())
-	h.detach = h.Detach == nil || *h.Detach
-	h.lots = stream.NewLots(h.stop)
-	h.detached = new(sync.WaitGroup)
+	h.streams = stream.NewServer(h.stop, h.Detach == nil || *h.Detach)
 	h.setDefaults()
 	repl := caddy.NewReplacer()
 
@@ -348,48 +287,6 @@ func (h *Handler) setDefaults() {
 	}
 }
 
-func (h *Handler) storeConfig() replay.Config {
-	cfg := replay.Config{
-		MaxEvents:              h.History.Events,
-		MaxBytes:               h.History.Size,
-		MaxAge:                 time.Duration(h.History.Age),
-		MaxTopics:              h.Limits.Topics,
-		MaxSubscribersPerTopic: h.Limits.SubscribersPerTopic,
-		Framer:                 stream.EncodeEvent,
-		Encodings:              len(h.Compress),
-	}
-	if h.Publish != nil {
-		cfg.DedupWindow = time.Duration(h.Publish.DedupWindow)
-	}
-	return cfg.WithDefaults()
-}
-
-func (p *Publish) verifiers(repl *caddy.Replacer) (webhook.Any, error) {
-	var any webhook.Any
-	for i, token := range p.Bearer {
-		v, err := webhook.NewBearer(repl.ReplaceKnown(token, ""))
-		if err != nil {
-			return nil, fmt.Errorf("publish: bearer token %d: %w", i, err)
-		}
-		any = append(any, v)
-	}
-	for i, s := range p.HMACSHA256 {
-		v, err := webhook.NewHMACSHA256(repl.ReplaceKnown(s.Secret, ""), s.Header)
-		if err != nil {
-			return nil, fmt.Errorf("publish: hmac_sha256 secret %d: %w", i, err)
-		}
-		any = append(any, v)
-	}
-	for i, s := range p.StandardWebhooks {
-		v, err := webhook.NewStandardWebhooks(repl.ReplaceKnown(s, ""), 0)
-		if err != nil {
-			return nil, fmt.Errorf("publish: standard_webhooks secret %d: %w", i, err)
-		}
-		any = append(any, v)
-	}
-	return any, nil
-}
-
 // Validate rejects configs that would be unsafe or could not work.
 func (h *Handler) Validate() error {
 	if h.OnGap != "" && h.OnGap != "replay" && h.OnGap != "live" {
@@ -401,7 +298,7 @@ func (h *Handler) Validate() error {
 	if h.WriteTimeout < 0 {
 		return fmt.Errorf("write_timeout: must not be negative")
 	}
-	if stream.SanitizeName(h.ResetEvent) != h.ResetEvent || stream.SanitizeName(h.CloseEvent) != h.CloseEvent {
+	if wire.SanitizeName(h.ResetEvent) != h.ResetEvent || wire.SanitizeName(h.CloseEvent) != h.CloseEvent {
 		return fmt.Errorf("reset_event and close_event must be plain event names")
 	}
 	cfg := h.storeConfig()
@@ -427,16 +324,8 @@ func (h *Handler) Validate() error {
 // and end their response, as Caddy waits for streams in a request.
 func (h *Handler) Cleanup() error {
 	h.endStreams()
-	if h.detached != nil && (caddy.Exiting() || h.DrainWindow < 0) {
-		done := make(chan struct{})
-		go func() {
-			h.detached.Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-time.After(detachedExitWait):
-		}
+	if h.streams != nil && (caddy.Exiting() || h.DrainWindow < 0) {
+		h.streams.Wait(detachedExitWait)
 	}
 	return h.cleanupSources()
 }
@@ -500,192 +389,6 @@ func (h *Handler) validateTopic(topic string) error {
 		}
 	}
 	return nil
-}
-
-// cursorFrom reads where the client wants to resume: the Last-Event-ID
-// header its EventSource sends on reconnection, or a query parameter for a
-// first connection and for polyfills. The header wins.
-func cursorFrom(r *http.Request) string {
-	from := r.Header.Get("Last-Event-ID")
-	if from == "" {
-		q := r.URL.Query()
-		from = q.Get("lastEventId")
-		if from == "" {
-			from = q.Get("last_event_id")
-		}
-	}
-	if len(from) > maxCursorLength {
-		// Never matches an id; the client gets a reset.
-		from = from[:maxCursorLength]
-	}
-	return from
-}
-
-func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string) error {
-	if n := subscribers.Add(1); n > int64(h.Limits.Subscribers) {
-		subscribers.Add(-1)
-		return writeRetryLater(w, fmt.Sprintf("subscriber limit of %d reached", h.Limits.Subscribers))
-	}
-
-	onGap := replay.GapReplay
-	if h.OnGap == "live" {
-		onGap = replay.GapLive
-	}
-	from := cursorFrom(r)
-	cur, err := h.store.Subscribe(r.Context(), topic, from, onGap)
-	if err != nil {
-		subscribers.Add(-1)
-	}
-	switch {
-	case errors.Is(err, replay.ErrTopicClosed):
-		// 204 is the one answer that makes EventSource stop reconnecting.
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	case errors.Is(err, replay.ErrTooManyTopics), errors.Is(err, replay.ErrTooManySubscribers):
-		return writeRetryLater(w, err.Error())
-	case errors.Is(err, replay.ErrUnavailable):
-		// 503 would make EventSource give up for good: an empty stream
-		// with a retry hint makes it come back, with its Last-Event-ID,
-		// once the store may be reachable again.
-		return h.comeBackLater(w, "store unavailable")
-	case err != nil:
-		h.logger.Error("subscribing", zap.String("topic", topic), zap.Error(err))
-		return writeRetryLater(w, "subscribing failed")
-	}
-	release := h.sourceDemand(topic)
-	metrics.subscriptions.Inc()
-	if from != "" {
-		metrics.replays.Inc()
-	}
-
-	var enc *stream.Encoding
-	if len(h.encodings) > 0 {
-		enc = stream.Negotiate(r.Header.Get("Accept-Encoding"), h.encodings)
-		w.Header().Add("Vary", "Accept-Encoding")
-		// Whatever was negotiated, encode must not compress again.
-		w.Header().Set("Cache-Control", "no-cache, no-transform")
-	}
-	sub := &subscription{h: h, cur: cur, release: release, topic: topic, from: from, started: time.Now()}
-	if err := stream.WriteHead(w, enc); err != nil {
-		sub.finish(stream.Stats{}, err)
-		return nil // the client is gone already
-	}
-	opts := h.streamOptions(enc)
-	// A stream that encode (or anything but us) compresses must keep its
-	// writer chain, so only an untransformed one is detached.
-	if h.detach && (enc != nil || w.Header().Get("Content-Encoding") == "") {
-		if d, err := stream.Detach(w, r); err == nil {
-			h.detached.Add(1)
-			if d.CanPark() {
-				h.lots.ServeParked(topic, d, cur, opts, func(stats stream.Stats, err error) {
-					sub.finish(stats, err)
-					h.detached.Done()
-				})
-				return nil
-			}
-			go func() {
-				defer h.detached.Done()
-				sub.finish(stream.ServeDetached(d, cur, opts))
-			}()
-			return nil
-		}
-	}
-	sub.finish(stream.Serve(r.Context(), w, cur, opts))
-	return nil
-}
-
-func (h *Handler) streamOptions(enc *stream.Encoding) stream.Options {
-	heartbeat := time.Duration(h.Heartbeat)
-	if heartbeat < 0 {
-		heartbeat = 0
-	}
-	retry := time.Duration(h.Retry)
-	return stream.Options{
-		Retry:        retry,
-		Heartbeat:    heartbeat,
-		WriteTimeout: time.Duration(h.WriteTimeout),
-		ResetEvent:   h.ResetEvent,
-		CloseEvent:   h.CloseEvent,
-		Stop:         h.stop,
-		StopRetry: func() time.Duration {
-			return retry + mathrand.N(stopJitter)
-		},
-		Drain:    h.drainDelay,
-		Encoding: enc,
-	}
-}
-
-// subscription is what one stream holds until it ends, in the request's
-// goroutine or, once detached, in its own.
-type subscription struct {
-	h       *Handler
-	cur     replay.Cursor
-	release func()
-	topic   string
-	from    string
-	started time.Time
-}
-
-// finish releases the stream's cursor, demand and subscriber slot, and
-// accounts for what it delivered.
-func (s *subscription) finish(stats stream.Stats, err error) {
-	h := s.h
-	s.cur.Close()
-	s.release()
-	subscribers.Add(-1)
-	metrics.delivered.Add(float64(stats.Events))
-	metrics.resets.Add(float64(stats.Resets))
-	metrics.bytesWritten.Add(float64(stats.Bytes))
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		metrics.slowDisconnects.Inc()
-		h.logger.Debug("subscriber too slow, disconnected", zap.String("topic", s.topic), zap.Duration("write_timeout", time.Duration(h.WriteTimeout)))
-	}
-	if c := h.logger.Check(zap.DebugLevel, "stream ended"); c != nil {
-		c.Write(zap.String("topic", s.topic), zap.String("from", s.from),
-			zap.Int("events", stats.Events), zap.Int("resets", stats.Resets),
-			zap.Int64("bytes", stats.Bytes), zap.Duration("duration", time.Since(s.started)),
-			zap.NamedError("reason", err))
-	}
-}
-
-// drainDelay picks when a stream of a stopping config ends: at once when
-// the process exits, at a random moment of the drain window on a reload.
-func (h *Handler) drainDelay() time.Duration {
-	if caddy.Exiting() || h.DrainWindow <= 0 {
-		return 0
-	}
-	return mathrand.N(time.Duration(h.DrainWindow))
-}
-
-// writeError answers with a JSON body saying what is wrong, since Caddy's
-// own error path would send the status with an empty body.
-func writeError(w http.ResponseWriter, status int, msg string) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Del("Content-Length")
-	w.WriteHeader(status)
-	body, _ := json.Marshal(map[string]string{"error": msg})
-	_, _ = w.Write(append(body, '\n'))
-	return nil
-}
-
-// comeBackLater answers a subscriber with an event stream that ends at once
-// with a reconnection delay (retry plus jitter) and a comment saying why.
-func (h *Handler) comeBackLater(w http.ResponseWriter, why string) error {
-	if err := stream.WriteHead(w, nil); err != nil {
-		return nil
-	}
-	b := stream.EncodeComment(why)
-	b = append(b, stream.EncodeRetry(time.Duration(h.Retry)+mathrand.N(stopJitter))...)
-	_, _ = w.Write(b)
-	return nil
-}
-
-// writeRetryLater answers 503 with Retry-After: a limit or a restart that
-// the client can simply wait out.
-func writeRetryLater(w http.ResponseWriter, msg string) error {
-	w.Header().Set("Retry-After", strconv.Itoa(int(DefaultRetry/time.Second)))
-	return writeError(w, http.StatusServiceUnavailable, msg)
 }
 
 // Interface guards

@@ -15,9 +15,70 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ssegate/caddy-sse/replay"
-	"github.com/ssegate/caddy-sse/stream"
 	"github.com/ssegate/caddy-sse/webhook"
+	"github.com/ssegate/caddy-sse/wire"
 )
+
+// Publish configures the webhook side: POST appends events, DELETE ends the
+// topic. At least one authentication scheme is required, unless
+// allow_unauthenticated says otherwise; when several are configured, any one
+// passing admits the request.
+type Publish struct {
+	// Accepted bearer tokens (`Authorization: Bearer <token>`).
+	Bearer []string `json:"bearer,omitempty"`
+	// GitHub-style HMAC signatures of the raw body.
+	HMACSHA256 []HMACSecret `json:"hmac_sha256,omitempty"`
+	// Standard Webhooks (v1) signing secrets, `whsec_` followed by base64.
+	// Several may be listed during key rotation.
+	StandardWebhooks []string `json:"standard_webhooks,omitempty"`
+	// Admit publishes without authentication. Required to provision a
+	// publish block with no scheme, so that an open endpoint is a choice.
+	AllowUnauthenticated bool `json:"allow_unauthenticated,omitempty"`
+	// The event type of published events. Placeholders are expanded per
+	// request, e.g. `{http.request.header.X-GitHub-Event}`. Default:
+	// `message`.
+	Event string `json:"event,omitempty"`
+	// Largest request body in bytes. Default: 1MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+	// How long a delivery id (`webhook-id`, `X-GitHub-Delivery` or
+	// `Idempotency-Key`) is remembered: a repeat within this window appends
+	// nothing and answers with the original ids. Default: 1h.
+	DedupWindow caddy.Duration `json:"dedup_window,omitempty"`
+}
+
+// HMACSecret is a secret for GitHub-style signatures.
+type HMACSecret struct {
+	// The shared secret. Placeholders such as `{env.GITHUB_SECRET}` work.
+	Secret string `json:"secret"`
+	// The header carrying `sha256=<hex>`. Default: `X-Hub-Signature-256`.
+	Header string `json:"header,omitempty"`
+}
+
+func (p *Publish) verifiers(repl *caddy.Replacer) (webhook.Any, error) {
+	var any webhook.Any
+	for i, token := range p.Bearer {
+		v, err := webhook.NewBearer(repl.ReplaceKnown(token, ""))
+		if err != nil {
+			return nil, fmt.Errorf("publish: bearer token %d: %w", i, err)
+		}
+		any = append(any, v)
+	}
+	for i, s := range p.HMACSHA256 {
+		v, err := webhook.NewHMACSHA256(repl.ReplaceKnown(s.Secret, ""), s.Header)
+		if err != nil {
+			return nil, fmt.Errorf("publish: hmac_sha256 secret %d: %w", i, err)
+		}
+		any = append(any, v)
+	}
+	for i, s := range p.StandardWebhooks {
+		v, err := webhook.NewStandardWebhooks(repl.ReplaceKnown(s, ""), 0)
+		if err != nil {
+			return nil, fmt.Errorf("publish: standard_webhooks secret %d: %w", i, err)
+		}
+		any = append(any, v)
+	}
+	return any, nil
+}
 
 // ndjsonTypes are the media types whose body is one event per line.
 var ndjsonTypes = map[string]bool{
@@ -79,7 +140,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 		metrics.rejects.WithLabelValues(rejectBadInput).Inc()
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}
-	eventType := stream.SanitizeName(repl.ReplaceAll(h.Publish.Event, ""))
+	eventType := wire.SanitizeName(repl.ReplaceAll(h.Publish.Event, ""))
 
 	var drafts []replay.Draft
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -147,7 +208,7 @@ func (h *Handler) draft(data []byte, eventType string) (replay.Draft, error) {
 	case !utf8.Valid(data):
 		return replay.Draft{}, errors.New("body is not valid UTF-8")
 	}
-	return replay.Draft{Type: eventType, Data: stream.NormalizeLineBreaks(data)}, nil
+	return replay.Draft{Type: eventType, Data: wire.NormalizeLineBreaks(data)}, nil
 }
 
 // splitNDJSON turns a body of JSON values, one per line, into events. The

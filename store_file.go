@@ -64,20 +64,16 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("file store %s: %w", s.Path, err)
 	}
 	key := "file:" + abs
-	v, loaded, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+	store, loaded, err := acquireStore(key, func() (*replay.File, error) {
 		// The handler configures the real bounds right after; the file
 		// is not pruned before that.
-		f, err := replay.OpenFile(abs, replay.Config{}, nil)
-		if err != nil {
-			return nil, err
-		}
-		return f, nil
+		return replay.OpenFile(abs, replay.Config{}, nil)
 	})
 	if err != nil {
 		return err
 	}
 	s.key = key
-	s.store = v.(*replay.File)
+	s.store = store
 	s.logger = ctx.Logger()
 	if !loaded {
 		s.logger.Info("opened sse file store", zap.String("path", abs), zap.String("epoch", s.store.Epoch()))
@@ -96,12 +92,8 @@ func (s *FileStore) Validate() error {
 // Cleanup drops the reference; the last one commits what is pending and
 // closes the file.
 func (s *FileStore) Cleanup() error {
-	if s.key == "" {
-		return nil
-	}
-	key := s.key
+	closed, err := releaseStore(s.key)
 	s.key = ""
-	closed, err := stores.Delete(key)
 	if err != nil {
 		return fmt.Errorf("closing sse file store %s: %w", s.store.Path(), err)
 	}

@@ -9,7 +9,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/ssegate/caddy-sse/stream"
+	"github.com/ssegate/caddy-sse/wire"
 )
 
 // Mapping turns an NDJSON line into a record: which topic it goes to, its
@@ -75,7 +75,7 @@ func (m *Mapping) Map(line []byte) (Record, error) {
 	}
 	rec := Record{Topic: m.Topic, Event: "message"}
 	if !m.mapsJSON() {
-		rec.Data = stream.NormalizeLineBreaks(bytes.Clone(line))
+		rec.Data = wire.NormalizeLineBreaks(bytes.Clone(line))
 		return rec, m.checkSize(rec.Data)
 	}
 	if !json.Valid(line) {
@@ -107,14 +107,14 @@ func (m *Mapping) Map(line []byte) (Record, error) {
 		if ev, err = field(obj, m.EventField); err != nil {
 			return Record{}, err
 		}
-		rec.Event = stream.SanitizeName(ev)
+		rec.Event = wire.SanitizeName(ev)
 	}
 	if m.DataField != "" {
 		var data string
 		if data, err = field(obj, m.DataField); err != nil {
 			return Record{}, err
 		}
-		rec.Data = stream.NormalizeLineBreaks([]byte(data))
+		rec.Data = wire.NormalizeLineBreaks([]byte(data))
 	} else {
 		// JSON white space around the value is no part of it; inside,
 		// a valid JSON line has no line break.

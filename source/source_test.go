@@ -18,7 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ssegate/caddy-sse/replay"
-	"github.com/ssegate/caddy-sse/stream"
+	"github.com/ssegate/caddy-sse/wire"
 )
 
 func TestMain(m *testing.M) {
@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 const wait = 20 * time.Second
 
 func newStore(t *testing.T) *replay.Memory {
-	s := replay.NewMemory(replay.Config{Framer: stream.EncodeEvent})
+	s := replay.NewMemory(replay.Config{Framer: wire.EncodeEvent})
 	t.Cleanup(func() { s.Close() })
 	return s
 }

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ssegate/caddy-sse/stream"
+	"github.com/ssegate/caddy-sse/wire"
 )
 
 // sseEvent is one event relayed from an upstream event stream.
@@ -127,7 +127,7 @@ func (p *sseParser) dispatch() (*sseEvent, string) {
 	return &sseEvent{
 		ID:    p.LastEventID,
 		OwnID: p.ownID,
-		Type:  stream.SanitizeName(p.eventType),
+		Type:  wire.SanitizeName(p.eventType),
 		Data:  data, // a copy already
 	}, ""
 }

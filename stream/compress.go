@@ -64,10 +64,6 @@ func (e *Encoding) segment(ev *replay.Event) []byte {
 	return ev.Encoded(e.slot, e.compress)
 }
 
-// SegmentOf returns an event's frame in enc, as every subscriber that
-// negotiated enc receives it.
-func SegmentOf(enc *Encoding, ev *replay.Event) []byte { return enc.segment(ev) }
-
 // gzip: a stream is the 10-byte member header, then per event the raw
 // DEFLATE blocks of a fresh compressor ended by a sync flush (so the
 // event is decodable at once and nothing carries over), then at the end

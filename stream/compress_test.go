@@ -16,6 +16,7 @@ import (
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/stream"
+	"github.com/ssegate/caddy-sse/wire"
 )
 
 func TestNegotiatePicksHighestQualityThenServerPreference(t *testing.T) {
@@ -104,7 +105,7 @@ func decode(t testing.TB, enc *stream.Encoding, body []byte) []byte {
 // resumed after the id of event `join` with Last-Event-ID. Each must decode
 // to exactly its events, then the close event, then a clean end.
 func roundTrip(t *testing.T, enc *stream.Encoding, events []string, join int) {
-	store := replay.NewMemory(replay.Config{Framer: stream.EncodeEvent, Encodings: 2, MaxBytes: 1 << 30, MaxEvents: 10000})
+	store := replay.NewMemory(replay.Config{Framer: wire.EncodeEvent, Encodings: 2, MaxBytes: 1 << 30, MaxEvents: 10000})
 	defer store.Close()
 	ctx := context.Background()
 	fromStart, err := store.Subscribe(ctx, "t", "", replay.GapReplay)
@@ -122,7 +123,7 @@ func roundTrip(t *testing.T, enc *stream.Encoding, events []string, join int) {
 				t.Fatal(err)
 			}
 		}
-		res, err := store.Append(ctx, "t", replay.Batch{Events: []replay.Draft{{Type: "message", Data: stream.NormalizeLineBreaks([]byte(data))}}})
+		res, err := store.Append(ctx, "t", replay.Batch{Events: []replay.Draft{{Type: "message", Data: wire.NormalizeLineBreaks([]byte(data))}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,7 +154,7 @@ func roundTrip(t *testing.T, enc *stream.Encoding, events []string, join int) {
 			t.Fatalf("%s: %d events, want %d and a close event", sub.name, len(got), len(sub.want))
 		}
 		for i, w := range sub.want {
-			if want := string(stream.NormalizeLineBreaks([]byte(w))); got[i].Data != want {
+			if want := string(wire.NormalizeLineBreaks([]byte(w))); got[i].Data != want {
 				t.Fatalf("%s: event %d data %q, want %q", sub.name, i, got[i].Data, want)
 			}
 		}
@@ -194,7 +195,7 @@ func FuzzSharedCompressionRoundTrip(f *testing.F) {
 // The compressed segment of an event is computed once and the same bytes
 // serve every subscriber.
 func TestSegmentIsComputedOnceAndShared(t *testing.T) {
-	ev := &replay.Event{Frame: stream.EncodeEvent("e-1", "message", []byte("shared"))}
+	ev := &replay.Event{Frame: wire.EncodeEvent("e-1", "message", []byte("shared"))}
 	calls := 0
 	compress := func(b []byte) []byte { calls++; return append([]byte("z"), b...) }
 	a, b := ev.Encoded(0, compress), ev.Encoded(0, compress)

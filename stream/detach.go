@@ -15,11 +15,11 @@ import (
 	"github.com/ssegate/caddy-sse/replay"
 )
 
-// Detached is an HTTP/1.x event stream whose connection was taken over from
+// detached is an HTTP/1.x event stream whose connection was taken over from
 // net/http once the response head was sent. The request's goroutine, its
 // buffered reader and writer and Caddy's per-request state are released;
-// what stays per subscriber is the connection, the cursor and one small
-// goroutine. That is the difference between roughly 38 KiB and a few KiB
+// what stays per subscriber is the connection and the cursor, and a
+// goroutine only while the stream is not parked (see the package doc). That is the difference between roughly 38 KiB and a few KiB
 // per idle subscriber.
 //
 // The price, which the handler accepts only for plain HTTP/1.x streams
@@ -28,12 +28,13 @@ import (
 // detached, Caddy's graceful shutdown no longer waits for it (the handler
 // ends it itself), and a client that leaves is noticed by a failed write
 // or, when idle, by peeking at the socket at heartbeat time.
-type Detached struct {
+type detached struct {
 	conn    net.Conn
 	chunked bool
 	raw     syscall.RawConn // of the TCP socket; nil when the conn has none
-	// direct: conn is the socket itself (not TLS), so bytes can be written
-	// to raw without blocking, which is what lets a stream wait parked.
+	// direct: conn is the socket itself (not TLS) and the platform lets
+	// bytes be written to raw without blocking (see sendNow), which is what
+	// lets a stream wait parked (canPark).
 	direct bool
 
 	// unwatch ends the hang-up watch (see watch); nil without one.
@@ -50,15 +51,18 @@ type Detached struct {
 	rawErr   error
 }
 
-// ErrNotDetachable is returned by Detach for a stream that must stay with
+// canPark reports whether d can wait parked in a lot.
+func (d *detached) canPark() bool { return d.direct }
+
+// ErrNotDetachable is returned by detach for a stream that must stay with
 // net/http: HTTP/2 and HTTP/3 multiplex streams over one connection.
 var ErrNotDetachable = errors.New("stream cannot be detached from its connection")
 
-// Detach takes over the connection of the HTTP/1.x request r, whose
+// detach takes over the connection of the HTTP/1.x request r, whose
 // response head WriteHead has sent. Bytes the client sent after its
 // request are dropped: an event stream is the last response of its
 // connection.
-func Detach(w http.ResponseWriter, r *http.Request) (*Detached, error) {
+func detach(w http.ResponseWriter, r *http.Request) (*detached, error) {
 	if r.ProtoMajor != 1 {
 		return nil, ErrNotDetachable
 	}
@@ -73,23 +77,23 @@ func Detach(w http.ResponseWriter, r *http.Request) (*Detached, error) {
 	// Clear the server's read and write deadlines: the stream sets its own
 	// write deadlines and never reads.
 	_ = conn.SetDeadline(time.Time{})
-	d := &Detached{conn: conn, chunked: chunked}
+	d := &detached{conn: conn, chunked: chunked}
 	tcp := conn
 	if tc, ok := conn.(*tls.Conn); ok {
 		tcp = tc.NetConn()
 	}
 	if sc, ok := tcp.(syscall.Conn); ok {
 		d.raw, _ = sc.SyscallConn()
-		d.direct = d.raw != nil && tcp == conn
+		d.direct = d.raw != nil && tcp == conn && canWriteNow
 	}
 	return d, nil
 }
 
-// ServeDetached is Serve for a detached stream: it delivers until the topic
+// serveDetached is serveInRequest for a detached stream: it delivers until the topic
 // closes, a write fails or times out, the client is seen gone, or
 // opts.Stop ends it, then ends the HTTP body properly when it can and
 // closes the connection.
-func ServeDetached(d *Detached, cur replay.Cursor, opts Options) (Stats, error) {
+func serveDetached(d *detached, cur replay.Cursor, opts Options) (Stats, error) {
 	ctx, hangup := context.WithCancelCause(context.Background())
 	defer hangup(nil)
 	d.watch(func() { hangup(ErrClientGone) })
@@ -103,7 +107,7 @@ func ServeDetached(d *Detached, cur replay.Cursor, opts Options) (Stats, error) 
 
 // watch calls onHangup when the client hangs up (see watchHangup), until
 // close.
-func (d *Detached) watch(onHangup func()) {
+func (d *detached) watch(onHangup func()) {
 	if d.raw == nil {
 		return
 	}
@@ -115,7 +119,7 @@ func (d *Detached) watch(onHangup func()) {
 // close ends the stream's connection. After a clean end (the topic closed,
 // the server stopping) the last chunk ends the response body first, so the
 // client sees a complete response.
-func (d *Detached) close(err error) {
+func (d *detached) close(err error) {
 	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped)) {
 		_ = d.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = d.conn.Write(lastChunk)
@@ -137,7 +141,7 @@ var (
 // delivery.
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
-func (d *Detached) send(b []byte, deadline time.Time) (int, error) {
+func (d *detached) send(b []byte, deadline time.Time) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -170,50 +174,23 @@ func (d *Detached) send(b []byte, deadline time.Time) (int, error) {
 	return len(b), nil
 }
 
-// sendNow writes buf without waiting: what the socket does not take at once
-// is kept in pending.
-func (d *Detached) sendNow(buf []byte) error {
-	if len(d.pending) > 0 {
-		d.pending = append(d.pending, buf...)
-		return nil
-	}
-	if d.writeNow == nil {
-		// Bound once per stream: a closure made per write would cost an
-		// allocation per delivery.
-		d.writeNow = d.writeRaw
-	}
-	d.rawBuf = buf
-	err := d.raw.Write(d.writeNow)
-	n, werr := d.rawN, d.rawErr
-	d.rawBuf, d.rawErr = nil, nil
-	switch {
-	case err != nil:
-		return err
-	case werr == syscall.EAGAIN:
-		n = 0
-	case werr != nil:
-		return werr
-	}
-	if n < len(buf) {
-		d.pending = append([]byte(nil), buf[n:]...)
-	}
-	return nil
+// park makes the stream's writes non-blocking while it waits in a lot: what
+// the socket does not take at once is kept pending (see hasPending).
+func (d *detached) park() {
+	// A deadline left on the socket would fail the parked writes once it
+	// passed; they never wait, so they need none.
+	_ = d.conn.SetWriteDeadline(time.Time{})
+	d.nonblocking = true
 }
 
-// writeRaw is the RawConn callback of sendNow: one write of rawBuf that
-// never waits for the socket to become writable.
-func (d *Detached) writeRaw(fd uintptr) bool {
-	for {
-		d.rawN, d.rawErr = syscall.Write(int(fd), d.rawBuf)
-		if d.rawErr != syscall.EINTR {
-			return true
-		}
-	}
-}
+// hasPending reports bytes a parked write left for the stream's own
+// goroutine to write.
+func (d *detached) hasPending() bool { return len(d.pending) > 0 }
 
-// flushPending writes what a non-blocking send left, waiting for the
-// socket up to deadline.
-func (d *Detached) flushPending(deadline time.Time) error {
+// unpark makes writes blocking again, for the stream's own goroutine, and
+// writes what a parked write left, waiting for the socket up to deadline.
+func (d *detached) unpark(deadline time.Time) error {
+	d.nonblocking = false
 	if len(d.pending) == 0 {
 		return nil
 	}
@@ -226,7 +203,7 @@ func (d *Detached) flushPending(deadline time.Time) error {
 	return nil
 }
 
-func (d *Detached) gone() bool {
+func (d *detached) gone() bool {
 	if d.raw == nil {
 		return false
 	}

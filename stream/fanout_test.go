@@ -15,6 +15,7 @@ import (
 
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/stream"
+	"github.com/ssegate/caddy-sse/wire"
 )
 
 // countingWriter is a subscriber's connection reduced to what the write
@@ -42,7 +43,7 @@ func (w *countingWriter) Write(b []byte) (int, error) {
 func BenchmarkFanOut(b *testing.B) {
 	for _, n := range []int{1, 100, 1000, 10000} {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
-			store := replay.NewMemory(replay.Config{Framer: stream.EncodeEvent, MaxEvents: 100000, MaxBytes: 1 << 30})
+			store := replay.NewMemory(replay.Config{Framer: wire.EncodeEvent, MaxEvents: 100000, MaxBytes: 1 << 30})
 			defer store.Close()
 			ctx, cancel := context.WithCancel(context.Background())
 			var delivered atomic.Int64
@@ -115,7 +116,7 @@ func (w *syscallWriter) Flush() { w.flushes++ }
 // batch=64 up to 64 events leave in one write and one flush.
 func BenchmarkCatchUp(b *testing.B) {
 	const behind = 1000
-	store := replay.NewMemory(replay.Config{Framer: stream.EncodeEvent, MaxEvents: behind})
+	store := replay.NewMemory(replay.Config{Framer: wire.EncodeEvent, MaxEvents: behind})
 	defer store.Close()
 	ctx := context.Background()
 	data := bytes.Repeat([]byte("x"), 200)
@@ -181,7 +182,7 @@ func BenchmarkFanOutCompressed(b *testing.B) {
 			name = enc.Name
 		}
 		b.Run("encoding="+name, func(b *testing.B) {
-			store := replay.NewMemory(replay.Config{Framer: stream.EncodeEvent, Encodings: 2, MaxEvents: 100000, MaxBytes: 1 << 30})
+			store := replay.NewMemory(replay.Config{Framer: wire.EncodeEvent, Encodings: 2, MaxEvents: 100000, MaxBytes: 1 << 30})
 			defer store.Close()
 			ctx, cancel := context.WithCancel(context.Background())
 			var writes atomic.Int64
@@ -207,7 +208,7 @@ func BenchmarkFanOutCompressed(b *testing.B) {
 			for writes.Load() < base {
 				runtime.Gosched()
 			}
-			var wire int64
+			var onWire int64
 			b.ResetTimer()
 			for i := range b.N {
 				res, err := store.Append(ctx, "bench", replay.Batch{Events: []replay.Draft{{Type: "message", Data: event}}})
@@ -221,14 +222,14 @@ func BenchmarkFanOutCompressed(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			frame := stream.EncodeEvent("x-1", "message", event)
-			wire = int64(len(frame))
+			frame := wire.EncodeEvent("x-1", "message", event)
+			onWire = int64(len(frame))
 			if enc != nil {
 				ev := &replay.Event{Frame: frame}
-				wire = int64(len(stream.SegmentOf(enc, ev)))
+				onWire = int64(len(stream.SegmentOf(enc, ev)))
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(float64(b.N)*n), "ns/delivery")
-			b.ReportMetric(float64(wire), "wire-bytes/event")
+			b.ReportMetric(float64(onWire), "wire-bytes/event")
 			cancel()
 			wg.Wait()
 		})
@@ -247,10 +248,13 @@ func BenchmarkFanOutDetached(b *testing.B) {
 	}{{100, false}, {1000, false}, {100, true}, {1000, true}} {
 		n, parked := c.n, c.parked
 		b.Run(fmt.Sprintf("subscribers=%d/parked=%v", n, parked), func(b *testing.B) {
-			store := replay.NewMemory(replay.Config{Framer: stream.EncodeEvent, MaxEvents: 100000, MaxBytes: 1 << 30})
+			store := replay.NewMemory(replay.Config{Framer: wire.EncodeEvent, MaxEvents: 100000, MaxBytes: 1 << 30})
 			defer store.Close()
 			stopping, stop := context.WithCancel(context.Background())
-			lots := stream.NewLots(stopping)
+			server := stream.NewServer(stopping, true)
+			if !parked {
+				server.NoPark()
+			}
 			var served sync.WaitGroup
 			var opened atomic.Int64
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -263,27 +267,13 @@ func BenchmarkFanOutDetached(b *testing.B) {
 					cur.Close()
 					return
 				}
-				d, err := stream.Detach(w, r)
-				if err != nil {
-					b.Error(err)
-					cur.Close()
-					return
-				}
 				served.Add(1)
 				opened.Add(1)
 				opts := stream.Options{WriteTimeout: time.Minute, Stop: stopping}
-				if parked && d.CanPark() {
-					lots.ServeParked("bench", d, cur, opts, func(stream.Stats, error) {
-						cur.Close()
-						served.Done()
-					})
-					return
-				}
-				go func() {
-					defer served.Done()
-					defer cur.Close()
-					_, _ = stream.ServeDetached(d, cur, opts)
-				}()
+				server.Serve(w, r, "bench", cur, opts, func(stream.Stats, error) {
+					cur.Close()
+					served.Done()
+				})
 			}))
 			defer srv.Close()
 

@@ -2,7 +2,6 @@ package stream
 
 import (
 	"context"
-	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -11,49 +10,33 @@ import (
 	"github.com/ssegate/caddy-sse/replay"
 )
 
-// A detached stream that has sent everything there is waits parked: it has
-// no goroutine of its own. One goroutine per topic (its Lot) waits for the
-// topic's log to change, then reads every parked stream's cursor and writes
-// to its socket without blocking. A delivery then costs a cursor read and a
-// write, not also the wake-up, scheduling and parking of a goroutine per
-// subscriber, and an idle subscriber costs no goroutine stack.
-//
-// A stream leaves the lot for a goroutine of its own whenever that would
-// have to wait or do more than one quick write: the socket did not take
-// all of a write (a slow reader, or a large catch-up), the stream must end
-// (topic closed, server stopping, store error), or it has a gap to report.
-// That goroutine writes with the write timeout, catches up, and parks the
-// stream again.
-//
-// Only streams whose socket can be written without blocking park (plain
-// TCP, not TLS); the others are served by ServeDetached.
-
-// Lots holds the lots of one handler's topics.
-type Lots struct {
+// parking holds one lot per topic that has parked streams.
+type parking struct {
 	stop context.Context
 	mu   sync.Mutex
-	lots map[string]*Lot
+	lots map[string]*lot
 }
 
-// NewLots makes the lots of a handler whose streams end (after their Drain
-// delay) when stop is done.
-func NewLots(stop context.Context) *Lots {
-	ls := &Lots{stop: stop, lots: make(map[string]*Lot)}
+// newParking makes the parking of a server whose streams end (after their
+// Drain delay) when stop is done.
+func newParking(stop context.Context) *parking {
+	pk := &parking{stop: stop, lots: make(map[string]*lot)}
 	context.AfterFunc(stop, func() {
-		ls.mu.Lock()
-		defer ls.mu.Unlock()
-		for _, l := range ls.lots {
+		pk.mu.Lock()
+		defer pk.mu.Unlock()
+		for _, l := range pk.lots {
 			l.poke()
 		}
 	})
-	return ls
+	return pk
 }
 
-// Lot parks the streams of one topic.
-type Lot struct {
-	lots *Lots
-	key  string
-	refs int // streams attached, parked or not; guarded by lots.mu
+// lot parks the streams of one topic; its driver goroutine runs while any
+// stream is parked.
+type lot struct {
+	parking *parking
+	key     string
+	refs    int // streams attached, parked or not; guarded by parking.mu
 
 	mu      sync.Mutex
 	parked  map[*parkedStream]struct{}
@@ -62,27 +45,27 @@ type Lot struct {
 	wake    chan struct{}
 }
 
-func (ls *Lots) acquire(key string) *Lot {
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	l := ls.lots[key]
+func (pk *parking) acquire(key string) *lot {
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	l := pk.lots[key]
 	if l == nil {
-		l = &Lot{lots: ls, key: key, parked: make(map[*parkedStream]struct{}), wake: make(chan struct{}, 1)}
-		ls.lots[key] = l
+		l = &lot{parking: pk, key: key, parked: make(map[*parkedStream]struct{}), wake: make(chan struct{}, 1)}
+		pk.lots[key] = l
 	}
 	l.refs++
 	return l
 }
 
-func (ls *Lots) release(l *Lot) {
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
+func (pk *parking) release(l *lot) {
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
 	if l.refs--; l.refs == 0 {
-		delete(ls.lots, l.key)
+		delete(pk.lots, l.key)
 	}
 }
 
-func (l *Lot) poke() {
+func (l *lot) poke() {
 	select {
 	case l.wake <- struct{}{}:
 	default:
@@ -91,24 +74,21 @@ func (l *Lot) poke() {
 
 // parkedStream is one detached stream served through a lot.
 type parkedStream struct {
-	d    *Detached
+	d    *detached
 	cur  replay.Cursor
 	s    *subscriber
-	lot  *Lot
+	lot  *lot
 	done func(Stats, error)
 
 	gone    atomic.Bool // the client hung up
 	drainAt time.Time   // once the server is stopping; owned like s
 }
 
-// CanPark reports whether d can wait parked in a Lot.
-func (d *Detached) CanPark() bool { return d.direct }
-
-// ServeParked serves a detached stream that CanPark through the lot of
-// topic key, and returns at once; done is called once, from whichever
-// goroutine ends the stream, with what it delivered and why it ended.
-func (ls *Lots) ServeParked(key string, d *Detached, cur replay.Cursor, opts Options, done func(Stats, error)) {
-	ps := &parkedStream{d: d, cur: cur, lot: ls.acquire(key), done: done}
+// serve serves a detached stream that canPark through the lot of topic key,
+// and returns at once; done is called once, from whichever goroutine ends
+// the stream, with what it delivered and why it ended.
+func (pk *parking) serve(key string, d *detached, cur replay.Cursor, opts Options, done func(Stats, error)) {
+	ps := &parkedStream{d: d, cur: cur, lot: pk.acquire(key), done: done}
 	ps.s = newSubscriber(d, opts)
 	d.watch(func() {
 		ps.gone.Store(true)
@@ -122,17 +102,16 @@ func (ls *Lots) ServeParked(key string, d *Detached, cur replay.Cursor, opts Opt
 // or ends it.
 func (ps *parkedStream) run(opening bool, page *replay.Page) {
 	d, s := ps.d, ps.s
-	d.nonblocking = false
 	s.deadline = time.Time{} // set a real deadline on the next write
+	if err := d.unpark(time.Now().Add(s.opts.WriteTimeout)); err != nil {
+		ps.finish(err)
+		return
+	}
 	if opening {
 		if err := s.open(); err != nil {
 			ps.finish(err)
 			return
 		}
-	}
-	if err := d.flushPending(time.Now().Add(s.opts.WriteTimeout)); err != nil {
-		ps.finish(err)
-		return
 	}
 	for {
 		if ps.gone.Load() {
@@ -146,16 +125,13 @@ func (ps *parkedStream) run(opening bool, page *replay.Page) {
 		if page == nil {
 			p, err := ps.cur.Next(s.opts.MaxBatch)
 			if err != nil {
-				ps.finish(storeFailed(s, err))
+				ps.finish(s.storeFailed(err))
 				return
 			}
 			page = &p
 		}
 		if page.Gap == nil && len(page.Events) == 0 && !page.Closed {
-			// A deadline left on the socket would fail the parked writes
-			// once it passed; they never wait, so they need none.
-			_ = d.conn.SetWriteDeadline(time.Time{})
-			d.nonblocking = true
+			d.park()
 			ps.lot.park(ps, page.Wait)
 			return
 		}
@@ -177,7 +153,7 @@ func ptr[T any](v T) *T { return &v }
 // caught up, so never parked) must end now: the server is stopping and the
 // stream's drain delay has passed.
 func (ps *parkedStream) stopDue() bool {
-	if ps.lot.lots.stop.Err() == nil {
+	if ps.lot.parking.stop.Err() == nil {
 		return false
 	}
 	if ps.drainAt.IsZero() {
@@ -187,32 +163,24 @@ func (ps *parkedStream) stopDue() bool {
 }
 
 // fail ends the stream after its store failed.
-func (ps *parkedStream) fail(err error) { ps.finish(storeFailed(ps.s, err)) }
+func (ps *parkedStream) fail(err error) { ps.finish(ps.s.storeFailed(err)) }
 
-// storeFailed ends a stream whose store failed under it like a stop does.
-func storeFailed(s *subscriber, err error) error {
-	if endErr := s.end(); endErr != nil {
-		return endErr
-	}
-	return fmt.Errorf("%w: reading topic: %w", ErrStopped, err)
-}
-
-// finish ends the stream: the connection closed (see Detached.close), the
+// finish ends the stream: the connection closed (see detached.close), the
 // lot released, done called.
 func (ps *parkedStream) finish(err error) {
 	ps.d.close(err)
-	ps.lot.lots.release(ps.lot)
+	ps.lot.parking.release(ps.lot)
 	ps.done(ps.s.stats, err)
 }
 
 // park hands a caught-up stream to the lot. wait is what its last read
 // returned: when it is not what the driver waits for, the stream may have
 // missed a change, so the driver looks again at once.
-func (l *Lot) park(ps *parkedStream, wait <-chan struct{}) {
+func (l *lot) park(ps *parkedStream, wait <-chan struct{}) {
 	l.mu.Lock()
 	l.parked[ps] = struct{}{}
 	// A stream parked after the stop must still be drained on time.
-	stale := wait != l.wait || l.lots.stop.Err() != nil
+	stale := wait != l.wait || l.parking.stop.Err() != nil
 	start := !l.running
 	l.running = true
 	l.mu.Unlock()
@@ -224,7 +192,7 @@ func (l *Lot) park(ps *parkedStream, wait <-chan struct{}) {
 }
 
 // drive is the lot's goroutine, alive while streams are parked.
-func (l *Lot) drive() {
+func (l *lot) drive() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var batch []*parkedStream
@@ -268,7 +236,7 @@ const shardSize = 512
 
 // roundParallel is round over shards of batch, run side by side when the
 // topic is large and there are cores to use.
-func (l *Lot) roundParallel(batch []*parkedStream) (wait <-chan struct{}, next time.Time, again bool) {
+func (l *lot) roundParallel(batch []*parkedStream) (wait <-chan struct{}, next time.Time, again bool) {
 	shards := min(runtime.GOMAXPROCS(0), (len(batch)+shardSize-1)/shardSize)
 	if shards <= 1 {
 		return l.round(batch)
@@ -306,7 +274,7 @@ func (l *Lot) roundParallel(batch []*parkedStream) (wait <-chan struct{}, next t
 // round serves every parked stream once: new events, heartbeats due,
 // hang-ups and stops. It returns the log change to wait for, when the next
 // heartbeat or drain is due, and whether to look again at once.
-func (l *Lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time, again bool) {
+func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time, again bool) {
 	now := time.Now()
 	next = now.Add(time.Hour)
 	beat := next // the next heartbeat due, woken for in bulk
@@ -371,7 +339,7 @@ func (l *Lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 		case err != nil:
 			unpark(ps)
 			ps.finish(err)
-		case len(ps.d.pending) > 0:
+		case ps.d.hasPending():
 			unpark(ps)
 			go ps.run(false, nil)
 		case len(page.Events) > 0:

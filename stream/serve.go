@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ssegate/caddy-sse/replay"
+	"github.com/ssegate/caddy-sse/wire"
 )
 
 // Options shape one subscriber's stream.
@@ -59,6 +60,10 @@ var (
 	// ErrClientGone: a detached stream found its client had closed the
 	// connection.
 	ErrClientGone = errors.New("client closed the connection")
+	// ErrStoreRead: reading the topic failed under the stream; the client
+	// was sent back with a retry hint as on a stop (the error wraps
+	// ErrStopped too), and the store's error says why.
+	ErrStoreRead = errors.New("reading the topic failed")
 )
 
 // Stats count what one stream delivered.
@@ -69,7 +74,7 @@ type Stats struct {
 }
 
 // Heartbeat is the comment written after a silence.
-var heartbeat = EncodeComment("")
+var heartbeat = wire.EncodeComment("")
 
 // WriteHead sends the response head of an event stream and flushes it, so
 // the client sees the stream open before the first event. Calling
@@ -93,12 +98,12 @@ func WriteHead(w http.ResponseWriter, enc *Encoding) error {
 	return http.NewResponseController(w).Flush()
 }
 
-// Serve writes the events read from cur to w until the topic closes, the
+// serveInRequest writes the events read from cur to w until the topic closes, the
 // client goes away (ctx), a write times out, or opts.Stop is done. The
 // response head must have been written (WriteHead). It returns what it
 // delivered and why it ended: ErrTopicClosed, ErrStopped, the context's
 // error, or the write error.
-func Serve(ctx context.Context, w http.ResponseWriter, cur replay.Cursor, opts Options) (Stats, error) {
+func serveInRequest(ctx context.Context, w http.ResponseWriter, cur replay.Cursor, opts Options) (Stats, error) {
 	out := &responseSink{w: w, rc: http.NewResponseController(w)}
 	// Clear our deadline on the way out: the connection may serve further
 	// requests.
@@ -156,7 +161,7 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 		if err != nil {
 			// The store went away under the stream (e.g. cleaned up while
 			// the server stops): send the client back like a stop does.
-			return s.stats, storeFailed(s, err)
+			return s.stats, s.storeFailed(err)
 		}
 		if page.Gap != nil || len(page.Events) > 0 || page.Closed {
 			if err := s.deliver(page); err != nil {
@@ -209,7 +214,7 @@ func (s *subscriber) open() error {
 		first = s.enc.start(first)
 	}
 	if s.opts.Retry > 0 {
-		first = s.plain(first, EncodeRetry(s.opts.Retry))
+		first = s.plain(first, wire.EncodeRetry(s.opts.Retry))
 	}
 	if len(first) == 0 {
 		return nil
@@ -226,13 +231,23 @@ func (s *subscriber) writeHeartbeat() error {
 	return s.write(hb)
 }
 
+// storeFailed ends a stream whose store failed under it like a stop does,
+// with a retry hint so the client comes back and resumes, and returns the
+// store's error so that the failure is reported, not taken for a stop.
+func (s *subscriber) storeFailed(err error) error {
+	if endErr := s.end(); !errors.Is(endErr, ErrStopped) {
+		return endErr
+	}
+	return fmt.Errorf("%w: %w: %w", ErrStopped, ErrStoreRead, err)
+}
+
 // end writes the retry hint that sends the client back after a stop.
 func (s *subscriber) end() error {
 	retry := s.opts.Retry
 	if s.opts.StopRetry != nil {
 		retry = s.opts.StopRetry()
 	}
-	b := s.plain(nil, EncodeRetry(retry))
+	b := s.plain(nil, wire.EncodeRetry(retry))
 	if s.enc != nil {
 		b = s.enc.finish(b)
 	}
@@ -288,7 +303,7 @@ func (s *subscriber) deliver(p replay.Page) error {
 		if err != nil {
 			return fmt.Errorf("encoding reset event: %w", err)
 		}
-		buf = s.plain(buf, EncodeEvent(p.Gap.ResumeAfter, s.opts.ResetEvent, data))
+		buf = s.plain(buf, wire.EncodeEvent(p.Gap.ResumeAfter, s.opts.ResetEvent, data))
 		s.stats.Resets++
 	}
 	for _, e := range p.Events {
@@ -296,7 +311,7 @@ func (s *subscriber) deliver(p replay.Page) error {
 	}
 	s.stats.Events += len(p.Events)
 	if p.Closed {
-		buf = s.plain(buf, EncodeEvent("", s.opts.CloseEvent, []byte(`{"reason":"topic closed"}`)))
+		buf = s.plain(buf, wire.EncodeEvent("", s.opts.CloseEvent, []byte(`{"reason":"topic closed"}`)))
 		if s.enc != nil {
 			buf = s.enc.finish(buf)
 		}
@@ -331,7 +346,7 @@ func (s *subscriber) write(b []byte) error {
 }
 
 // sink is where a subscriber's bytes go: a response writer, or a connection
-// taken over from net/http (Detached).
+// taken over from net/http (detached).
 type sink interface {
 	// send writes b and pushes it all the way to the client by deadline
 	// (zero: none).

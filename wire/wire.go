@@ -1,4 +1,10 @@
-package stream
+// Package wire is the Server-Sent Events wire format: events, comments and
+// retry hints encoded as the WHATWG parser reads them, and the sanitising of
+// the fields that come from input (event names, ids), so that nothing a
+// publisher or an upstream sends can end a line early and forge a field.
+// It is a leaf: the store frames events with it, ingest sanitises with it,
+// and the stream engine writes what it produced.
+package wire
 
 import (
 	"bytes"
@@ -184,13 +190,24 @@ func EncodeRetry(d time.Duration) []byte {
 	return append(b, '\n', '\n')
 }
 
-// isControl reports the bytes dropped from names and ids: the C0 controls,
-// which include the line ends CR and LF and the NUL that makes a parser
-// ignore an id, and DEL, which no one means to put in a header-like value.
+// isControl reports the ASCII bytes dropped from names and ids: the C0
+// controls, which include the line ends CR and LF and the NUL that makes a
+// parser ignore an id, and DEL, which no one means to put in a header-like
+// value. Forbidden is the same rule for every rune.
 func isControl(c byte) bool { return c < 0x20 || c == 0x7F }
 
-// SanitizeName makes an event type safe to write: it drops every byte below
-// 0x20 and 0x7F (so CR, LF and NUL can never appear), replaces invalid UTF-8
+// Forbidden reports the runes no event name, id or topic name may hold:
+// every Unicode control character (C0, DEL and C1, among them U+0085 NEXT
+// LINE, which some parsers and log viewers take as a line end, and U+009B,
+// a terminal's control sequence introducer) and the line and paragraph
+// separators U+2028 and U+2029, which JavaScript and many viewers treat as
+// line ends. It is the one rule shared by names, ids and topic names.
+func Forbidden(r rune) bool {
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029'
+}
+
+// SanitizeName makes an event type safe to write: it drops every Forbidden
+// rune (so CR, LF, NUL, NEL and the separators can never appear), replaces invalid UTF-8
 // with U+FFFD, trims surrounding white space, and truncates to MaxNameLen
 // bytes on a rune boundary. It returns "message", the type a parser
 // assumes, when nothing is left. It is idempotent, so a name that equals its
@@ -211,7 +228,9 @@ func SanitizeName(s string) string {
 			continue
 		}
 		r, w := utf8.DecodeRuneInString(s[i:])
-		b.WriteRune(r) // RuneError for an invalid byte: U+FFFD
+		if !Forbidden(r) {
+			b.WriteRune(r) // RuneError for an invalid byte: U+FFFD
+		}
 		i += w
 	}
 	// Trimming before truncation keeps leading spaces from eating the
@@ -242,8 +261,8 @@ func cleanNameSlow(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		if isControl(s[i]) {
+	for _, r := range s {
+		if Forbidden(r) {
 			return false
 		}
 	}
@@ -252,8 +271,9 @@ func cleanNameSlow(s string) bool {
 	return !unicode.IsSpace(first) && !unicode.IsSpace(last)
 }
 
-// SanitizeID makes an event id safe to write: it drops the C0 controls and
-// DEL (so CR, LF and NUL can never appear) and every byte of invalid UTF-8,
+// SanitizeID makes an event id safe to write: it drops every Forbidden rune
+// (so CR, LF, NUL, NEL and the separators can never appear) and every byte
+// of invalid UTF-8,
 // and truncates to MaxIDLen bytes on a rune boundary. Spaces are kept: the
 // encoder writes "id: " before the value, so a leading space survives the
 // one a parser strips. It is idempotent.
@@ -273,8 +293,8 @@ func SanitizeID(s string) string {
 			continue
 		}
 		r, w := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && w == 1 {
-			i++
+		if (r == utf8.RuneError && w == 1) || Forbidden(r) {
+			i += w
 			continue
 		}
 		if b.Len()+w > MaxIDLen {
@@ -300,7 +320,18 @@ func cleanID(s string) bool {
 			ascii = false
 		}
 	}
-	return ascii || utf8.ValidString(s)
+	if ascii {
+		return true
+	}
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if Forbidden(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // truncate cuts valid UTF-8 s to at most n bytes without splitting a rune.

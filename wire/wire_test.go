@@ -1,4 +1,4 @@
-package stream
+package wire
 
 import (
 	"bytes"
@@ -255,6 +255,9 @@ func TestSanitizeName(t *testing.T) {
 		{strings.Repeat("a", 63) + " b", strings.Repeat("a", 63)},
 		{"   " + strings.Repeat("a", 64), strings.Repeat("a", 64)},
 		{"\r\n", "message"},
+		{"c1\u0085nel\u009bcsi", "c1nelcsi"},
+		{"line\u2028sep\u2029para", "lineseppara"},
+		{"\u0080\u009f", "message"},
 	} {
 		got := SanitizeName(c.in)
 		if got != c.want {
@@ -277,6 +280,8 @@ func TestSanitizeID(t *testing.T) {
 		{strings.Repeat("a", 300), strings.Repeat("a", 256)},
 		{"a" + strings.Repeat("é", 200), "a" + strings.Repeat("é", 127)},
 		{strings.Repeat("\n", 300) + "x", "x"},
+		{"1\u00852\u009b3", "123"},
+		{"a\u2028b\u2029c", "abc"},
 	} {
 		got := SanitizeID(c.in)
 		if got != c.want {

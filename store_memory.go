@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/ssegate/caddy-sse/replay"
 )
@@ -11,17 +12,6 @@ import (
 func init() {
 	caddy.RegisterModule(MemoryStore{})
 }
-
-// StoreProvider is implemented by modules in the http.handlers.sse.stores
-// namespace: each gives the handler the replay.Store its topics live in.
-type StoreProvider interface {
-	Store() replay.Store
-}
-
-// stores keeps topic logs alive across config reloads: a reload provisions
-// the new handler (taking a reference) before cleaning up the old one, so
-// the count never drops to zero and history survives.
-var stores = caddy.NewUsagePool()
 
 // MemoryStore keeps topic logs in this process's memory: the default, with
 // no setup. History survives config reloads but not a restart; after a
@@ -52,7 +42,7 @@ func (m *MemoryStore) Provision(caddy.Context) error {
 		m.Name = "default"
 	}
 	m.key = "memory:" + m.Name
-	v, _, err := stores.LoadOrNew(m.key, func() (caddy.Destructor, error) {
+	store, _, err := acquireStore(m.key, func() (*replay.Memory, error) {
 		// The handler configures the real bounds right after; until then
 		// the defaults hold, and nothing is appended before that.
 		return replay.NewMemory(replay.Config{}), nil
@@ -60,25 +50,39 @@ func (m *MemoryStore) Provision(caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening memory store %q: %w", m.Name, err)
 	}
-	m.store = v.(*replay.Memory)
+	m.store = store
 	return nil
 }
 
 // Cleanup drops the reference; the last one closes the store.
 func (m *MemoryStore) Cleanup() error {
-	if m.key == "" {
-		return nil
-	}
-	_, err := stores.Delete(m.key)
+	_, err := releaseStore(m.key)
+	m.key = ""
 	return err
 }
 
 // Store implements StoreProvider.
 func (m *MemoryStore) Store() replay.Store { return m.store }
 
+// UnmarshalCaddyfile sets up the memory store. Syntax:
+//
+//	store memory [<name>]
+func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the store name
+	if d.NextArg() {
+		m.Name = d.Val()
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// Interface guards
 // Interface guards
 var (
-	_ caddy.Provisioner  = (*MemoryStore)(nil)
-	_ caddy.CleanerUpper = (*MemoryStore)(nil)
-	_ StoreProvider      = (*MemoryStore)(nil)
+	_ caddy.Provisioner     = (*MemoryStore)(nil)
+	_ caddy.CleanerUpper    = (*MemoryStore)(nil)
+	_ StoreProvider         = (*MemoryStore)(nil)
+	_ caddyfile.Unmarshaler = (*MemoryStore)(nil)
 )

@@ -1,0 +1,73 @@
+package caddysse
+
+import (
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/ssegate/caddy-sse/replay"
+	"github.com/ssegate/caddy-sse/wire"
+)
+
+// StoreProvider is implemented by modules in the http.handlers.sse.stores
+// namespace: each gives the handler the replay.Store its topics live in.
+type StoreProvider interface {
+	Store() replay.Store
+}
+
+// stores keeps topic logs alive across config reloads: a reload provisions
+// the new handler (taking a reference) before cleaning up the old one, so
+// the count never drops to zero and history survives.
+var stores = caddy.NewUsagePool()
+
+// acquireStore takes a reference to the store called key, opening it with
+// open when no config holds it yet; loaded reports that one did. Every
+// store module provisions through it and cleans up with releaseStore.
+func acquireStore[T caddy.Destructor](key string, open func() (T, error)) (store T, loaded bool, err error) {
+	v, loaded, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return open()
+	})
+	if err != nil {
+		return store, false, err
+	}
+	return v.(T), loaded, nil
+}
+
+// releaseStore drops a reference taken by acquireStore, and reports whether
+// it was the last, which closed the store. An empty key (never acquired)
+// is a no-op, so that Cleanup after a failed Provision is safe.
+func releaseStore(key string) (closed bool, err error) {
+	if key == "" {
+		return false, nil
+	}
+	return stores.Delete(key)
+}
+
+// History bounds a topic's log. The oldest events are pruned first when any
+// bound is exceeded.
+type History struct {
+	// Most events retained per topic. Default: 1000.
+	Events int `json:"events,omitempty"`
+	// Most bytes retained per topic (payload and its encoding). Default:
+	// 16MiB.
+	Size int64 `json:"size,omitempty"`
+	// Events older than this are pruned; a closed topic is remembered (and
+	// answers 204) this long. Default: 1h.
+	Age caddy.Duration `json:"age,omitempty"`
+}
+
+func (h *Handler) storeConfig() replay.Config {
+	cfg := replay.Config{
+		MaxEvents:              h.History.Events,
+		MaxBytes:               h.History.Size,
+		MaxAge:                 time.Duration(h.History.Age),
+		MaxTopics:              h.Limits.Topics,
+		MaxSubscribersPerTopic: h.Limits.SubscribersPerTopic,
+		Framer:                 wire.EncodeEvent,
+		Encodings:              len(h.Compress),
+	}
+	if h.Publish != nil {
+		cfg.DedupWindow = time.Duration(h.Publish.DedupWindow)
+	}
+	return cfg.WithDefaults()
+}

@@ -1,0 +1,156 @@
+package caddysse
+
+import (
+	"errors"
+	"fmt"
+	mathrand "math/rand/v2"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/ssegate/caddy-sse/replay"
+	"github.com/ssegate/caddy-sse/stream"
+)
+
+// subscribers counts open streams in the process; it outlives handler
+// instances so that a reload does not reset the limit.
+var subscribers atomic.Int64
+
+// cursorFrom reads where the client wants to resume: the Last-Event-ID
+// header its EventSource sends on reconnection, or a query parameter for a
+// first connection and for polyfills. The header wins.
+func cursorFrom(r *http.Request) string {
+	from := r.Header.Get("Last-Event-ID")
+	if from == "" {
+		q := r.URL.Query()
+		from = q.Get("lastEventId")
+		if from == "" {
+			from = q.Get("last_event_id")
+		}
+	}
+	if len(from) > maxCursorLength {
+		// Never matches an id; the client gets a reset.
+		from = from[:maxCursorLength]
+	}
+	return from
+}
+
+func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string) error {
+	if n := subscribers.Add(1); n > int64(h.Limits.Subscribers) {
+		subscribers.Add(-1)
+		return writeRetryLater(w, fmt.Sprintf("subscriber limit of %d reached", h.Limits.Subscribers))
+	}
+
+	onGap := replay.GapReplay
+	if h.OnGap == "live" {
+		onGap = replay.GapLive
+	}
+	from := cursorFrom(r)
+	cur, err := h.store.Subscribe(r.Context(), topic, from, onGap)
+	if err != nil {
+		subscribers.Add(-1)
+	}
+	switch {
+	case errors.Is(err, replay.ErrTopicClosed):
+		// 204 is the one answer that makes EventSource stop reconnecting.
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	case errors.Is(err, replay.ErrTooManyTopics), errors.Is(err, replay.ErrTooManySubscribers):
+		return writeRetryLater(w, err.Error())
+	case errors.Is(err, replay.ErrUnavailable):
+		// 503 would make EventSource give up for good: an empty stream
+		// with a retry hint makes it come back, with its Last-Event-ID,
+		// once the store may be reachable again.
+		return h.comeBackLater(w, "store unavailable")
+	case err != nil:
+		h.logger.Error("subscribing", zap.String("topic", topic), zap.Error(err))
+		return writeRetryLater(w, "subscribing failed")
+	}
+	release := h.sourceDemand(topic)
+	metrics.subscriptions.Inc()
+	if from != "" {
+		metrics.replays.Inc()
+	}
+
+	var enc *stream.Encoding
+	if len(h.encodings) > 0 {
+		enc = stream.Negotiate(r.Header.Get("Accept-Encoding"), h.encodings)
+		w.Header().Add("Vary", "Accept-Encoding")
+		// Whatever was negotiated, encode must not compress again.
+		w.Header().Set("Cache-Control", "no-cache, no-transform")
+	}
+	sub := &subscription{h: h, cur: cur, release: release, topic: topic, from: from, started: time.Now()}
+	if err := stream.WriteHead(w, enc); err != nil {
+		sub.finish(stream.Stats{}, err)
+		return nil // the client is gone already
+	}
+	h.streams.Serve(w, r, topic, cur, h.streamOptions(enc), sub.finish)
+	return nil
+}
+
+func (h *Handler) streamOptions(enc *stream.Encoding) stream.Options {
+	heartbeat := time.Duration(h.Heartbeat)
+	if heartbeat < 0 {
+		heartbeat = 0
+	}
+	retry := time.Duration(h.Retry)
+	return stream.Options{
+		Retry:        retry,
+		Heartbeat:    heartbeat,
+		WriteTimeout: time.Duration(h.WriteTimeout),
+		ResetEvent:   h.ResetEvent,
+		CloseEvent:   h.CloseEvent,
+		Stop:         h.stop,
+		StopRetry: func() time.Duration {
+			return retry + mathrand.N(stopJitter)
+		},
+		Drain:    h.drainDelay,
+		Encoding: enc,
+	}
+}
+
+// subscription is what one stream holds until it ends, in the request's
+// goroutine or, once detached, in its own.
+type subscription struct {
+	h       *Handler
+	cur     replay.Cursor
+	release func()
+	topic   string
+	from    string
+	started time.Time
+}
+
+// finish releases the stream's cursor, demand and subscriber slot, and
+// accounts for what it delivered.
+func (s *subscription) finish(stats stream.Stats, err error) {
+	h := s.h
+	s.cur.Close()
+	s.release()
+	subscribers.Add(-1)
+	metrics.delivered.Add(float64(stats.Events))
+	metrics.resets.Add(float64(stats.Resets))
+	metrics.bytesWritten.Add(float64(stats.Bytes))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		metrics.slowDisconnects.Inc()
+		h.logger.Debug("subscriber too slow, disconnected", zap.String("topic", s.topic), zap.Duration("write_timeout", time.Duration(h.WriteTimeout)))
+	}
+	if c := h.logger.Check(zap.DebugLevel, "stream ended"); c != nil {
+		c.Write(zap.String("topic", s.topic), zap.String("from", s.from),
+			zap.Int("events", stats.Events), zap.Int("resets", stats.Resets),
+			zap.Int64("bytes", stats.Bytes), zap.Duration("duration", time.Since(s.started)),
+			zap.NamedError("reason", err))
+	}
+}
+
+// drainDelay picks when a stream of a stopping config ends: at once when
+// the process exits, at a random moment of the drain window on a reload.
+func (h *Handler) drainDelay() time.Duration {
+	if caddy.Exiting() || h.DrainWindow <= 0 {
+		return 0
+	}
+	return mathrand.N(time.Duration(h.DrainWindow))
+}
