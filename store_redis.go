@@ -102,7 +102,7 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 	// store (history is in Redis, so nothing is lost).
 	key := fmt.Sprintf("redis:%s|%s|%d|%d|%d|%d|%d", s.expandedURL(), opts.Prefix, s.PoolSize,
 		s.DialTimeout, s.ReadTimeout, s.WriteTimeout, s.LeaseTTL)
-	v, loaded, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+	store, loaded, err := acquireStore(key, func() (*redisstore.Store, error) {
 		opts.Logger = s.logger
 		// The handler configures the real bounds right after.
 		return redisstore.New(ctx, opts, replay.Config{})
@@ -111,7 +111,7 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("redis store %s: %w", s.addr, err)
 	}
 	s.key = key
-	s.store = v.(*redisstore.Store)
+	s.store = store
 	if !loaded {
 		fields := []zap.Field{zap.String("addr", s.addr), zap.String("prefix", opts.Prefix), zap.Bool("up", s.store.Up())}
 		if s.store.Up() {
@@ -187,12 +187,8 @@ func (s *RedisStore) Validate() error {
 // Cleanup drops the reference; the last one stops tailing and closes the
 // connections (the data stays in Redis).
 func (s *RedisStore) Cleanup() error {
-	if s.key == "" {
-		return nil
-	}
-	key := s.key
+	closed, err := releaseStore(s.key)
 	s.key = ""
-	closed, err := stores.Delete(key)
 	if err != nil {
 		return fmt.Errorf("closing sse redis store %s: %w", s.addr, err)
 	}
