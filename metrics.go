@@ -13,15 +13,17 @@ import (
 // collectors into it. No label names a topic, so cardinality stays bounded
 // however many topics clients create.
 var metrics = struct {
-	subscribers     prometheus.GaugeFunc
-	subscriptions   prometheus.Counter
-	replays         prometheus.Counter
-	resets          prometheus.Counter
-	delivered       prometheus.Counter
-	bytesWritten    prometheus.Counter
-	slowDisconnects prometheus.Counter
-	published       prometheus.Counter
-	rejects         *prometheus.CounterVec
+	subscribers      prometheus.GaugeFunc
+	subscriptions    prometheus.Counter
+	replays          prometheus.Counter
+	resets           prometheus.Counter
+	delivered        prometheus.Counter
+	bytesWritten     prometheus.Counter
+	slowDisconnects  prometheus.Counter
+	published        prometheus.Counter
+	rejects          *prometheus.CounterVec
+	subscribeRejects *prometheus.CounterVec
+	unreadable       prometheus.Counter
 }{
 	// Read from the counter limits.subscribers is checked against, so the
 	// metric and the limit can never disagree.
@@ -61,7 +63,24 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "sse", Name: "publish_rejects_total",
 		Help: "Publish and close requests refused, by reason.",
 	}, []string{"reason"}),
+	subscribeRejects: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "sse", Name: "subscribe_rejects_total",
+		Help: "Subscribers turned away, by reason: a limit (sent back with a retry hint), the store unreachable, or an authorization failure.",
+	}, []string{"reason"}),
+	unreadable: prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "sse", Name: "unreadable_events_total",
+		Help: "Stored events that could not be read back (damaged records); their readers got a reset with reason unreadable.",
+	}),
 }
+
+// Reasons a subscriber is turned away (label values of
+// subscribe_rejects_total, besides the authorization reasons).
+const (
+	rejectSubscribers         = "subscribers"
+	rejectSubscribersPerTopic = "subscribers_per_topic"
+	rejectTopics              = "topics"
+	rejectUnavailable         = "unavailable"
+)
 
 // Reasons a publish is rejected (label values of publish_rejects_total).
 const (
@@ -137,7 +156,8 @@ func registerMetrics(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
 		metrics.subscribers, metrics.subscriptions, metrics.replays, metrics.resets,
 		metrics.delivered, metrics.bytesWritten, metrics.slowDisconnects,
-		metrics.published, metrics.rejects, sourceCollector{},
+		metrics.published, metrics.rejects, metrics.subscribeRejects, metrics.unreadable,
+		sourceCollector{},
 	} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError

@@ -270,8 +270,10 @@ func scrape(t *testing.T, adminPort int) map[string]float64 {
 	return values
 }
 
-// The process-wide subscriber limit answers 503 with Retry-After past it,
-// and a slot freed by a leaving subscriber is available again.
+// Past the process-wide subscriber limit a subscriber is turned away with a
+// 200 stream that says which limit, gives a retry hint and ends (a 503
+// would stop EventSource for good), and a slot freed by a leaving
+// subscriber is available again.
 func TestGlobalSubscriberLimit(t *testing.T) {
 	adminPort, port := testcaddy.FreePort(t), testcaddy.FreePort(t)
 	testcaddy.Load(t, strings.Replace(overloadCaddyfile(adminPort, port), "write_timeout 2s", "write_timeout 2s\n\t\tlimits {\n\t\t\tsubscribers 3\n\t\t}", 1))
@@ -285,24 +287,31 @@ func TestGlobalSubscriberLimit(t *testing.T) {
 			s.Close()
 		}
 	}()
-	var refused *http.Response
+	var refused []byte
 	for i := 0; i < 10 && refused == nil; i++ {
 		s, err := ssetest.Dial(addr, fmt.Sprintf("/o/global-%d", i))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.Response.StatusCode == http.StatusOK {
-			open = append(open, s)
+		if s.Response.StatusCode != http.StatusOK {
+			t.Fatalf("subscriber %d answered %s; a status other than 200 makes EventSource give up for good", i, s.Response.Status)
+		}
+		if body, ended := s.ReadToEnd(500 * time.Millisecond); ended {
+			refused = body
+			s.Close()
 			continue
 		}
-		refused = s.Response
-		s.Close()
+		open = append(open, s)
 	}
 	if refused == nil || len(open) > 3 {
-		t.Fatalf("%d streams open and none refused; the limit is 3", len(open))
+		t.Fatalf("%d streams open and none turned away; the limit is 3", len(open))
 	}
-	if refused.StatusCode != http.StatusServiceUnavailable || refused.Header.Get("Retry-After") == "" {
-		t.Errorf("past the limit: %s with Retry-After %q, want 503 with Retry-After", refused.Status, refused.Header.Get("Retry-After"))
+	// Turned away: a comment naming the limit, a retry hint, the end.
+	if !regexp.MustCompile(`^: subscriber limit of 3 reached\n\nretry: [0-9]+\n\n$`).Match(refused) {
+		t.Errorf("past the limit the stream carried %q, want a comment naming the limit and a retry hint", refused)
+	}
+	if got := scrape(t, adminPort)[`caddy_sse_subscribe_rejects_total{reason="subscribers"}`]; got < 1 {
+		t.Errorf("subscribe_rejects_total{reason=subscribers} = %v, want at least 1", got)
 	}
 	if len(open) == 0 {
 		t.Skip("earlier streams still held every slot")
@@ -315,7 +324,7 @@ func TestGlobalSubscriberLimit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.Response.StatusCode == http.StatusOK {
+		if _, ended := s.ReadToEnd(300 * time.Millisecond); !ended {
 			open = append(open, s)
 			break
 		}

@@ -101,6 +101,15 @@ type publishResult struct {
 // configured schemes. It writes the error response itself and returns
 // ok=false when the request must go no further.
 func (h *Handler) readAuthenticated(w http.ResponseWriter, r *http.Request) (body []byte, ok bool) {
+	if r.ContentLength > h.Publish.MaxBody {
+		// Refused before a byte is read, so a client that sent Expect:
+		// 100-continue is never told to go on, and the connection is
+		// closed rather than drained of a body nobody wants.
+		metrics.rejects.WithLabelValues(rejectTooLarge).Inc()
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds max_body of %d bytes", r.ContentLength, h.Publish.MaxBody))
+		return nil, false
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.Publish.MaxBody))
 	var tooLarge *http.MaxBytesError
 	switch {

@@ -23,6 +23,15 @@ func writeError(w http.ResponseWriter, status int, msg string) error {
 	return nil
 }
 
+// turnAway answers a subscriber that cannot be served now (a limit, the
+// store unreachable) with comeBackLater and counts it by reason. A 503
+// would make EventSource give up for good, even when a slot frees a second
+// later: this makes it come back, with its Last-Event-ID.
+func (h *Handler) turnAway(w http.ResponseWriter, reason, why string) error {
+	metrics.subscribeRejects.WithLabelValues(reason).Inc()
+	return h.comeBackLater(w, why)
+}
+
 // comeBackLater answers a subscriber with an event stream that ends at once
 // with a reconnection delay (retry plus jitter) and a comment saying why.
 func (h *Handler) comeBackLater(w http.ResponseWriter, why string) error {

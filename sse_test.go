@@ -1,7 +1,6 @@
 package caddysse_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -413,9 +412,13 @@ func TestSubscribeAndPublish(t *testing.T) {
 			t.Errorf("%s: %q, want %q", name, got, want)
 		}
 	}
-	st.await("retry field", func() bool { return len(st.wire) >= len("retry: 3000\n\n") })
-	if !bytes.Equal(st.wire, []byte("retry: 3000\n\n")) {
-		t.Fatalf("stream starts with %q, want the retry field alone: %q", st.wire, "retry: 3000\n\n")
+	// The stream opens with the reconnection delay and, since the client
+	// came without a cursor, its position: an id in a block without data,
+	// which sets the client's last event ID and dispatches nothing.
+	opening := regexp.MustCompile(`^retry: 3000\n\nid: ([0-9a-z]+-[0-9]+)\n\n$`)
+	st.await("retry and position", func() bool { return opening.Match(st.wire) })
+	if len(st.queue) != 0 || st.parser.LastEventID == "" {
+		t.Fatalf("the opening dispatched %d events and set last event ID %q; want none and a position", len(st.queue), st.parser.LastEventID)
 	}
 
 	first := s.publish(path, "hello")
@@ -440,7 +443,7 @@ func TestSubscribeAndPublish(t *testing.T) {
 		t.Errorf("multi-line event %+v, want id %s and data %q", e, multi, want)
 	}
 
-	wantWire := "retry: 3000\n\n" +
+	wantWire := "retry: 3000\n\n" + "id: " + opening.FindStringSubmatch(string(st.wire))[1] + "\n\n" +
 		"id: " + first.IDs[0] + "\ndata: hello\n\n" +
 		"id: " + push + "\nevent: push\ndata: {\"ref\":\"main\"}\n\n" +
 		"id: " + multi + "\ndata: line one\ndata: line two\ndata: line three\ndata: line four\n\n"
@@ -648,14 +651,14 @@ func TestHeartbeat(t *testing.T) {
 	}`)
 	st := s.subscribe(topic(t, "/beat/", "t"))
 	st.await("heartbeat comment", func() bool { return st.parser.Comments > 0 })
-	if want := "retry: 3000\n\n:\n\n"; !strings.HasPrefix(string(st.wire), want) {
-		t.Errorf("stream %q, want it to start %q", st.wire, want)
+	if want := regexp.MustCompile(`^retry: 3000\n\nid: [^\n]+\n\n:\n\n`); !want.Match(st.wire) {
+		t.Errorf("stream %q, want it to start with retry, position and a heartbeat comment", st.wire)
 	}
 
 	quiet := s.subscribe(topic(t, "/quiet/", "t"))
 	quiet.listen(time.Second)
-	if string(quiet.wire) != "retry: 3000\n\n" || quiet.parser.Comments != 0 {
-		t.Errorf("with heartbeat off, the stream carried %q in a second; want only the retry field", quiet.wire)
+	if want := regexp.MustCompile(`^retry: 3000\n\nid: [^\n]+\n\n$`); !want.Match(quiet.wire) || quiet.parser.Comments != 0 {
+		t.Errorf("with heartbeat off, the stream carried %q in a second; want only retry and position", quiet.wire)
 	}
 }
 
@@ -904,7 +907,11 @@ func TestBadInputRejected(t *testing.T) {
 	sameEvents(t, "history after the rejections", st.nextN(1), []string{id}, []string{big})
 }
 
-// Past a limit, a client is told to come back later: 503 with Retry-After.
+// Past a limit, a publisher is told to come back later (503 with
+// Retry-After) and a subscriber is turned away with a 200 stream that names
+// the limit, carries a retry hint and ends, since EventSource takes any
+// other status as final. Subscribing to a topic that has no events takes no
+// topic slot, so anonymous subscribers cannot lock publishers out.
 func TestLimits(t *testing.T) {
 	s := startSite(t, `
 	sse /s/* {
@@ -913,35 +920,40 @@ func TestLimits(t *testing.T) {
 			subscribers_per_topic 1
 		}`+openPublish+`
 	}`)
+	// Subscribers on made-up topics first: they must not fill the slots.
+	for i := range 5 {
+		s.subscribe(topic(t, "/s/idle-", strconv.Itoa(i)))
+	}
 	for i := 1; i <= 3; i++ {
 		s.publishID(topic(t, "/s/", strconv.Itoa(i)), "x")
 	}
-	retryLater := func(what string, r reply) {
+	if r := s.do(http.MethodPost, topic(t, "/s/", "4"), "x"); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || r.errorMessage() == "" {
+		t.Errorf("publishing to a 4th topic answered %d (Retry-After %q) %q, want 503 with Retry-After and a message", r.status, r.header.Get("Retry-After"), r.body)
+	}
+	turnedAway := func(what string, st *stream, limit string) {
 		t.Helper()
-		if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || r.errorMessage() == "" {
-			t.Errorf("%s answered %d (Retry-After %q) %q, want 503 with Retry-After and a message", what, r.status, r.header.Get("Retry-After"), r.body)
+		st.awaitEnd()
+		if st.resp.StatusCode != http.StatusOK || !regexp.MustCompile(`^: `+limit+`\n\nretry: [0-9]+\n\n$`).Match(st.wire) {
+			t.Errorf("%s answered %d %q, want 200 with a comment %q, a retry hint and the end", what, st.resp.StatusCode, st.wire, limit)
 		}
 	}
-	retryLater("publishing to a 4th topic", s.do(http.MethodPost, topic(t, "/s/", "4"), "x"))
-	retryLater("subscribing to a 4th topic", s.do(http.MethodGet, topic(t, "/s/", "4"), ""))
 
 	path := topic(t, "/s/", "1")
 	first := s.subscribe(path)
-	second := s.open(path)
-	second.awaitEnd()
-	retryLater("a second subscriber", reply{status: second.resp.StatusCode, header: second.resp.Header, body: string(second.wire)})
+	turnedAway("a second subscriber", s.open(path), "subscriber limit of the topic reached")
 
 	// When the first leaves, its place is free again.
 	first.close()
 	deadline := time.Now().Add(waitLimit)
 	for {
 		st := s.open(path)
-		if st.resp.StatusCode == http.StatusOK {
+		st.listen(300 * time.Millisecond)
+		if !st.ended {
 			break
 		}
 		st.close()
 		if time.Now().After(deadline) {
-			t.Fatalf("still %d %s after the first subscriber left", st.resp.StatusCode, st.resp.Status)
+			t.Fatalf("still turned away (%q) after the first subscriber left", st.wire)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

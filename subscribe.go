@@ -42,7 +42,7 @@ func cursorFrom(r *http.Request) string {
 func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string) error {
 	if n := subscribers.Add(1); n > int64(h.Limits.Subscribers) {
 		subscribers.Add(-1)
-		return writeRetryLater(w, fmt.Sprintf("subscriber limit of %d reached", h.Limits.Subscribers))
+		return h.turnAway(w, rejectSubscribers, fmt.Sprintf("subscriber limit of %d reached", h.Limits.Subscribers))
 	}
 
 	onGap := replay.GapReplay
@@ -56,19 +56,20 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 	}
 	switch {
 	case errors.Is(err, replay.ErrTopicClosed):
-		// 204 is the one answer that makes EventSource stop reconnecting.
+		// 204 is the one answer that makes EventSource stop reconnecting:
+		// the store says so only to a client with nothing left to get
+		// (no cursor, or one at the close).
 		w.WriteHeader(http.StatusNoContent)
 		return nil
-	case errors.Is(err, replay.ErrTooManyTopics), errors.Is(err, replay.ErrTooManySubscribers):
-		return writeRetryLater(w, err.Error())
+	case errors.Is(err, replay.ErrTooManyTopics):
+		return h.turnAway(w, rejectTopics, err.Error())
+	case errors.Is(err, replay.ErrTooManySubscribers):
+		return h.turnAway(w, rejectSubscribersPerTopic, err.Error())
 	case errors.Is(err, replay.ErrUnavailable):
-		// 503 would make EventSource give up for good: an empty stream
-		// with a retry hint makes it come back, with its Last-Event-ID,
-		// once the store may be reachable again.
-		return h.comeBackLater(w, "store unavailable")
+		return h.turnAway(w, rejectUnavailable, "store unavailable")
 	case err != nil:
 		h.logger.Error("subscribing", zap.String("topic", topic), zap.Error(err))
-		return writeRetryLater(w, "subscribing failed")
+		return h.turnAway(w, rejectUnavailable, "subscribing failed")
 	}
 	release := h.sourceDemand(topic)
 	metrics.subscriptions.Inc()
@@ -88,7 +89,14 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		sub.finish(stream.Stats{}, err)
 		return nil // the client is gone already
 	}
-	h.streams.Serve(w, r, topic, cur, h.streamOptions(enc), sub.finish)
+	opts := h.streamOptions(enc)
+	if from == "" {
+		// A client that connected without a cursor gets one at once, so
+		// that a drop before the first event (a reload's drain, a proxy's
+		// idle cut) resumes exactly instead of missing what came between.
+		opts.Position = cur.Position()
+	}
+	h.streams.Serve(w, r, topic, cur, opts, sub.finish)
 	return nil
 }
 
@@ -134,6 +142,9 @@ func (s *subscription) finish(stats stream.Stats, err error) {
 	metrics.delivered.Add(float64(stats.Events))
 	metrics.resets.Add(float64(stats.Resets))
 	metrics.bytesWritten.Add(float64(stats.Bytes))
+	if errors.Is(err, stream.ErrStoreRead) {
+		h.logger.Warn("reading topic failed; subscriber sent back to reconnect", zap.String("topic", s.topic), zap.Error(err))
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		metrics.slowDisconnects.Inc()
 		h.logger.Debug("subscriber too slow, disconnected", zap.String("topic", s.topic), zap.Duration("write_timeout", time.Duration(h.WriteTimeout)))

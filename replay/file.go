@@ -1,22 +1,13 @@
 package replay
 
 import (
-	"bytes"
-	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 // File is the durable single-node store: the same logs as Memory, kept in a
@@ -53,10 +44,12 @@ import (
 //
 // Layout of the file:
 //
-//	meta/     version, epoch, seq (highest seq ever issued), forgotten
+//	meta/     version, epoch, seq (highest seq ever issued), forgotten,
+//	          checksummed-after
 //	topics/<topic>/
 //	    meta     pruned seq, event count, bytes, closed-at time
-//	    events/  8-byte big-endian seq -> time, cost, type, data
+//	    events/  8-byte big-endian seq -> CRC-32C, time, cost, type, data
+//	             (no CRC for seqs up to checksummed-after: written by format 1)
 //	    dedup/   key -> time, seqs of the batch
 //
 // Events' wire frames are not stored: the Framer computes them when an
@@ -79,6 +72,14 @@ type File struct {
 	mu        sync.Mutex
 	topics    map[string]*fileTopic
 	forgotten uint64 // as Memory.forgotten, persisted
+	// checksummedAfter: records of seqs above it start with a checksum
+	// (see fileFormat). Set when the file is loaded.
+	checksummedAfter uint64
+
+	// unreadable holds the records found damaged, so that OnUnreadable
+	// hears of each once, however many readers hit it.
+	unreadableMu sync.Mutex
+	unreadable   map[unreadableRecord]bool
 
 	qmu     sync.Mutex
 	queue   []*fileOp
@@ -122,27 +123,13 @@ func (o FileOptions) withDefaults() FileOptions {
 	return o
 }
 
-// fileFormat is the layout version written in meta/version.
-const fileFormat = "1"
-
-var (
-	bucketMeta   = []byte("meta")
-	bucketTopics = []byte("topics")
-	bucketEvents = []byte("events")
-	bucketDedup  = []byte("dedup")
-	keyVersion   = []byte("version")
-	keyEpoch     = []byte("epoch")
-	keySeq       = []byte("seq")
-	keyForgotten = []byte("forgotten")
-	keyTopicMeta = []byte("meta")
-)
-
 // OpenFile opens (creating it if needed) the store file at path. It fails,
 // naming the file and the cause, when the file is locked by another process,
 // cannot be read or written, is corrupt or is not a store file: it never
-// starts empty over a file it cannot read. Frames are computed with the
-// Framer of the Config in force (set by Configure) when events are appended
-// or read back.
+// starts empty over a file it cannot read, and it writes nothing to an
+// existing file before checking all of it (see checkFile), so a damaged
+// file is left as it was. Frames are computed with the Framer of the Config
+// in force (set by Configure) when events are appended or read back.
 func OpenFile(path string, cfg Config, opts *FileOptions) (*File, error) {
 	var o FileOptions
 	if opts != nil {
@@ -166,7 +153,10 @@ func OpenFile(path string, cfg Config, opts *FileOptions) (*File, error) {
 	c := cfg.WithDefaults()
 	f.cfg.Store(&c)
 
-	db, err := openBolt(path, o.LockTimeout)
+	if err := checkFile(path, o.LockTimeout); err != nil {
+		return nil, err
+	}
+	db, _, err := openBolt(path, o.LockTimeout, false)
 	if err != nil {
 		return nil, err
 	}
@@ -182,45 +172,6 @@ func OpenFile(path string, cfg Config, opts *FileOptions) (*File, error) {
 	go f.committer()
 	go f.janitor()
 	return f, nil
-}
-
-// openBolt opens the bbolt file, turning its failures (and panics: bbolt
-// panics on some corrupt pages) into errors that name the file and say what
-// to do.
-func openBolt(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {
-	if info, statErr := os.Stat(path); statErr == nil && info.IsDir() {
-		return nil, fmt.Errorf("file store %s: is a directory, not a store file", path)
-	}
-	var file *os.File
-	defer func() {
-		if r := recover(); r != nil {
-			// Release the descriptor (and its lock), so that the file can
-			// be opened again once repaired or replaced.
-			if file != nil {
-				unlockFile(file)
-				_ = file.Close()
-			}
-			db, err = nil, fmt.Errorf("file store %s: corrupt file: %v", path, r)
-		}
-	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: lockTimeout,
-		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
-			f, err := os.OpenFile(name, flag, perm)
-			file = f
-			return f, err
-		},
-	})
-	switch {
-	case err == nil:
-		return db, nil
-	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("file store %s: locked by another process (still locked after %s): %w", path, lockTimeout, err)
-	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-		return nil, fmt.Errorf("file store %s: corrupt or not a store file: %w", path, err)
-	default:
-		return nil, fmt.Errorf("file store %s: cannot open: %w", path, err)
-	}
 }
 
 // Path returns the absolute path of the store file.
@@ -264,131 +215,6 @@ func (f *File) Close() error {
 // Destruct lets a File live in a caddy.UsagePool.
 func (f *File) Destruct() error { return f.Close() }
 
-// ---- loading ----
-
-// load reads the meta and every topic's state into memory, creating the
-// layout in a new file.
-func (f *File) load() (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("corrupt file: %v", r)
-		}
-	}()
-	return f.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			// A new file, or someone else's bbolt file.
-			var other []string
-			_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-				other = append(other, strconv.Quote(string(name)))
-				return nil
-			})
-			if len(other) > 0 {
-				return fmt.Errorf("not a caddy-sse store file (a bbolt file with buckets %s)", strings.Join(other, ", "))
-			}
-			var err error
-			if meta, err = tx.CreateBucket(bucketMeta); err != nil {
-				return err
-			}
-			f.epoch = newEpoch()
-			if err := meta.Put(keyVersion, []byte(fileFormat)); err != nil {
-				return err
-			}
-			if err := meta.Put(keyEpoch, []byte(f.epoch)); err != nil {
-				return err
-			}
-			if err := meta.Put(keySeq, u64(0)); err != nil {
-				return err
-			}
-			if err := meta.Put(keyForgotten, u64(0)); err != nil {
-				return err
-			}
-			_, err = tx.CreateBucket(bucketTopics)
-			return err
-		}
-		if v := meta.Get(keyVersion); string(v) != fileFormat {
-			return fmt.Errorf("unsupported store file format %q (this build reads %q)", v, fileFormat)
-		}
-		f.epoch = string(meta.Get(keyEpoch))
-		seq, ok1 := readU64(meta.Get(keySeq))
-		forgotten, ok2 := readU64(meta.Get(keyForgotten))
-		if f.epoch == "" || !ok1 || !ok2 {
-			return errors.New("corrupt store meta (epoch, seq or forgotten missing)")
-		}
-		f.seq.Store(seq)
-		f.durable.Store(seq)
-		f.forgotten = forgotten
-		topics := tx.Bucket(bucketTopics)
-		if topics == nil {
-			return errors.New("corrupt store: the topics bucket is missing")
-		}
-		return topics.ForEachBucket(func(name []byte) error {
-			t, err := f.loadTopic(string(name), topics.Bucket(name), seq)
-			if err != nil {
-				return fmt.Errorf("topic %q: %w", name, err)
-			}
-			f.topics[t.name] = t
-			return nil
-		})
-	})
-}
-
-func (f *File) loadTopic(name string, tb *bolt.Bucket, storeSeq uint64) (*fileTopic, error) {
-	m, err := readTopicMeta(tb)
-	if err != nil {
-		return nil, err
-	}
-	t := &fileTopic{store: f, name: name, count: m.count, bytes: m.bytes}
-	t.init(&f.timeline, m.pruned)
-	if m.closedAt != 0 {
-		t.closed = true
-		t.active = time.Unix(0, m.closedAt)
-	}
-	if eb := tb.Bucket(bucketEvents); eb != nil {
-		c := eb.Cursor()
-		if k, v := c.First(); k != nil {
-			h, err := decodeHead(v)
-			if err != nil {
-				return nil, err
-			}
-			t.oldest = h.at
-		}
-		if k, _ := c.Last(); k != nil {
-			t.last = seqOf(k)
-		}
-	}
-	if t.last > storeSeq {
-		return nil, fmt.Errorf("corrupt store: event seq %d beyond the store's seq %d", t.last, storeSeq)
-	}
-	// Nothing is cached after a restart: every retained event is on disk.
-	t.cacheFrom = t.last
-	if db := tb.Bucket(bucketDedup); db != nil {
-		err := db.ForEach(func(k, v []byte) error {
-			at, seqs, err := decodeDedup(v)
-			if err != nil {
-				return err
-			}
-			ids := make([]string, len(seqs))
-			for i, s := range seqs {
-				ids[i] = f.id(s)
-			}
-			if t.dedup == nil {
-				t.dedup = make(map[string]*dedupEntry)
-			}
-			t.dedup[string(k)] = &dedupEntry{ids: ids, at: at}
-			t.dedupOrder = append(t.dedupOrder, dedupRef{key: string(k), at: at})
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-		sort.SliceStable(t.dedupOrder, func(i, j int) bool { return t.dedupOrder[i].at.Before(t.dedupOrder[j].at) })
-	}
-	return t, nil
-}
-
-// ---- topics ----
-
 // fileTopic is one topic's state in memory: its log, whose events are a
 // cache of the newest retained events, and counters mirroring the file.
 type fileTopic struct {
@@ -409,7 +235,8 @@ type fileTopic struct {
 	pruneQueued bool // a janitor prune is queued
 }
 
-// withTopic runs fn on the named topic, locked, creating it if needed.
+// withTopic runs fn on the named topic, locked, creating it if needed (fn
+// claims its slot of MaxTopics when it needs one).
 func (f *File) withTopic(name string, fn func(t *fileTopic, cfg *Config) error) error {
 	for {
 		if f.closed.Load() {
@@ -418,11 +245,6 @@ func (f *File) withTopic(name string, fn func(t *fileTopic, cfg *Config) error) 
 		f.mu.Lock()
 		t, ok := f.topics[name]
 		if !ok {
-			cfg := f.cfg.Load()
-			if len(f.topics) >= cfg.MaxTopics {
-				f.mu.Unlock()
-				return ErrTooManyTopics
-			}
 			t = &fileTopic{store: f, name: name, cacheFrom: f.forgotten}
 			t.init(&f.timeline, f.forgotten)
 			f.topics[name] = t
@@ -438,690 +260,6 @@ func (f *File) withTopic(name string, fn func(t *fileTopic, cfg *Config) error) 
 		t.mu.Unlock()
 		return err
 	}
-}
-
-// ---- the Store interface ----
-
-// Append implements Store. It returns once the events are durable.
-func (f *File) Append(_ context.Context, topic string, b Batch) (Appended, error) {
-	for {
-		var (
-			res     Appended
-			op      *fileOp
-			waitFor *fileOp
-		)
-		err := f.withTopic(topic, func(t *fileTopic, cfg *Config) error {
-			if cfg.Framer == nil {
-				return fmt.Errorf("replay: file store has no Framer")
-			}
-			if t.closed || t.closing {
-				return ErrTopicClosed
-			}
-			now := f.now()
-			if b.Key != "" {
-				if e, ok := t.dedupLookup(b.Key, now, cfg); ok {
-					if e.op != nil {
-						// The first append is not durable yet: its
-						// outcome decides.
-						waitFor = e.op
-						return nil
-					}
-					res = Appended{IDs: e.ids, Duplicate: true}
-					return nil
-				}
-			}
-			events := make([]*Event, len(b.Events))
-			if _, err := f.newEvents(cfg, events, b.Events, now); err != nil {
-				return err
-			}
-			op = &fileOp{topic: t, name: t.name, initPruned: t.pruned, events: events, done: make(chan error, 1)}
-			op.recs = make([][]byte, len(events))
-			for i, e := range events {
-				op.recs[i] = encodeEvent(e, e.size())
-			}
-			res.IDs = eventIDs(events)
-			if b.Key != "" {
-				op.dedupKey = b.Key
-				op.dedupVal = encodeDedup(now, op.events)
-				op.dropKeys = t.dedupRemember(b.Key, &dedupEntry{ids: res.IDs, at: now, op: op}, cfg)
-			}
-			if err := f.enqueue(op); err != nil {
-				return err
-			}
-			t.pending++
-			return nil
-		})
-		if err != nil {
-			return Appended{}, err
-		}
-		if waitFor != nil {
-			<-waitFor.committed
-			continue // look the key up again: durable now, or forgotten
-		}
-		if op == nil {
-			return res, nil // a duplicate
-		}
-		if err := <-op.done; err != nil {
-			return Appended{}, err
-		}
-		return res, nil
-	}
-}
-
-// Subscribe implements Store.
-func (f *File) Subscribe(_ context.Context, topic, from string, onGap GapPolicy) (Cursor, error) {
-	var c *fileCursor
-	err := f.withTopic(topic, func(t *fileTopic, cfg *Config) error {
-		lc, err := t.subscribe(cfg, from, onGap)
-		c = &fileCursor{logCursor: lc, topic: t}
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// CloseTopic implements Store. It returns once the end is durable.
-func (f *File) CloseTopic(_ context.Context, topic string) error {
-	var op *fileOp
-	err := f.withTopic(topic, func(t *fileTopic, _ *Config) error {
-		if t.closed || t.closing {
-			return ErrTopicClosed
-		}
-		op = &fileOp{topic: t, name: t.name, initPruned: t.pruned, closeAt: f.now(), done: make(chan error, 1)}
-		if err := f.enqueue(op); err != nil {
-			return err
-		}
-		t.closing = true
-		t.pending++
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return <-op.done
-}
-
-// ---- cursors ----
-
-// fileCursor reads a fileTopic: its log's cursor, reading events older
-// than the cache from the file.
-type fileCursor struct {
-	logCursor
-	topic *fileTopic
-}
-
-// Next implements Cursor. Recent events come from the topic's cache; older
-// ones are read from the file.
-func (c *fileCursor) Next(max int) (Page, error) {
-	t := c.topic
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var p Page
-	if err := c.start(&p); err != nil {
-		return Page{}, err
-	}
-	max = atLeastOne(max)
-	if c.after < t.cacheFrom {
-		if err := t.store.readFile(c, &p, max); err != nil {
-			return Page{}, err
-		}
-	}
-	c.read(&p, max)
-	return p, nil
-}
-
-// readFile reads events older than the cache from the file. Callers hold
-// t.mu. The file may be a commit ahead of memory (a prune committed, not yet
-// applied): the file's pruned mark is checked too.
-func (f *File) readFile(c *fileCursor, p *Page, max int) error {
-	t := c.topic
-	framer := f.cfg.Load().Framer
-	if framer == nil {
-		return errors.New("replay: file store has no Framer")
-	}
-	return f.view(func(tx *bolt.Tx) error {
-		tb := tx.Bucket(bucketTopics).Bucket([]byte(t.name))
-		if tb == nil {
-			return nil
-		}
-		m, err := readTopicMeta(tb)
-		if err != nil {
-			return err
-		}
-		c.behind(p, m.pruned)
-		eb := tb.Bucket(bucketEvents)
-		if eb == nil || c.after >= t.cacheFrom {
-			return nil
-		}
-		cur := eb.Cursor()
-		for k, v := cur.Seek(u64(c.after + 1)); k != nil && len(p.Events) < max; k, v = cur.Next() {
-			seq := seqOf(k)
-			if seq > t.cacheFrom {
-				break
-			}
-			e, err := f.decodeEvent(seq, v, framer)
-			if err != nil {
-				return fmt.Errorf("topic %q, seq %d: %w", t.name, seq, err)
-			}
-			p.Events = append(p.Events, e)
-			c.after = seq
-		}
-		return nil
-	})
-}
-
-// ---- the committer ----
-
-// fileOp is one change queued for the committer. Ops on a topic are queued
-// under the topic's lock, so they commit in the order they were made.
-type fileOp struct {
-	topic      *fileTopic // nil for a forget
-	name       string
-	initPruned uint64 // pruned mark of the topic if the op creates it
-
-	events   []*Event
-	recs     [][]byte
-	dedupKey string
-	dedupVal []byte
-	dropKeys []string
-	closeAt  time.Time
-	prune    bool // a janitor prune (no other change)
-
-	forget    bool   // delete the topic
-	forgotten uint64 // with forget: the store's new forgotten mark
-
-	res topicMeta // the topic's state after the op, set by the transaction
-
-	done      chan error    // the outcome, once applied to memory
-	committed chan struct{} // closed with done (dedup waiters)
-}
-
-func (f *File) enqueue(op *fileOp) error {
-	op.committed = make(chan struct{})
-	f.qmu.Lock()
-	defer f.qmu.Unlock()
-	if f.qclosed {
-		return ErrStoreClosed
-	}
-	f.queue = append(f.queue, op)
-	f.signal()
-	return nil
-}
-
-func (f *File) signal() {
-	select {
-	case f.qsignal <- struct{}{}:
-	default:
-	}
-}
-
-// committer commits queued ops in groups until Close, then commits what is
-// left and returns.
-func (f *File) committer() {
-	defer close(f.committerDone)
-	for {
-		<-f.qsignal
-		for {
-			f.qmu.Lock()
-			n := min(len(f.queue), f.opts.MaxGroup)
-			group := f.queue[:n:n]
-			f.queue = f.queue[n:]
-			if len(f.queue) == 0 {
-				f.queue = nil
-			}
-			closing := f.qclosed
-			f.qmu.Unlock()
-			if n == 0 {
-				if closing {
-					return
-				}
-				break
-			}
-			f.commit(group)
-		}
-	}
-}
-
-// commit writes a group in one transaction (falling back to one per op if
-// it fails), then applies each op to memory, in order.
-func (f *File) commit(group []*fileOp) {
-	f.commits.Add(1)
-	seq, err := f.write(group)
-	if err != nil && len(group) > 1 {
-		for _, op := range group {
-			s, err := f.write([]*fileOp{op})
-			if err == nil {
-				f.durable.Store(max(f.durable.Load(), s))
-			}
-			f.finish(op, err)
-		}
-		return
-	}
-	if err == nil {
-		f.durable.Store(max(f.durable.Load(), seq))
-	}
-	for _, op := range group {
-		f.finish(op, err)
-	}
-}
-
-// write runs ops in one read-write transaction; it returns the seq
-// recorded in the meta.
-func (f *File) write(ops []*fileOp) (seq uint64, err error) {
-	cfg := f.cfg.Load()
-	now := f.now()
-	err = f.update(func(tx *bolt.Tx) error {
-		topics := tx.Bucket(bucketTopics)
-		meta := tx.Bucket(bucketMeta)
-		for _, op := range ops {
-			if err := op.run(topics, meta, cfg, now); err != nil {
-				return fmt.Errorf("topic %q: %w", op.name, err)
-			}
-		}
-		// Every seq of these ops was taken before they were queued.
-		seq = f.seq.Load()
-		if old, _ := readU64(meta.Get(keySeq)); old > seq {
-			seq = old
-		}
-		return meta.Put(keySeq, u64(seq))
-	})
-	return seq, err
-}
-
-func (op *fileOp) run(topics, meta *bolt.Bucket, cfg *Config, now time.Time) error {
-	name := []byte(op.name)
-	if op.forget {
-		if err := topics.DeleteBucket(name); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
-			return err
-		}
-		if old, _ := readU64(meta.Get(keyForgotten)); old >= op.forgotten {
-			return nil
-		}
-		return meta.Put(keyForgotten, u64(op.forgotten))
-	}
-	tb := topics.Bucket(name)
-	var m topicMeta
-	if tb == nil {
-		if op.prune && op.dedupKey == "" && len(op.dropKeys) == 0 {
-			// Nothing on disk to prune.
-			op.res = topicMeta{pruned: op.initPruned}
-			return nil
-		}
-		var err error
-		if tb, err = topics.CreateBucket(name); err != nil {
-			return err
-		}
-		m.pruned = op.initPruned
-	} else {
-		var err error
-		if m, err = readTopicMeta(tb); err != nil {
-			return err
-		}
-	}
-	eb, err := tb.CreateBucketIfNotExists(bucketEvents)
-	if err != nil {
-		return err
-	}
-	for i, e := range op.events {
-		if err := eb.Put(u64(e.seq), op.recs[i]); err != nil {
-			return err
-		}
-		m.count++
-		m.bytes += e.size()
-	}
-	if op.dedupKey != "" || len(op.dropKeys) > 0 {
-		db, err := tb.CreateBucketIfNotExists(bucketDedup)
-		if err != nil {
-			return err
-		}
-		for _, k := range op.dropKeys {
-			if err := db.Delete([]byte(k)); err != nil {
-				return err
-			}
-		}
-		if op.dedupKey != "" {
-			if err := db.Put([]byte(op.dedupKey), op.dedupVal); err != nil {
-				return err
-			}
-		}
-	}
-	if !op.closeAt.IsZero() {
-		m.closedAt = op.closeAt.UnixNano()
-	}
-	if err := pruneBucket(eb, &m, cfg, now); err != nil {
-		return err
-	}
-	op.res = m
-	enc := m.encode()
-	if bytes.Equal(enc, tb.Get(keyTopicMeta)) {
-		return nil // a prune that found nothing to do: no page to write
-	}
-	return tb.Put(keyTopicMeta, enc)
-}
-
-// pruneBucket deletes the oldest events past the bounds and records the
-// time of the oldest kept in m.oldest.
-func pruneBucket(eb *bolt.Bucket, m *topicMeta, cfg *Config, now time.Time) error {
-	c := eb.Cursor()
-	m.oldest = time.Time{}
-	for k, v := c.First(); k != nil; k, v = c.First() {
-		h, err := decodeHead(v)
-		if err != nil {
-			return fmt.Errorf("seq %d: %w", seqOf(k), err)
-		}
-		if !cfg.Exceeds(int(m.count), m.bytes, h.at, now) {
-			m.oldest = h.at
-			return nil
-		}
-		seq := seqOf(k)
-		if err := eb.Delete(u64(seq)); err != nil {
-			return err
-		}
-		m.count--
-		m.bytes -= h.cost
-		m.pruned = seq
-	}
-	if m.count != 0 || m.bytes != 0 {
-		// The counters disagree with the events: trust the events.
-		m.count, m.bytes = 0, 0
-	}
-	return nil
-}
-
-// finish applies a committed op to memory (or undoes what queuing it did,
-// when it failed) and reports the outcome.
-func (f *File) finish(op *fileOp, err error) {
-	if t := op.topic; t != nil {
-		t.mu.Lock()
-		t.pending--
-		if op.prune {
-			t.pruneQueued = false
-		}
-		if err != nil {
-			if !op.closeAt.IsZero() {
-				t.closing = false
-			}
-			if op.dedupKey != "" {
-				if e, ok := t.dedup[op.dedupKey]; ok && e.op == op {
-					delete(t.dedup, op.dedupKey)
-				}
-			}
-		} else {
-			t.apply(op)
-		}
-		t.mu.Unlock()
-	}
-	if err != nil {
-		err = fmt.Errorf("file store %s: %w", f.path, err)
-	}
-	op.done <- err
-	close(op.committed)
-}
-
-// apply brings memory in line with a committed op. Callers hold t.mu.
-func (t *fileTopic) apply(op *fileOp) {
-	f := t.store
-	m := op.res
-	t.pruned, t.count, t.bytes, t.oldest = m.pruned, m.count, m.bytes, m.oldest
-	woke := false
-	if len(op.events) > 0 {
-		var cost int64
-		for _, e := range op.events {
-			cost += e.size()
-		}
-		t.push(op.events, cost)
-		t.active = f.now()
-		woke = true
-	}
-	t.last = max(t.last, t.pruned)
-	if op.dedupKey != "" {
-		if e, ok := t.dedup[op.dedupKey]; ok && e.op == op {
-			e.op = nil
-		}
-	}
-	if m.closedAt != 0 && !t.closed {
-		t.closed = true
-		t.closing = false
-		t.active = f.now()
-		woke = true
-	}
-	t.trimCache()
-	if woke {
-		t.wakeAll()
-	}
-}
-
-// trimCache drops pruned events and keeps the cache within its bounds.
-// Callers hold t.mu.
-func (t *fileTopic) trimCache() {
-	o := t.store.opts
-	if n, last := t.dropOldest(func(e *Event, held int, bytes int64) bool {
-		return e.seq <= t.pruned || held > o.CacheEvents || bytes > o.CacheBytes
-	}); n > 0 {
-		t.cacheFrom = max(t.cacheFrom, last)
-	}
-	t.cacheFrom = max(t.cacheFrom, t.pruned)
-}
-
-// update and view run bbolt transactions, turning a panic on a corrupt page
-// into an error.
-func (f *File) update(fn func(*bolt.Tx) error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("corrupt file: %v", r)
-		}
-	}()
-	return f.db.Update(fn)
-}
-
-func (f *File) view(fn func(*bolt.Tx) error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("file store %s: corrupt file: %v", f.path, r)
-		}
-	}()
-	if err := f.db.View(fn); err != nil {
-		return fmt.Errorf("file store %s: %w", f.path, err)
-	}
-	return nil
-}
-
-// ---- the janitor ----
-
-// janitor prunes by age and dedup window and forgets idle topics, every
-// second.
-func (f *File) janitor() {
-	defer close(f.janitorDone)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-f.stopJanitor:
-			return
-		case <-tick.C:
-			if f.cfg.Load().Framer != nil { // configured for use
-				f.sweep(false)
-			}
-		}
-	}
-}
-
-// sweep queues prunes where bounds are exceeded (all topics with events when
-// all), and forgets the topics that hold nothing worth remembering; with
-// all, it waits for the prunes to be durable.
-func (f *File) sweep(all bool) {
-	cfg := f.cfg.Load()
-	now := f.now()
-	var ops []*fileOp
-	f.mu.Lock()
-	for name, t := range f.topics {
-		t.mu.Lock()
-		drop := t.dedupTrim(now, cfg, true)
-		over := t.count > 0 && (all || cfg.Exceeds(int(t.count), t.bytes, t.oldest, now))
-		if (over || len(drop) > 0) && (!t.pruneQueued || all) {
-			op := &fileOp{topic: t, name: name, initPruned: t.pruned, prune: true, dropKeys: drop, done: make(chan error, 1)}
-			if f.enqueue(op) == nil {
-				t.pending++
-				t.pruneQueued = true
-				ops = append(ops, op)
-			}
-		} else if t.pending == 0 && t.count == 0 && t.idle(cfg, now) {
-			t.forgotten = true
-			f.forgotten = max(f.forgotten, t.pruned)
-			delete(f.topics, name)
-			// Queued under f.mu: the ops of a topic created again by this
-			// name come after it.
-			_ = f.enqueue(&fileOp{name: name, forget: true, forgotten: f.forgotten, done: make(chan error, 1)})
-		}
-		t.mu.Unlock()
-	}
-	f.mu.Unlock()
-	if all {
-		for _, op := range ops {
-			<-op.committed
-		}
-	}
-}
-
-// ---- encoding ----
-
-type topicMeta struct {
-	pruned   uint64
-	count    uint64
-	bytes    int64
-	closedAt int64     // unix ns, 0 when open
-	oldest   time.Time // not stored: the first event's time
-}
-
-func (m topicMeta) encode() []byte {
-	b := make([]byte, 32)
-	putU64(b[0:], m.pruned)
-	putU64(b[8:], m.count)
-	putU64(b[16:], uint64(m.bytes))
-	putU64(b[24:], uint64(m.closedAt))
-	return b
-}
-
-func readTopicMeta(tb *bolt.Bucket) (topicMeta, error) {
-	b := tb.Get(keyTopicMeta)
-	if len(b) != 32 {
-		return topicMeta{}, fmt.Errorf("corrupt topic meta (%d bytes)", len(b))
-	}
-	return topicMeta{
-		pruned:   getU64(b[0:]),
-		count:    getU64(b[8:]),
-		bytes:    int64(getU64(b[16:])),
-		closedAt: int64(getU64(b[24:])),
-	}, nil
-}
-
-// An event record: time (unix ns, 8 bytes), then uvarints cost and type
-// length, the type and the data.
-func encodeEvent(e *Event, cost int64) []byte {
-	b := make([]byte, 8, 8+2*10+len(e.Type)+len(e.Data))
-	putU64(b, uint64(e.Time.UnixNano()))
-	b = appendUvarint(b, uint64(cost))
-	b = appendUvarint(b, uint64(len(e.Type)))
-	b = append(b, e.Type...)
-	return append(b, e.Data...)
-}
-
-type eventHead struct {
-	at   time.Time
-	cost int64
-	rest []byte // type length, type, data
-}
-
-var errCorruptRecord = errors.New("corrupt event record")
-
-func decodeHead(v []byte) (eventHead, error) {
-	if len(v) < 8 {
-		return eventHead{}, errCorruptRecord
-	}
-	at := time.Unix(0, int64(getU64(v)))
-	cost, n := uvarint(v[8:])
-	if n <= 0 {
-		return eventHead{}, errCorruptRecord
-	}
-	return eventHead{at: at, cost: int64(cost), rest: v[8+n:]}, nil
-}
-
-func (f *File) decodeEvent(seq uint64, v []byte, framer Framer) (*Event, error) {
-	h, err := decodeHead(v)
-	if err != nil {
-		return nil, err
-	}
-	tl, n := uvarint(h.rest)
-	if n <= 0 || uint64(len(h.rest)-n) < tl {
-		return nil, errCorruptRecord
-	}
-	typ := string(h.rest[n : n+int(tl)])
-	// v lives in the mmap only during the transaction: copy.
-	data := append([]byte(nil), h.rest[n+int(tl):]...)
-	id := f.id(seq)
-	return &Event{ID: id, Type: typ, Data: data, Time: h.at, Frame: framer(id, typ, data), seq: seq}, nil
-}
-
-// A dedup record: time (unix ns), count, the seqs of the batch.
-func encodeDedup(at time.Time, events []*Event) []byte {
-	b := make([]byte, 8, 8+10*(len(events)+1))
-	putU64(b, uint64(at.UnixNano()))
-	b = appendUvarint(b, uint64(len(events)))
-	for _, e := range events {
-		b = appendUvarint(b, e.seq)
-	}
-	return b
-}
-
-func decodeDedup(v []byte) (time.Time, []uint64, error) {
-	bad := errors.New("corrupt dedup record")
-	if len(v) < 8 {
-		return time.Time{}, nil, bad
-	}
-	at := time.Unix(0, int64(getU64(v)))
-	v = v[8:]
-	n, k := uvarint(v)
-	if k <= 0 || n > uint64(len(v)) {
-		return time.Time{}, nil, bad
-	}
-	v = v[k:]
-	seqs := make([]uint64, n)
-	for i := range seqs {
-		s, k := uvarint(v)
-		if k <= 0 {
-			return time.Time{}, nil, bad
-		}
-		seqs[i] = s
-		v = v[k:]
-	}
-	return at, seqs, nil
-}
-
-func putU64(b []byte, v uint64)               { binary.BigEndian.PutUint64(b, v) }
-func getU64(b []byte) uint64                  { return binary.BigEndian.Uint64(b) }
-func appendUvarint(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }
-func uvarint(b []byte) (uint64, int)          { return binary.Uvarint(b) }
-
-func u64(v uint64) []byte {
-	b := make([]byte, 8)
-	putU64(b, v)
-	return b
-}
-
-func readU64(b []byte) (uint64, bool) {
-	if len(b) != 8 {
-		return 0, false
-	}
-	return getU64(b), true
-}
-
-func seqOf(k []byte) uint64 {
-	if len(k) != 8 {
-		return 0
-	}
-	return getU64(k)
 }
 
 // Interface guards

@@ -48,6 +48,30 @@ func TestFileConformanceSmallCache(t *testing.T) {
 	})
 }
 
+// Closing the file and opening it again is a restart: what a resuming
+// client relies on survives it.
+func TestFileDurableConformance(t *testing.T) {
+	for _, x := range []struct {
+		name string
+		opts *replay.FileOptions
+	}{{"default cache", nil}, {"cache of two events", &replay.FileOptions{CacheEvents: 2, CacheBytes: 1}}} {
+		t.Run(x.name, func(t *testing.T) {
+			replaytest.RunDurable(t, func(t *testing.T, cfg replay.Config) (replay.Store, func() replay.Store) {
+				path := filepath.Join(t.TempDir(), "sse.db")
+				f := openFile(t, path, cfg, x.opts)
+				return f, func() replay.Store {
+					t.Helper()
+					if err := f.Close(); err != nil {
+						t.Fatalf("Close before reopening: %v", err)
+					}
+					f = openFile(t, path, cfg, x.opts)
+					return f
+				}
+			})
+		})
+	}
+}
+
 func appendKeyed(t *testing.T, s replay.Store, topic, key string, data ...string) replay.Appended {
 	t.Helper()
 	var b replay.Batch
@@ -171,8 +195,11 @@ func TestFileRestart(t *testing.T) {
 	if _, err := g.Append(t.Context(), "d", replay.Batch{Events: []replay.Draft{{Data: []byte("x")}}}); !errors.Is(err, replay.ErrTopicClosed) {
 		t.Fatalf("append to a topic closed before the restart: %v", err)
 	}
-	if _, err := g.Subscribe(t.Context(), "d", replay.Earliest, replay.GapReplay); !errors.Is(err, replay.ErrTopicClosed) {
-		t.Fatalf("subscribe to a topic closed before the restart: %v", err)
+	if _, err := g.Subscribe(t.Context(), "d", "", replay.GapReplay); !errors.Is(err, replay.ErrTopicClosed) {
+		t.Fatalf("live subscribe to a topic closed before the restart: %v", err)
+	}
+	if got, _, closed := readAfter(t, g, "d", replay.Earliest); len(got) != 1 || !closed {
+		t.Fatalf("earliest on a topic closed before the restart: %q, closed %v; want its last event, then Closed", got, closed)
 	}
 	// New ids continue after the old ones, and a resume after the last old
 	// id gets exactly the new event.
@@ -470,4 +497,39 @@ func TestFileLocked(t *testing.T) {
 	if waited := time.Since(start); waited > 3*time.Second {
 		t.Fatalf("a locked file took %v to fail", waited)
 	}
+}
+
+// Topics in the file take their slots of MaxTopics again after a restart;
+// topics that only had subscribers left nothing in the file to count.
+func TestFileTopicSlotsAfterRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sse.db")
+	cfg := replay.Config{Framer: replaytest.Framer, MaxTopics: 2}
+	f, err := replay.OpenFile(path, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		c, err := f.Subscribe(t.Context(), fmt.Sprintf("watched-%d", i), "", replay.GapReplay)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	appendKeyed(t, f, "written", "", "x")
+	if err := f.CloseTopic(t.Context(), "closed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g := openFile(t, path, cfg, nil)
+	if _, err := g.Append(t.Context(), "third", replay.Batch{Events: []replay.Draft{{Data: []byte("x")}}}); !errors.Is(err, replay.ErrTooManyTopics) {
+		t.Fatalf("Append to a third topic after the restart: %v, want ErrTooManyTopics", err)
+	}
+	c, err := g.Subscribe(t.Context(), "watched-9", "", replay.GapReplay)
+	if err != nil {
+		t.Fatalf("Subscribe to a new topic with every slot taken: %v", err)
+	}
+	c.Close()
+	appendKeyed(t, g, "written", "", "y")
 }

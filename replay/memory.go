@@ -99,7 +99,8 @@ func (m *Memory) Close() error {
 // Destruct lets a Memory live in a caddy.UsagePool.
 func (m *Memory) Destruct() error { return m.Close() }
 
-// withTopic runs fn on the named topic, locked, creating the topic if needed.
+// withTopic runs fn on the named topic, locked, creating the topic if needed
+// (fn claims its slot of MaxTopics when it needs one).
 func (m *Memory) withTopic(name string, fn func(t *topicLog, cfg *Config) error) error {
 	for {
 		if m.closed.Load() {
@@ -108,11 +109,6 @@ func (m *Memory) withTopic(name string, fn func(t *topicLog, cfg *Config) error)
 		m.mu.Lock()
 		t, ok := m.topics[name]
 		if !ok {
-			cfg := m.cfg.Load()
-			if len(m.topics) >= cfg.MaxTopics {
-				m.mu.Unlock()
-				return ErrTooManyTopics
-			}
 			t = new(topicLog)
 			t.init(&m.timeline, m.forgotten)
 			m.topics[name] = t
@@ -153,6 +149,9 @@ func (m *Memory) Append(_ context.Context, topic string, b Batch) (Appended, err
 		if err != nil {
 			return err
 		}
+		if err := t.claimSlot(cfg); err != nil {
+			return err
+		}
 		res.IDs = eventIDs(events)
 		t.push(events, total)
 		t.active = now
@@ -182,9 +181,12 @@ func (m *Memory) Subscribe(_ context.Context, topic, from string, onGap GapPolic
 
 // CloseTopic implements Store.
 func (m *Memory) CloseTopic(_ context.Context, topic string) error {
-	return m.withTopic(topic, func(t *topicLog, _ *Config) error {
+	return m.withTopic(topic, func(t *topicLog, cfg *Config) error {
 		if t.closed {
 			return ErrTopicClosed
+		}
+		if err := t.claimSlot(cfg); err != nil {
+			return err
 		}
 		t.closed = true
 		t.active = m.now()
@@ -220,6 +222,7 @@ func (m *Memory) sweep() {
 		t.prune(cfg, now)
 		if len(t.events) == 0 && t.idle(cfg, now) {
 			t.forgotten = true
+			t.releaseSlot()
 			m.forgotten = max(m.forgotten, t.pruned)
 			delete(m.topics, name)
 		}

@@ -261,3 +261,27 @@ func TestMemoryNextZeroReadsOne(t *testing.T) {
 		}
 	}
 }
+
+// A topic's slot of MaxTopics is freed when the topic is forgotten, and a
+// topic whose subscribers leave never took one.
+func TestMemoryForgettingFreesTheTopicSlot(t *testing.T) {
+	m, clk := newManualMemory(t, Config{MaxAge: time.Minute, MaxTopics: 1})
+	mustAppend(t, m, "a", 1)
+	if _, err := m.Append(t.Context(), "b", Batch{Events: []Draft{{Data: []byte("x")}}}); !errors.Is(err, ErrTooManyTopics) {
+		t.Fatalf("Append to a second topic: %v, want ErrTooManyTopics", err)
+	}
+	c, err := m.Subscribe(t.Context(), "watched", "", GapReplay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	clk.Advance(2 * time.Minute)
+	m.sweep()
+	if n := topicCount(m); n != 0 {
+		t.Fatalf("%d topics remembered, want 0", n)
+	}
+	if n := m.counted.Load(); n != 0 {
+		t.Fatalf("%d topics counted against MaxTopics after all were forgotten", n)
+	}
+	mustAppend(t, m, "b", 1)
+}

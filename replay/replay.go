@@ -3,8 +3,11 @@
 // events and delivering live ones are the same read of the same log, so no
 // event can fall between the two or be delivered twice.
 //
-// Stores (memory here; durable and clustered ones later) implement Store and
-// nothing above this package knows which one is in use.
+// Stores implement Store, and nothing above this package knows which one is
+// in use: Memory (the default: logs in this process), File (durable: logs in
+// a bbolt file that survives restarts) and, in replay/redisstore, a Redis
+// Streams store that several nodes share (it implements Shared too). The
+// conformance suite in replay/replaytest is what each of them must pass.
 package replay
 
 import (
@@ -103,6 +106,10 @@ const (
 	// GapUnknown: the id was never issued by this log: malformed, from an
 	// earlier life (epoch) of the store, or ahead of the log.
 	GapUnknown = "unknown"
+	// GapUnreadable: a stored event could not be read back (its record is
+	// damaged); delivery continues after it. The store reports the damage
+	// through Config.OnUnreadable.
+	GapUnreadable = "unreadable"
 )
 
 // Gap says that delivery cannot continue exactly after the requested id. It is
@@ -137,7 +144,8 @@ type Page struct {
 	Closed bool
 	// Wait, when Events is empty and Closed is false, is closed as soon as
 	// the log changes, so the reader can block on it without missing a write
-	// that happens between the read and the wait.
+	// that happens between the read and the wait. It may be closed already:
+	// then there is more to read at once.
 	Wait <-chan struct{}
 }
 
@@ -171,9 +179,22 @@ type Store interface {
 	// Subscribe opens a cursor on topic after from: "" for live events only,
 	// Earliest for everything retained, or an event id. An id the log cannot
 	// continue after yields a cursor whose first page carries a Gap.
+	//
+	// On a closed topic, a client that missed something still gets it, so
+	// that the last events (often a job's outcome) survive a dropped
+	// connection:
+	//   - from "", or an id at or after the topic's last event: nothing is
+	//     missed, and Subscribe fails with ErrTopicClosed;
+	//   - an id before the last event: the cursor delivers exactly the
+	//     events after it, then Closed;
+	//   - Earliest: everything retained, then Closed (on the first page when
+	//     nothing is retained);
+	//   - an unknown or expired id: the usual Gap, then what onGap resumes
+	//     at (GapReplay: what is retained; GapLive: nothing), then Closed.
 	Subscribe(ctx context.Context, topic, from string, onGap GapPolicy) (Cursor, error)
-	// CloseTopic ends a topic: readers get Closed after its last event, and
-	// later Subscribe and Append calls fail with ErrTopicClosed.
+	// CloseTopic ends a topic: readers get Closed after its last event,
+	// later Append and CloseTopic calls fail with ErrTopicClosed, and
+	// Subscribe behaves as documented there.
 	CloseTopic(ctx context.Context, topic string) error
 	// Configure applies new bounds, pruning what no longer fits.
 	Configure(cfg Config)
@@ -216,8 +237,13 @@ type Config struct {
 	// MaxAge of retained events; also how long a closed topic is remembered.
 	// Default 1h.
 	MaxAge time.Duration
-	// MaxTopics alive at once (including closed ones still remembered).
-	// Default 10000.
+	// MaxTopics that hold something at once: a topic counts from its first
+	// accepted append (in File, even if writing it then fails) or its close
+	// until it is forgotten, closed ones included while they are remembered. A topic that only
+	// has subscribers does not count, so that clients subscribing to
+	// made-up names cannot lock publishers out of new topics; such topics
+	// are bounded by the subscriber limits instead, and forgotten once
+	// their last subscriber leaves. Default 10000.
 	MaxTopics int
 	// MaxSubscribersPerTopic on this node. Default 0: no per-topic limit.
 	MaxSubscribersPerTopic int
@@ -227,6 +253,13 @@ type Config struct {
 	MaxDedupKeys int
 	// Framer encodes events; required.
 	Framer Framer
+	// OnUnreadable, when set, is told of each stored event that cannot be
+	// read back (a damaged record in a durable store): once per record in
+	// the store's life, however many readers hit it, so that it can be
+	// logged and counted. err names the file and the cause. Readers get a
+	// GapUnreadable gap and continue after the damage. It is called from
+	// the reading goroutine, with no lock of the store held.
+	OnUnreadable func(topic, id string, err error)
 	// Encodings is how many compressed copies of each frame subscribers
 	// may make the log cache (see Event.Encoded); each is charged as much
 	// as the frame against MaxBytes, so the bound holds whatever is cached.

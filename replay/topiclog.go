@@ -17,6 +17,8 @@ type timeline struct {
 	now    func() time.Time
 	seq    atomic.Uint64 // last seq assigned
 	closed atomic.Bool
+	// counted is how many topics take a slot of Config.MaxTopics.
+	counted atomic.Int64
 	// live is where a live cursor starts and where GapLive resumes: seq
 	// itself in Memory, the highest seq made durable in File.
 	live *atomic.Uint64
@@ -90,6 +92,7 @@ type topicLog struct {
 	// cursor at last has read everything.
 	last        uint64
 	closed      bool
+	counted     bool // takes a slot of MaxTopics (see claimSlot)
 	forgotten   bool // dropped from the store's table: look it up again
 	subscribers int
 	active      time.Time // last append, subscribe, unsubscribe or close
@@ -106,6 +109,34 @@ func (t *topicLog) init(tl *timeline, pruned uint64) {
 	t.last = pruned
 	t.wake = make(chan struct{})
 	t.active = tl.now()
+}
+
+// claimSlot makes t count against cfg.MaxTopics, failing with
+// ErrTooManyTopics when every slot is taken. Appends and closes claim one;
+// subscribers do not (see Config.MaxTopics). Callers hold t.mu.
+func (t *topicLog) claimSlot(cfg *Config) error {
+	if t.counted {
+		return nil
+	}
+	for {
+		n := t.tl.counted.Load()
+		if n >= int64(cfg.MaxTopics) {
+			return ErrTooManyTopics
+		}
+		if t.tl.counted.CompareAndSwap(n, n+1) {
+			t.counted = true
+			return nil
+		}
+	}
+}
+
+// releaseSlot gives t's slot back when the store forgets it. Callers hold
+// t.mu.
+func (t *topicLog) releaseSlot() {
+	if t.counted {
+		t.counted = false
+		t.tl.counted.Add(-1)
+	}
 }
 
 type dedupEntry struct {
@@ -216,7 +247,7 @@ func (t *topicLog) dedupTrim(now time.Time, cfg *Config, byAge bool) []string {
 // subscribe opens a cursor after from (see Store.Subscribe). Callers hold
 // t.mu.
 func (t *topicLog) subscribe(cfg *Config, from string, onGap GapPolicy) (logCursor, error) {
-	if t.closed {
+	if t.closed && t.nothingAfter(from) {
 		return logCursor{}, ErrTopicClosed
 	}
 	if cfg.MaxSubscribersPerTopic > 0 && t.subscribers >= cfg.MaxSubscribersPerTopic {
@@ -234,6 +265,22 @@ func (t *topicLog) subscribe(cfg *Config, from string, onGap GapPolicy) (logCurs
 		c.after, c.gap = t.seek(from, onGap)
 	}
 	return c, nil
+}
+
+// nothingAfter reports whether a reader of a closed topic starting after
+// from would get nothing but the end: a client with no cursor, or one that
+// already has the last event, is told at once that the topic is over, while
+// one that missed events (or cannot tell, its id being unknown or expired)
+// gets a cursor that delivers them and then Closed. Callers hold t.mu.
+func (t *topicLog) nothingAfter(from string) bool {
+	switch from {
+	case "":
+		return true
+	case Earliest:
+		return false
+	}
+	seq, ok := t.tl.parseID(from)
+	return ok && seq >= t.last && seq <= t.tl.seq.Load()
 }
 
 // seek finds where a cursor resumes after id. Callers hold t.mu.
@@ -259,6 +306,14 @@ func (t *topicLog) gapTarget(onGap GapPolicy, pruned uint64) uint64 {
 	return pruned
 }
 
+// readAgain is a Page.Wait that is already closed: the reader is to read
+// again at once (a page ended early, see File.readFile).
+var readAgain = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
 // logCursor is a subscriber's position: the seq after which it reads.
 type logCursor struct {
 	log    *topicLog
@@ -268,7 +323,9 @@ type logCursor struct {
 	closed bool
 }
 
-// Next implements Cursor.
+// Next implements Cursor. A read is start, then (File only) the events
+// older than the log's in memory, then read: each store's cursor is these
+// shared steps, so gaps, falling behind and waiting work alike in all.
 func (c *logCursor) Next(max int) (Page, error) {
 	c.log.mu.Lock()
 	defer c.log.mu.Unlock()
@@ -278,6 +335,16 @@ func (c *logCursor) Next(max int) (Page, error) {
 	}
 	c.read(&p, atLeastOne(max))
 	return p, nil
+}
+
+// stopEarly ends a page before read, at a point only the store knows of (a
+// gap must go before the events it precedes, see File.readFile): an empty
+// page gets a Wait that is already closed, so that its reader reads again
+// at once.
+func (p *Page) stopEarly() {
+	if len(p.Events) == 0 {
+		p.Wait = readAgain
+	}
 }
 
 // atLeastOne is how many events a read of max takes: at least one, since

@@ -18,6 +18,11 @@ import (
 type Options struct {
 	// Retry is sent first as the client's reconnection delay; 0 sends none.
 	Retry time.Duration
+	// Position, when set, is sent right after Retry as an id field ending
+	// a block without data: a WHATWG parser takes it as the last event ID
+	// and dispatches nothing, so a client that connected without a cursor
+	// has one before the first event.
+	Position string
 	// Heartbeat is the silence after which a comment is written; 0 turns
 	// heartbeats off.
 	Heartbeat time.Duration
@@ -206,8 +211,8 @@ func newSubscriber(out sink, opts Options) *subscriber {
 	return s
 }
 
-// open writes what a stream starts with: the encoding's header and the
-// reconnection delay.
+// open writes what a stream starts with: the encoding's header, the
+// reconnection delay and the client's position.
 func (s *subscriber) open() error {
 	var first []byte
 	if s.enc != nil {
@@ -215,6 +220,9 @@ func (s *subscriber) open() error {
 	}
 	if s.opts.Retry > 0 {
 		first = s.plain(first, wire.EncodeRetry(s.opts.Retry))
+	}
+	if s.opts.Position != "" {
+		first = s.plain(first, wire.EncodePosition(s.opts.Position))
 	}
 	if len(first) == 0 {
 		return nil

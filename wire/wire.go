@@ -178,6 +178,19 @@ func EncodeComment(text string) []byte {
 	return append(b, '\n', '\n')
 }
 
+// EncodePosition returns an id field ended by a blank line: a block
+// without data, which a WHATWG parser dispatches as no event at all while
+// still setting the client's last event ID to id. An empty id after
+// sanitising gives nothing, since an empty id field would reset the
+// client's last event ID instead.
+func EncodePosition(id string) []byte {
+	id = SanitizeID(id)
+	if id == "" {
+		return nil
+	}
+	return append(append([]byte("id: "), id...), '\n', '\n')
+}
+
 // EncodeRetry returns "retry: <milliseconds>\n\n", which sets the client's
 // reconnection delay. Parsers ignore a retry value with anything but ASCII
 // digits, so a negative d is written as 0 rather than as "-5". Sub-millisecond

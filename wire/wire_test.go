@@ -379,3 +379,19 @@ func BenchmarkEncodeEvent(b *testing.B) {
 		})
 	}
 }
+
+// A position block sets the client's last event ID and dispatches nothing;
+// an id that sanitises to nothing gives no block, since an empty id field
+// would reset the client's last event ID.
+func TestEncodePosition(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"abc-12", "id: abc-12\n\n"},
+		{"a\nb", "id: ab\n\n"},
+		{"\r\n", ""},
+		{"", ""},
+	} {
+		if got := string(EncodePosition(c.in)); got != c.want {
+			t.Errorf("EncodePosition(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

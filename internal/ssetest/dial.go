@@ -3,6 +3,7 @@ package ssetest
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -43,6 +44,17 @@ func Dial(addr, path string, headers ...string) (*Stream, error) {
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 	return &Stream{Conn: conn, Response: resp, Reader: NewReader(resp.Body)}, nil
+}
+
+// ReadToEnd reads the body, bypassing the Reader, for up to wait and
+// returns what came and whether the body ended cleanly in that time: what
+// a subscriber turned away with a retry hint sees, where a live stream
+// stays open.
+func (s *Stream) ReadToEnd(wait time.Duration) (body []byte, ended bool) {
+	_ = s.Conn.SetReadDeadline(time.Now().Add(wait))
+	defer s.Conn.SetReadDeadline(time.Time{}) //nolint:errcheck
+	body, err := io.ReadAll(s.Response.Body)
+	return body, err == nil
 }
 
 // Close closes the connection.
