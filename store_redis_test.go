@@ -176,6 +176,51 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 			t.Fatalf("publish on B after the close: %d, want 410", res.status)
 		}
 	})
+
+	t.Run("a client that dropped before the close gets what it missed on any node", func(t *testing.T) {
+		ids := []string{
+			redisPublish(t, client, a, "/r/job", "step").IDs[0],
+			redisPublish(t, client, a, "/r/job", "exit 0").IDs[0],
+		}
+		if res := redisPost(t, client, http.MethodDelete, a, "/r/job", ""); res.status != http.StatusNoContent {
+			t.Fatalf("DELETE answered %d", res.status)
+		}
+		for _, node := range []string{a, b} {
+			for _, x := range []struct {
+				path, header string
+				want         []string
+			}{
+				{"/r/job", "Last-Event-ID: " + ids[0], ids[1:]},
+				{"/r/job?lastEventId=earliest", "", ids},
+			} {
+				var headers []string
+				if x.header != "" {
+					headers = append(headers, x.header)
+				}
+				s := dialStream(t, node, x.path, headers...)
+				for _, id := range x.want {
+					if e := redisNext(t, s); e.ID != id {
+						t.Fatalf("%s%s (%s): got %+v, want %s", node, x.path, x.header, e, id)
+					}
+				}
+				if e := redisNext(t, s); e.Type != "close" {
+					t.Fatalf("%s%s (%s): after the missed events got %+v, want close", node, x.path, x.header, e)
+				}
+				_ = s.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if e, err := s.Next(); err != io.EOF {
+					t.Fatalf("%s%s (%s): after close got %+v, %v; want the end of the stream", node, x.path, x.header, e, err)
+				}
+			}
+			s, err := ssetest.Dial(node, "/r/job", "Last-Event-ID: "+ids[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			if s.Response.StatusCode != http.StatusNoContent {
+				t.Fatalf("GET on %s after the last event of a closed topic: %s, want 204", node, s.Response.Status)
+			}
+		}
+	})
 }
 
 // Redis restarts (keeping its data) under a running Caddy: subscribers stay
