@@ -418,3 +418,71 @@ func TestRedisStoreDownAtStart(t *testing.T) {
 		t.Fatalf("publishing with Redis down answered %d, want 503", res.status)
 	}
 }
+
+// Redis restarts without its data under two Caddy nodes that both hold the
+// topic's events: neither serves them any more. A client resuming with an
+// old id gets the same reset on both, then what is published afterwards.
+func TestRedisStoreLostData(t *testing.T) {
+	srv := redistest.Start(t, "--appendonly", "no") // and no RDB: nothing survives
+	portA, portB := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	testcaddy.Start(t, redisCaddyfile(portA, srv.URL(), ""))
+	testcaddy.Start(t, redisCaddyfile(portB, srv.URL(), ""))
+	a, b := fmt.Sprintf("127.0.0.1:%d", portA), fmt.Sprintf("127.0.0.1:%d", portB)
+	client := &http.Client{Timeout: 10 * time.Second}
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, redisPublish(t, client, a, "/r/lost", fmt.Sprintf("old%d", i)).IDs[0])
+	}
+	for _, node := range []string{a, b} { // both nodes read the topic
+		s := dialStream(t, node, "/r/lost", "Last-Event-ID: "+ids[0])
+		for _, id := range ids[1:] {
+			if e := redisNext(t, s); e.ID != id {
+				t.Fatalf("%s delivered %+v, want %s", node, e, id)
+			}
+		}
+	}
+
+	srv.Restart()
+	var resets []string
+	var streams []*ssetest.Stream
+	defer func() {
+		for _, s := range streams {
+			s.Close()
+		}
+	}()
+	for _, node := range []string{a, b} {
+		var s *ssetest.Stream
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			// Until the node reaches Redis again it turns subscribers away
+			// with a retry hint.
+			var err error
+			s, err = ssetest.Dial(node, "/r/lost", "Last-Event-ID: "+ids[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = s.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			e, err := s.Next()
+			if err == nil {
+				if e.Type != "reset" {
+					t.Fatalf("%s resumed after %s once Redis lost it with %+v, want a reset", node, ids[1], e)
+				}
+				resets = append(resets, e.Data)
+				break
+			}
+			s.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no reset within 10s of the restart: %v", node, err)
+			}
+		}
+		streams = append(streams, s)
+	}
+	if resets[0] != resets[1] || !strings.Contains(resets[0], `"reason":"unknown"`) {
+		t.Fatalf("the nodes answer an id Redis lost differently: %q", resets)
+	}
+	fresh := redisPublish(t, client, b, "/r/lost", "new").IDs[0]
+	for i, s := range streams {
+		if e := redisNext(t, s); e.ID != fresh || e.Data != "new" {
+			t.Fatalf("stream %d after its reset got %+v, want %s", i, e, fresh)
+		}
+	}
+}
