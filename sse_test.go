@@ -417,7 +417,8 @@ func TestSubscribeAndPublish(t *testing.T) {
 	// which sets the client's last event ID and dispatches nothing.
 	opening := regexp.MustCompile(`^retry: 3000\n\nid: ([0-9a-z]+-[0-9]+)\n\n$`)
 	st.await("retry and position", func() bool { return opening.Match(st.wire) })
-	if len(st.queue) != 0 || st.parser.LastEventID == "" {
+	position := opening.FindStringSubmatch(string(st.wire))[1]
+	if len(st.queue) != 0 || st.parser.LastEventID != position {
 		t.Fatalf("the opening dispatched %d events and set last event ID %q; want none and a position", len(st.queue), st.parser.LastEventID)
 	}
 
@@ -443,7 +444,7 @@ func TestSubscribeAndPublish(t *testing.T) {
 		t.Errorf("multi-line event %+v, want id %s and data %q", e, multi, want)
 	}
 
-	wantWire := "retry: 3000\n\n" + "id: " + opening.FindStringSubmatch(string(st.wire))[1] + "\n\n" +
+	wantWire := "retry: 3000\n\n" + "id: " + position + "\n\n" +
 		"id: " + first.IDs[0] + "\ndata: hello\n\n" +
 		"id: " + push + "\nevent: push\ndata: {\"ref\":\"main\"}\n\n" +
 		"id: " + multi + "\ndata: line one\ndata: line two\ndata: line three\ndata: line four\n\n"

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/wire"
@@ -65,6 +66,13 @@ func (h *Handler) storeConfig() replay.Config {
 		MaxSubscribersPerTopic: h.Limits.SubscribersPerTopic,
 		Framer:                 wire.EncodeEvent,
 		Encodings:              len(h.Compress),
+	}
+	logger := h.logger
+	cfg.OnUnreadable = func(topic, id string, err error) {
+		// Once per damaged record: its readers get a reset (reason
+		// unreadable) and continue after it.
+		metrics.unreadable.Inc()
+		logger.Error("stored event cannot be read; subscribers skip it with a reset", zap.String("topic", topic), zap.String("id", id), zap.Error(err))
 	}
 	if h.Publish != nil {
 		cfg.DedupWindow = time.Duration(h.Publish.DedupWindow)
