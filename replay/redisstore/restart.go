@@ -11,15 +11,15 @@ import (
 )
 
 // A Redis that restarts may come back with its data (RDB, AOF) or without
-// it (no persistence, a flush, another server behind the same address).
-// Nodes hold windows of what Redis had; one that kept serving them while
-// another node, reading Redis, answered reset would split the cluster. So
-// the janitor asks Redis every second for its run_id (INFO server), which
-// changes on every start, and on a change checks each window against
-// Redis: only windows that hold entries Redis no longer has are reloaded
-// (their cursors get a reset), so a restart that kept the data costs one
-// round trip. Between two checks, Subscribe and the tail notice the same
-// thing per topic (see topic.settle and topic.ingest).
+// it (no persistence, or another server behind the same address); a flush
+// loses it without a restart. Nodes hold windows of what Redis had; one
+// that kept serving them while another node, reading Redis, answered reset
+// would split the cluster. So the janitor asks Redis every second for its
+// run_id (INFO server), which changes on every start, and on a change
+// checks each window against Redis: only windows that hold entries Redis
+// no longer has are reloaded (their cursors get a reset), so a restart that
+// kept the data costs one round trip. Whatever the cause, Subscribe and the
+// tail notice the same per topic (see topic.settle and topic.ingest).
 
 // probe checks that Redis answers, and notices a restart.
 func (s *Store) probe(ctx context.Context) {
