@@ -45,6 +45,7 @@ func untilClosed(t *testing.T, c replay.Cursor) (ids []string, gaps []replay.Gap
 // close what it missed, then Closed, on every node: the node that closed
 // it, a node that held a window of it, and a node that never read it.
 func TestClosedTopicOnEveryNode(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	cfg := replay.Config{MaxEvents: 4}
 	a, b := twoNodes(t, srv, cfg)

@@ -12,6 +12,7 @@ import (
 // restarting, its store closed and a new one opened on the same keys, with
 // no window of anything.
 func TestConformanceAcrossRestarts(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	replaytest.RunDurable(t, func(t *testing.T, cfg replay.Config) (replay.Store, func() replay.Store) {
 		cur := newStore(t, srv, cfg)

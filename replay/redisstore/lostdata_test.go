@@ -71,6 +71,7 @@ func firstPage(t *testing.T, c replay.Cursor) replay.Page {
 // an old id gets the same gap on every node, and what is appended after the
 // restart reaches everyone exactly once.
 func TestRedisLostItsData(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t, "--appendonly", "no") // and --save "": nothing survives
 	a, b := twoNodes(t, srv, replay.Config{})
 	ids := appendData(t, a, "/t", "e0", "e1", "e2", "e3")
@@ -126,6 +127,7 @@ func TestRedisLostItsData(t *testing.T) {
 // by Subscribe. An id from before is unknown on every node even once the
 // topic has new events.
 func TestRedisFlushed(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	a, b := twoNodes(t, srv, replay.Config{})
 	ids := appendData(t, a, "/t", "e0", "e1", "e2")
@@ -168,6 +170,7 @@ func pageIDs(p replay.Page) []string {
 // Redis restarts with its data (AOF): the nodes notice the restart but keep
 // their windows, and their cursors go on without a gap.
 func TestRedisRestartedWithData(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	var logs *observer.ObservedLogs
 	a := newStore(t, srv, replay.Config{}, observed(t, &logs))
@@ -196,6 +199,7 @@ func TestRedisRestartedWithData(t *testing.T) {
 // so the next event reaches them without a gap: the stream did not start
 // over.
 func TestReadTopicOutlivesItsAge(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	a, b := twoNodes(t, srv, replay.Config{MaxAge: 3 * time.Second})
 	first := appendData(t, a, "/quiet", "e0")

@@ -16,6 +16,7 @@ import (
 // limit: publishers still get the topics they need. A topic counts once it
 // is appended to or closed.
 func TestSubscribersTakeNoTopicSlot(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	a, b := twoNodes(t, srv, replay.Config{MaxTopics: 2})
 	for i := range 10 {

@@ -15,6 +15,7 @@ import (
 // one with history; given back on any node, it resumes with exactly the
 // events appended since, without a gap.
 func TestFreshPositionResumesOnAnyNode(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	cfg := replay.Config{MaxEvents: 3}
 	a, b := twoNodes(t, srv, cfg)
