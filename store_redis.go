@@ -220,7 +220,11 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	seen := optionsSeen{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := seen.once(d, "store redis"); err != nil {
+			return err
+		}
 		var err error
 		switch d.Val() {
 		case "prefix":

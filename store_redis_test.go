@@ -377,6 +377,7 @@ func TestRedisStoreCaddyfileErrors(t *testing.T) {
 		{"store redis redis://127.0.0.1:6379 {\n\tbogus 1\n}", `unrecognized redis store option "bogus"`},
 		{"store redis redis://127.0.0.1:6379 {\n\tpool_size many\n}", `pool_size: "many" is not a non-negative integer`},
 		{"store redis redis://127.0.0.1:6379 {\n\tdial_timeout soon\n}", "dial_timeout:"},
+		{"store redis redis://127.0.0.1:6379 {\n\tprefix a:\n\tprefix b:\n}", `option "prefix" given twice`},
 	} {
 		text := "http://localhost:8080 {\n\tsse {\n\t\t" + strings.ReplaceAll(c.block, "\n", "\n\t\t") + "\n\t}\n}\n"
 		if _, err := adapt(text); err == nil || !strings.Contains(err.Error(), c.says) {
