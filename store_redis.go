@@ -83,9 +83,13 @@ func (RedisStore) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision connects (lazily: a Redis that is down at start only makes
-// requests fail until it is up), or takes a reference to the store a
-// previous config (a reload) opened with the same settings.
+// Provision opens the store, asking Redis once within the dial timeout, or
+// takes a reference to the store a previous config (a reload) opened with
+// the same settings. A Redis that does not answer is logged as down, and
+// provisioning still succeeds: failing it would keep Caddy, with every
+// other site it serves, from starting during a Redis outage, while the
+// store answers 503 to publishers and a retry hint to new subscribers
+// until Redis is back, and then serves on its own.
 func (s *RedisStore) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
 	routeRedisLogs()
@@ -98,7 +102,7 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 	// store (history is in Redis, so nothing is lost).
 	key := fmt.Sprintf("redis:%s|%s|%d|%d|%d|%d|%d", s.expandedURL(), opts.Prefix, s.PoolSize,
 		s.DialTimeout, s.ReadTimeout, s.WriteTimeout, s.LeaseTTL)
-	v, loaded, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+	store, loaded, err := acquireStore(key, func() (*redisstore.Store, error) {
 		opts.Logger = s.logger
 		// The handler configures the real bounds right after.
 		return redisstore.New(ctx, opts, replay.Config{})
@@ -107,9 +111,14 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("redis store %s: %w", s.addr, err)
 	}
 	s.key = key
-	s.store = v.(*redisstore.Store)
+	s.store = store
 	if !loaded {
-		s.logger.Info("opened sse redis store", zap.String("addr", s.addr), zap.String("prefix", opts.Prefix), zap.Bool("up", s.store.Up()))
+		fields := []zap.Field{zap.String("addr", s.addr), zap.String("prefix", opts.Prefix), zap.Bool("up", s.store.Up())}
+		if s.store.Up() {
+			s.logger.Info("opened sse redis store", fields...)
+		} else {
+			s.logger.Warn("opened sse redis store, but redis does not answer: publishes answer 503 and subscribers are asked to retry until it does", fields...)
+		}
 	}
 	if err := registerRedisMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering redis store metrics: %w", err)
@@ -178,12 +187,8 @@ func (s *RedisStore) Validate() error {
 // Cleanup drops the reference; the last one stops tailing and closes the
 // connections (the data stays in Redis).
 func (s *RedisStore) Cleanup() error {
-	if s.key == "" {
-		return nil
-	}
-	key := s.key
+	closed, err := releaseStore(s.key)
 	s.key = ""
-	closed, err := stores.Delete(key)
 	if err != nil {
 		return fmt.Errorf("closing sse redis store %s: %w", s.addr, err)
 	}
@@ -215,7 +220,11 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	seen := optionsSeen{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := seen.once(d, "store redis"); err != nil {
+			return err
+		}
 		var err error
 		switch d.Val() {
 		case "prefix":
@@ -241,6 +250,9 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // ---- logs and metrics ----
+//
+// The metrics below belong in metrics.go with the module's other metrics
+// (issue 13); they stay here until that file's owner takes them in.
 
 var routeRedisLogsOnce sync.Once
 
