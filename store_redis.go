@@ -138,7 +138,7 @@ func (s *RedisStore) options() (redisstore.Options, error) {
 	ro, err := redis.ParseURL(s.expandedURL())
 	if err != nil {
 		// The URL may hold a password: name only what is wrong.
-		return redisstore.Options{}, fmt.Errorf("redis store: url: %v", redactRedisError(err, s.expandedURL()))
+		return redisstore.Options{}, fmt.Errorf("redis store: url: %v", redactedError(err, s.expandedURL()))
 	}
 	if s.PoolSize > 0 {
 		ro.PoolSize = s.PoolSize
@@ -161,16 +161,6 @@ func (s *RedisStore) options() (redisstore.Options, error) {
 		Prefix:   prefix,
 		LeaseTTL: time.Duration(s.LeaseTTL),
 	}, nil
-}
-
-func redactRedisError(err error, url string) string {
-	msg := err.Error()
-	if i := strings.Index(url, "://"); i >= 0 {
-		if at := strings.LastIndexByte(url, '@'); at > i {
-			msg = strings.ReplaceAll(msg, url[i+3:at], "xxxxx")
-		}
-	}
-	return msg
 }
 
 // Validate checks the configuration.
