@@ -10,7 +10,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -239,11 +238,6 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// ---- logs and metrics ----
-//
-// The metrics below belong in metrics.go with the module's other metrics
-// (issue 13); they stay here until that file's owner takes them in.
-
 var routeRedisLogsOnce sync.Once
 
 // routeRedisLogs sends the Redis client's own messages (one per failed
@@ -261,67 +255,6 @@ func (redisLogger) Printf(_ context.Context, format string, v ...any) {
 	if l := caddy.Log().Named("redis"); l.Core().Enabled(zap.DebugLevel) {
 		l.Debug(fmt.Sprintf(format, v...))
 	}
-}
-
-var (
-	redisUpDesc = prometheus.NewDesc("caddy_sse_redis_up",
-		"1 when the last exchange with the Redis server of an sse redis store succeeded.", []string{"addr"}, nil)
-	redisOutagesDesc = prometheus.NewDesc("caddy_sse_redis_outages_total",
-		"Times the Redis server of an sse redis store became unreachable.", []string{"addr"}, nil)
-)
-
-// redisCollector reports the state of every open Redis store, by server
-// address (never credentials). Stores on one server with different
-// prefixes are one series: up only when all are.
-type redisCollector struct{}
-
-func (redisCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- redisUpDesc
-	ch <- redisOutagesDesc
-}
-
-func (redisCollector) Collect(ch chan<- prometheus.Metric) {
-	type state struct {
-		up      bool
-		outages uint64
-	}
-	byAddr := map[string]*state{}
-	stores.Range(func(_, v any) bool {
-		st, ok := v.(*redisstore.Store)
-		if !ok {
-			return true
-		}
-		addr := st.Client().Options().Addr
-		s := byAddr[addr]
-		if s == nil {
-			s = &state{up: true}
-			byAddr[addr] = s
-		}
-		s.up = s.up && st.Up()
-		s.outages += st.Outages()
-		return true
-	})
-	for addr, s := range byAddr {
-		up := 0.0
-		if s.up {
-			up = 1
-		}
-		ch <- prometheus.MustNewConstMetric(redisUpDesc, prometheus.GaugeValue, up, addr)
-		ch <- prometheus.MustNewConstMetric(redisOutagesDesc, prometheus.CounterValue, float64(s.outages), addr)
-	}
-}
-
-func registerRedisMetrics(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	if err := reg.Register(redisCollector{}); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if !errors.As(err, &already) {
-			return err
-		}
-	}
-	return nil
 }
 
 // Interface guards
