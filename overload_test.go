@@ -3,7 +3,9 @@ package caddysse_test
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"regexp"
@@ -333,5 +335,92 @@ func TestGlobalSubscriberLimit(t *testing.T) {
 			t.Fatal("the slot of a closed stream never came back")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A subscriber that never reads does not slow down publishing, nor the
+// other subscribers: its writes time out and it is cut off.
+func TestStalledReaderDoesNotSlowPublisher(t *testing.T) {
+	const n = 3000
+	s := startSite(t, `
+	sse /s/* {
+		write_timeout 1s
+		history {
+			events 5000
+			size 128MiB
+		}
+		limits {
+			event_size 16KiB
+		}`+openPublish+`
+	}`)
+	payload := strings.Repeat("z", 8<<10)
+
+	// run publishes n events of 8 KiB while a reading subscriber checks it
+	// gets each one, in order; it returns the publish rate.
+	run := func(path string) float64 {
+		st := s.subscribe(path)
+		done := make(chan error, 1)
+		go func() {
+			r := ssetest.NewReader(st.resp.Body)
+			for i := range n {
+				e, err := r.Next()
+				if err != nil {
+					done <- fmt.Errorf("after %d events: %w", i, err)
+					return
+				}
+				if seq, _, _ := strings.Cut(e.Data, " "); seq != strconv.Itoa(i) {
+					done <- fmt.Errorf("event %d has data %.20q", i, e.Data)
+					return
+				}
+			}
+			done <- nil
+		}()
+		start := time.Now()
+		for i := range n {
+			r := s.do(http.MethodPost, path, strconv.Itoa(i)+" "+payload)
+			if r.status != http.StatusOK {
+				t.Fatalf("publish %d answered %d %s", i, r.status, r.body)
+			}
+		}
+		rate := float64(n) / time.Since(start).Seconds()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("reading subscriber: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("reading subscriber did not get all %d events", n)
+		}
+		return rate
+	}
+
+	baseline := run(topic(t, "/s/", "baseline"))
+
+	path := topic(t, "/s/", "stalled")
+	stalled, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	fmt.Fprintf(stalled, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, s.addr)
+	// Make sure it is subscribed before publishing: wait for the head.
+	head := make([]byte, 12)
+	_ = stalled.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := io.ReadFull(stalled, head); err != nil || string(head) != "HTTP/1.1 200" {
+		t.Fatalf("stalled subscriber: head %q, %v", head, err)
+	}
+	rate := run(path)
+	t.Logf("publishing %d events of 8 KiB: %.0f events/s with a reading subscriber, %.0f events/s with a stalled one besides (ratio %.2f)",
+		n, baseline, rate, rate/baseline)
+
+	// 24 MiB were published, more than the socket buffers hold: its write
+	// blocked, timed out, and the server closed the connection. (Reading
+	// before the timeout passed would unblock that write.)
+	time.Sleep(2 * time.Second)
+	_ = stalled.SetReadDeadline(time.Now().Add(waitLimit))
+	_, err = io.Copy(io.Discard, stalled)
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		t.Errorf("the stalled subscriber's connection is still open %v after the last publish", waitLimit)
 	}
 }
