@@ -16,8 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
@@ -29,24 +28,7 @@ const waitLimit = 10 * time.Second
 // TestMain runs the tests, then checks that they left no goroutine behind:
 // every stream, cursor and store janitor of every config must have ended
 // once the configs stopped and the clients closed their connections.
-func TestMain(m *testing.M) {
-	before := goleak.IgnoreCurrent()
-	code := m.Run()
-	if code == 0 {
-		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-		if err := goleak.Find(before,
-			// Caddy's storage cleaning takes a lock file in its data
-			// directory, and certmagic refreshes it every 5s until the
-			// refresher wakes to find it released: it may outlive the
-			// config by up to 5s, holding nothing of ours.
-			goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
-		); err != nil {
-			fmt.Fprintf(os.Stderr, "goroutines left behind by the tests:\n%v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(sitetest.RunChecked(m)) }
 
 // site is a Caddy running in this process with one http:// site on a free
 // loopback port; the test's Caddyfile lines go inside the site block.
@@ -121,25 +103,25 @@ func (s *site) do(method, path, body string, headers ...string) reply {
 
 func setHeaders(t testing.TB, h http.Header, headers []string) {
 	t.Helper()
-	if err := addHeaders(h, headers); err != nil {
+	if err := sitetest.AddHeaders(h, headers); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // publish POSTs data and requires 200 with the JSON result.
-func (s *site) publish(path, data string, headers ...string) publishResult {
+func (s *site) publish(path, data string, headers ...string) sitetest.Result {
 	s.t.Helper()
-	r, err := sendPublish(s.client, http.MethodPost, s.url+path, data, headers...)
+	r, err := sitetest.Publish(s.client, http.MethodPost, s.url+path, data, headers...)
 	if err != nil {
 		s.t.Fatalf("POST %s: %v", path, err)
 	}
-	if r.status != http.StatusOK {
-		s.t.Fatalf("POST %s answered %d: %s", path, r.status, r.body)
+	if r.Status != http.StatusOK {
+		s.t.Fatalf("POST %s answered %d: %s", path, r.Status, r.Body)
 	}
-	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
 		s.t.Errorf("POST %s: Content-Type %q, want application/json", path, ct)
 	}
-	return r.publishResult
+	return r.Result
 }
 
 // publishID publishes one event and returns its id.

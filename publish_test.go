@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
 
@@ -39,7 +40,7 @@ func TestPublishNDJSON(t *testing.T) {
 		t.Errorf("batch with a bad second line answered %d %q, want 400 naming line 2", bad.status, bad.body)
 	}
 	// Nothing of the rejected batch was appended: the next event the
-	// subscriber gets is the one published after it, and history agrees.
+	// subscriber gets is the one sitetest.Published after it, and history agrees.
 	after := s.publishID(path, `{"n":7}`, ndjson)
 	sameEvents(t, "after the rejected batch", st.nextN(1), []string{after}, []string{`{"n":7}`})
 	replayed := s.subscribe(path + "?lastEventId=earliest")
@@ -170,7 +171,7 @@ func TestPublishAuthentication(t *testing.T) {
 			continue
 		}
 		if c.status == http.StatusOK {
-			var res publishResult
+			var res sitetest.Result
 			_ = json.Unmarshal([]byte(r.body), &res)
 			accepted = append(accepted, c.body)
 			acceptedIDs = append(acceptedIDs, res.IDs...)
@@ -232,7 +233,7 @@ func TestPublishDeduplicates(t *testing.T) {
 		name, _, _ := strings.Cut(h, ":")
 		first := s.publish(path, "via "+name, h)
 		r := s.do(http.MethodPost, path, "via "+name, h)
-		var again publishResult
+		var again sitetest.Result
 		_ = json.Unmarshal([]byte(r.body), &again)
 		if r.status != http.StatusOK || !slices.Equal(again.IDs, first.IDs) || !again.Duplicate || !strings.Contains(r.body, `"duplicate":true`) {
 			t.Errorf("%s repeated: %d %s, want 200 with ids %q and duplicate true", name, r.status, r.body, first.IDs)

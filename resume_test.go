@@ -88,7 +88,7 @@ func expectReset(t *testing.T, st *stream, reason, requested, resumeAfter string
 // A client whose id cannot be continued exactly (never issued, from an
 // earlier life of the store, or pruned from history) is told so with a
 // reset event, whose id is where delivery resumes, then gets what is
-// retained; with on_gap live, only what is published next.
+// retained; with on_gap live, only what is sitetest.Published next.
 func TestResetWhenIDCannotBeResumed(t *testing.T) {
 	s := startSite(t, `
 	sse /replay/* {

@@ -7,7 +7,7 @@ import (
 )
 
 // A subscriber gets an event stream that starts with the reconnection
-// delay, then every published event with its id, in order; a publish
+// delay, then every sitetest.Published event with its id, in order; a publish
 // answers with the ids it assigned.
 func TestSubscribeAndPublish(t *testing.T) {
 	s := startSite(t, `
