@@ -117,10 +117,10 @@ func (d *detached) watch(onHangup func()) {
 }
 
 // close ends the stream's connection. After a clean end (the topic closed,
-// the server stopping) the last chunk ends the response body first, so the
-// client sees a complete response.
+// the server stopping, the credential expired) the last chunk ends the
+// response body first, so the client sees a complete response.
 func (d *detached) close(err error) {
-	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped)) {
+	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped) || errors.Is(err, ErrExpired)) {
 		_ = d.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = d.conn.Write(lastChunk)
 	}
