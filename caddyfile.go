@@ -2,6 +2,7 @@ package caddysse
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -11,6 +12,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/ssegate/caddy-sse/auth"
+	"github.com/ssegate/caddy-sse/stream"
 )
 
 func init() {
@@ -55,7 +57,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			event_size            <size>       # default 1MiB
 //			topic_length          <n>          # default 256 bytes
 //		}
-//		store memory [<name>] | file <path>    # default memory default
+//		store memory [<name>]                  # default: memory default
+//		store file <path>                      # bbolt file: history survives restarts
+//		store redis <url> {                    # Redis Streams: several nodes share topics
+//			prefix        <string>             # default sse:
+//			pool_size     <n>
+//			dial_timeout  <duration>
+//			read_timeout  <duration>
+//			write_timeout <duration>
+//			lease_ttl     <duration>
+//		}
 //		publish {
 //			bearer            <token>
 //			hmac_sha256       <secret> [<header>]
@@ -79,13 +90,18 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 //
 // bearer, hmac_sha256 and standard_webhooks may each be given several times;
-// any one passing admits a request.
+// any one passing admits a request. Every other option may be given once
+// per block: a second one is an error naming it, never a silent override.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	seen := optionsSeen{"source": repeatable}
 	for d.NextBlock(0) {
+		if err := seen.once(d, "sse"); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "topic":
 			if err := oneArg(d, &h.Topic); err != nil {
@@ -116,15 +132,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "compress":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
-				return d.Errf("compress: name encodings (gzip, zstd) or off")
+				return d.Errf("compress: name encodings (%s) or off", strings.Join(stream.EncodingNames(), ", "))
 			}
 			h.Compress = nil
 			if len(args) == 1 && args[0] == "off" {
 				continue
 			}
 			for _, a := range args {
-				if a != "gzip" && a != "zstd" {
-					return d.Errf("compress: unknown encoding %q; offered: gzip, zstd, or off", a)
+				if stream.EncodingByName(a) == nil {
+					return d.Errf("compress: unknown encoding %q; offered: %s, or off", a, strings.Join(stream.EncodingNames(), ", "))
 				}
 				h.Compress = append(h.Compress, a)
 			}
@@ -176,17 +192,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "subscribe":
-			if h.Subscribe != nil {
-				return d.Errf("subscribe: given twice; put every option in one subscribe block")
-			}
 			h.Subscribe = new(auth.Subscribe)
 			if err := h.Subscribe.UnmarshalCaddyfile(d.NewFromNextSegment()); err != nil {
 				return err
 			}
 		case "cors":
-			if h.CORS != nil {
-				return d.Errf("cors: given twice; put every origin in one cors block")
-			}
 			h.CORS = new(auth.CORS)
 			if err := h.CORS.UnmarshalCaddyfile(d.NewFromNextSegment()); err != nil {
 				return err
@@ -215,7 +225,11 @@ func (h *Handler) unmarshalHistory(d *caddyfile.Dispenser) error {
 	if h.History == nil {
 		h.History = new(History)
 	}
+	seen := optionsSeen{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := seen.once(d, "history"); err != nil {
+			return err
+		}
 		var err error
 		switch d.Val() {
 		case "events":
@@ -241,7 +255,11 @@ func (h *Handler) unmarshalLimits(d *caddyfile.Dispenser) error {
 	if h.Limits == nil {
 		h.Limits = new(Limits)
 	}
+	seen := optionsSeen{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := seen.once(d, "limits"); err != nil {
+			return err
+		}
 		var err error
 		switch d.Val() {
 		case "topics":
@@ -272,7 +290,11 @@ func (h *Handler) unmarshalPublish(d *caddyfile.Dispenser) error {
 		h.Publish = new(Publish)
 	}
 	p := h.Publish
+	seen := optionsSeen{"bearer": repeatable, "hmac_sha256": repeatable, "standard_webhooks": repeatable}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := seen.once(d, "publish"); err != nil {
+			return err
+		}
 		var err error
 		switch d.Val() {
 		case "bearer":
@@ -307,9 +329,6 @@ func (h *Handler) unmarshalPublish(d *caddyfile.Dispenser) error {
 		case "dedup_window":
 			err = durationArg(d, &p.DedupWindow)
 		case "jwt":
-			if p.JWT != nil {
-				return d.Errf("publish: jwt is given twice; put every key in one jwt block")
-			}
 			p.JWT = new(auth.PublishJWT)
 			err = p.JWT.UnmarshalCaddyfile(d.NewFromNextSegment())
 		default:
@@ -319,6 +338,30 @@ func (h *Handler) unmarshalPublish(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// optionsSeen rejects an option given twice in one block, where the second
+// would silently win over the first; options marked repeatable (secrets
+// during rotation, sources) may come any number of times.
+type optionsSeen map[string]optionCount
+
+type optionCount int
+
+const (
+	seenOnce optionCount = iota + 1
+	repeatable
+)
+
+func (seen optionsSeen) once(d *caddyfile.Dispenser, block string) error {
+	opt := d.Val()
+	switch seen[opt] {
+	case seenOnce:
+		return d.Errf("%s: option %q given twice; give it once", block, opt)
+	case repeatable:
+		return nil
+	}
+	seen[opt] = seenOnce
 	return nil
 }
 

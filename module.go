@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -210,7 +211,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for _, name := range h.Compress {
 		enc := stream.EncodingByName(name)
 		if enc == nil {
-			return fmt.Errorf("compress: unknown encoding %q; offered: gzip, zstd", name)
+			return fmt.Errorf("compress: unknown encoding %q; offered: %s", name, strings.Join(stream.EncodingNames(), ", "))
 		}
 		h.encodings = append(h.encodings, enc)
 	}

@@ -132,7 +132,7 @@ func TestExpiryEndsStreamWithExpiredEvent(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				es := newExpiryServer(t, mode, enc)
 				first := es.publish(t, "before")
-				exp := time.Now().Add(400 * time.Millisecond)
+				exp := time.Now().Add(400 * time.Millisecond).Truncate(time.Millisecond) // as sent
 				resp := es.open(t, exp, "earliest", enc)
 				if mode != stream.InRequest {
 					waitMode(t, es.sv, mode)
@@ -184,17 +184,20 @@ func TestExpiryEndsBusyStream(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			es := newExpiryServer(t, mode, nil)
 			done := make(chan struct{})
+			var publisher sync.WaitGroup
+			defer publisher.Wait()
 			defer close(done)
-			go func() {
+			publisher.Go(func() {
+				data := []byte(strings.Repeat("x", 100))
 				for {
 					select {
 					case <-done:
 						return
 					case <-time.After(2 * time.Millisecond):
-						es.publish(t, strings.Repeat("x", 100))
+						_, _ = es.store.Append(context.Background(), "t", replay.Batch{Events: []replay.Draft{{Type: "message", Data: data}}})
 					}
 				}
-			}()
+			})
 			exp := time.Now().Add(300 * time.Millisecond)
 			events := readAll(t, es.open(t, exp, "", nil), nil)
 			if late := time.Since(exp); late > 2*time.Second {

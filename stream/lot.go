@@ -102,42 +102,42 @@ func (pk *parking) serve(key string, d *detached, cur replay.Cursor, opts Option
 		ps.gone.Store(true)
 		ps.lot.poke()
 	})
-	go ps.run(true, nil)
+	go ps.serveOwn(true, nil)
 }
 
-// run is the stream's own goroutine: it writes what is pending (bytes, and
+// serveOwn is the stream's own goroutine: it writes what is pending (bytes, and
 // a page the driver read but left to it), catches up and parks the stream,
 // or ends it.
-func (ps *parkedStream) run(opening bool, page *replay.Page) {
+func (ps *parkedStream) serveOwn(opening bool, page *replay.Page) {
 	d, s := ps.d, ps.s
 	s.deadline = time.Time{} // set a real deadline on the next write
 	if err := d.unpark(time.Now().Add(s.opts.WriteTimeout)); err != nil {
-		ps.finish(err)
+		ps.end(err)
 		return
 	}
 	if opening {
 		if err := s.open(); err != nil {
-			ps.finish(err)
+			ps.end(err)
 			return
 		}
 	}
 	for {
 		if ps.gone.Load() {
-			ps.finish(ErrClientGone)
+			ps.end(ErrClientGone)
 			return
 		}
 		if ps.stopDue() {
-			ps.finish(s.end())
+			ps.end(s.end())
 			return
 		}
 		if !s.opts.Expires.IsZero() && s.opts.expiredAt(time.Now()) {
-			ps.finish(s.expire())
+			ps.end(s.expire())
 			return
 		}
 		if page == nil {
 			p, err := ps.cur.Next(s.opts.MaxBatch)
 			if err != nil {
-				ps.finish(s.storeFailed(err))
+				ps.end(s.storeFailed(err))
 				return
 			}
 			page = &p
@@ -148,11 +148,11 @@ func (ps *parkedStream) run(opening bool, page *replay.Page) {
 			return
 		}
 		if err := s.deliver(*page); err != nil {
-			ps.finish(err)
+			ps.end(err)
 			return
 		}
 		if page.Closed {
-			ps.finish(ErrTopicClosed)
+			ps.end(ErrTopicClosed)
 			return
 		}
 		page = nil
@@ -175,11 +175,11 @@ func (ps *parkedStream) stopDue() bool {
 }
 
 // fail ends the stream after its store failed.
-func (ps *parkedStream) fail(err error) { ps.finish(ps.s.storeFailed(err)) }
+func (ps *parkedStream) fail(err error) { ps.end(ps.s.storeFailed(err)) }
 
-// finish ends the stream: the connection closed (see detached.close), the
+// end ends the stream: the connection closed (see detached.close), the
 // lot released, done called.
-func (ps *parkedStream) finish(err error) {
+func (ps *parkedStream) end(err error) {
 	ps.d.close(err)
 	ps.lot.parking.release(ps.lot)
 	ps.done(ps.s.stats, err)
@@ -312,12 +312,12 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 		s := ps.s
 		if ps.gone.Load() {
 			unpark(ps)
-			ps.finish(ErrClientGone)
+			ps.end(ErrClientGone)
 			continue
 		}
 		if ps.stopDue() {
 			unpark(ps)
-			go ps.run(false, nil)
+			go ps.serveOwn(false, nil)
 			continue
 		}
 		if !ps.drainAt.IsZero() {
@@ -328,7 +328,7 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 				// The expired event and the end go through the stream's
 				// own goroutine, which can wait for the socket.
 				unpark(ps)
-				go ps.run(false, nil)
+				go ps.serveOwn(false, nil)
 				continue
 			}
 			next = earliest(next, exp)
@@ -344,7 +344,7 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 			// delivers the page. (A copy, so that page itself does not
 			// escape and cost an allocation per delivery.)
 			unpark(ps)
-			go ps.run(false, ptr(page))
+			go ps.serveOwn(false, ptr(page))
 			continue
 		case len(page.Events) > 0:
 			err = s.deliver(page)
@@ -373,10 +373,10 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 		switch {
 		case err != nil:
 			unpark(ps)
-			ps.finish(err)
+			ps.end(err)
 		case ps.d.hasPending():
 			unpark(ps)
-			go ps.run(false, nil)
+			go ps.serveOwn(false, nil)
 		case len(page.Events) > 0:
 			again = true // more may be pending beyond this batch
 		}
