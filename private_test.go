@@ -783,3 +783,63 @@ func TestPrivateCaddyfileErrors(t *testing.T) {
 		t.Errorf("publish with only jwt: %v", err)
 	}
 }
+
+// logFilterRecipe is the README's access log recipe that keeps credentials
+// sent in the query out of the log (Caddy already redacts the Cookie and
+// Authorization headers); LOGFILE is where it writes.
+const logFilterRecipe = `
+	log {
+		output file LOGFILE {
+			roll_disabled
+		}
+		format filter {
+			request>uri query {
+				replace token REDACTED
+				replace sig REDACTED
+				replace authorization REDACTED
+			}
+		}
+	}`
+
+// With the recipe, no credential reaches the access log: not a token in
+// the query or a cookie, not a signed URL's sig.
+func TestPrivateLogFilterRecipe(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	s := startSite(t, strings.Replace(logFilterRecipe, "LOGFILE", logPath, 1)+`
+	sse /p/* {
+		subscribe {
+			jwt {
+				key `+privSecret+`
+			}
+			signed_url `+urlSecret+`
+		}
+	}`)
+	path := topic(t, "/p/", "logged")
+	inQuery := mintHS(t, privSecret, subscribeClaims(time.Now().Add(time.Hour), path, "/p/x"))
+	inCookie := mintHS(t, privSecret, subscribeClaims(time.Now().Add(time.Hour), path))
+	signed := signURL(urlSecret, path, time.Now().Add(time.Hour))
+	sig := signed[strings.Index(signed, "sig=")+4:]
+	s.subscribe(path + "?token=" + inQuery + "&lastEventId=earliest").close()
+	s.subscribe(path, "Cookie: sse_token="+inCookie).close()
+	s.subscribe(path + "?" + signed).close()
+	s.do(http.MethodGet, path+"?token=bad."+inQuery, "")
+
+	var logged []byte
+	deadline := time.Now().Add(waitLimit)
+	for strings.Count(string(logged), `"uri":`) < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the access log has %d requests:\n%s", strings.Count(string(logged), `"uri":`), logged)
+		}
+		time.Sleep(20 * time.Millisecond)
+		logged, _ = os.ReadFile(logPath)
+	}
+	for name, secret := range map[string]string{"query token": inQuery, "cookie token": inCookie, "sig": sig} {
+		if strings.Contains(string(logged), secret) {
+			t.Errorf("the access log contains the %s:\n%s", name, logged)
+		}
+	}
+	if !strings.Contains(string(logged), "token=REDACTED") || !strings.Contains(string(logged), "sig=REDACTED") ||
+		!strings.Contains(string(logged), "lastEventId=earliest") {
+		t.Errorf("the access log does not show the redacted query:\n%s", logged)
+	}
+}
