@@ -521,12 +521,28 @@ func TestPrivateMercureTokens(t *testing.T) {
 				claim mercure.publish
 			}
 		}
+	}
+	sse /.well-known/mercure {
+		topic {query.topic}
+		subscribe {
+			jwt {
+				key `+privSecret+`
+				token cookie mercureAuthorization
+				claim mercure.subscribe
+			}
+		}
+		publish {
+			jwt {
+				key `+privSecret+`
+				claim mercure.publish
+			}
+		}
 	}`)
 	books := "/.well-known/mercure/books/1"
 	mercure := func(sub, pub []string) string {
 		return mintHS(t, privSecret, jwt.MapClaims{"mercure": map[string]any{"subscribe": sub, "publish": pub}})
 	}
-	reader := mercure([]string{books, "https://example.com/books/{id}"}, nil)
+	reader := mercure([]string{books, "https://example.com/books/1", "https://example.com/books/{id}"}, nil)
 	all := mercure([]string{"*"}, nil)
 	publisher := mercure(nil, []string{"*"})
 
@@ -549,6 +565,20 @@ func TestPrivateMercureTokens(t *testing.T) {
 	}
 	if r := s.do(http.MethodPost, books, "x", "Authorization: Bearer "+reader); r.status != http.StatusForbidden {
 		t.Errorf("a subscriber's Mercure token published: %d", r.status)
+	}
+
+	// Mercure's own URLs: the topic is the IRI in ?topic=, named as the
+	// token's selector names it.
+	iri := "/.well-known/mercure?topic=" + url.QueryEscape("https://example.com/books/1")
+	st3 := s.subscribe(iri, "Cookie: mercureAuthorization="+reader)
+	st3.await("the position", func() bool { return st3.parser.LastEventID != "" })
+	id = s.publishID(iri, "by IRI", "Authorization: Bearer "+publisher)
+	if e := st3.next(); e.ID != id || e.Data != "by IRI" {
+		t.Errorf("got %+v, want %s", e, id)
+	}
+	other := "/.well-known/mercure?topic=" + url.QueryEscape("https://example.com/books/2")
+	if r := s.do(http.MethodGet, other, "", "Cookie: mercureAuthorization="+reader); r.status != http.StatusForbidden {
+		t.Errorf("%s answered %d, want 403 (templates are not expanded)", other, r.status)
 	}
 }
 
