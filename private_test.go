@@ -695,7 +695,7 @@ const forwardAuthRecipe = `
 	}
 	sse /events/* {
 		publish {
-			bearer recipe-token
+			bearer {env.SSE_TOKEN}
 		}
 	}`
 
@@ -722,6 +722,7 @@ func TestPrivateForwardAuthRecipe(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(backend.Close)
+	t.Setenv("SSE_TOKEN", "recipe-token")
 	s := startSite(t, strings.Replace(forwardAuthRecipe, "BACKEND", backend.Listener.Addr().String(), 1))
 
 	mine := "/events/users/alice/" + strings.ReplaceAll(t.Name(), "/", "-")
