@@ -20,6 +20,7 @@ import (
 	"github.com/ssegate/caddy-sse/auth"
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/stream"
+	"github.com/ssegate/caddy-sse/topic"
 	"github.com/ssegate/caddy-sse/webhook"
 	"github.com/ssegate/caddy-sse/wire"
 )
@@ -401,6 +402,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	w.Header().Set("Allow", allow)
 	return writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; allowed: %s", r.Method, allow))
+}
+
+// validateTopic checks a topic name with the one rule every part of the
+// module uses (package topic).
+func (h *Handler) validateTopic(name string) error {
+	return topic.Validate(name, h.Limits.TopicLength)
 }
 
 // Interface guards

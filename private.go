@@ -17,7 +17,6 @@ import (
 
 	"github.com/ssegate/caddy-sse/auth"
 	"github.com/ssegate/caddy-sse/stream"
-	"github.com/ssegate/caddy-sse/topic"
 	"github.com/ssegate/caddy-sse/wire"
 )
 
@@ -76,12 +75,6 @@ func (h *Handler) validatePrivate() error {
 		return fmt.Errorf("expired_event: %q is not a plain event name", h.ExpiredEvent)
 	}
 	return nil
-}
-
-// validateTopic checks a topic name with the one rule every part of the
-// module uses (package topic).
-func (h *Handler) validateTopic(name string) error {
-	return topic.Validate(name, h.Limits.TopicLength)
 }
 
 // authorize decides whether the request may read topics. When it may not,
