@@ -1,15 +1,12 @@
 package caddysse_test
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -209,33 +206,6 @@ func checkOnceInOrder(t *testing.T, what string, events []ssetest.Event, last in
 	}
 }
 
-// redisPID asks Redis for its process id (INFO server), so the test can
-// signal it as an operator or a stalled VM would.
-func redisPID(t *testing.T, addr string) int {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := conn.Write([]byte("INFO server\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(conn)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "process_id:"); ok {
-			pid, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil {
-				t.Fatalf("INFO server: process_id %q", v)
-			}
-			return pid
-		}
-	}
-	t.Fatalf("INFO server gave no process_id: %v", sc.Err())
-	return 0
-}
-
 // A source appends an upstream to a topic on Redis while Redis freezes
 // (SIGSTOP for 3s, as in a stalled VM or a long fork) and then dies
 // (SIGKILL) and comes back on the same port with its data (append-only
@@ -298,19 +268,12 @@ http://127.0.0.1:%d {
 	}
 	waitFor("before the outage", 50)
 
-	pid := redisPID(t, redis.Addr)
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	redis.Freeze()
 	time.Sleep(3 * time.Second)
-	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
+	redis.Thaw()
 	waitFor("after the freeze", up.produced()+20)
 
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	redis.Crash()
 	redis.Restart()
 	waitFor("after the restart", up.produced()+20)
 

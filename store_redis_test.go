@@ -176,6 +176,51 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 			t.Fatalf("publish on B after the close: %d, want 410", res.status)
 		}
 	})
+
+	t.Run("a client that dropped before the close gets what it missed on any node", func(t *testing.T) {
+		ids := []string{
+			redisPublish(t, client, a, "/r/job", "step").IDs[0],
+			redisPublish(t, client, a, "/r/job", "exit 0").IDs[0],
+		}
+		if res := redisPost(t, client, http.MethodDelete, a, "/r/job", ""); res.status != http.StatusNoContent {
+			t.Fatalf("DELETE answered %d", res.status)
+		}
+		for _, node := range []string{a, b} {
+			for _, x := range []struct {
+				path, header string
+				want         []string
+			}{
+				{"/r/job", "Last-Event-ID: " + ids[0], ids[1:]},
+				{"/r/job?lastEventId=earliest", "", ids},
+			} {
+				var headers []string
+				if x.header != "" {
+					headers = append(headers, x.header)
+				}
+				s := dialStream(t, node, x.path, headers...)
+				for _, id := range x.want {
+					if e := redisNext(t, s); e.ID != id {
+						t.Fatalf("%s%s (%s): got %+v, want %s", node, x.path, x.header, e, id)
+					}
+				}
+				if e := redisNext(t, s); e.Type != "close" {
+					t.Fatalf("%s%s (%s): after the missed events got %+v, want close", node, x.path, x.header, e)
+				}
+				_ = s.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if e, err := s.Next(); err != io.EOF {
+					t.Fatalf("%s%s (%s): after close got %+v, %v; want the end of the stream", node, x.path, x.header, e, err)
+				}
+			}
+			s, err := ssetest.Dial(node, "/r/job", "Last-Event-ID: "+ids[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			if s.Response.StatusCode != http.StatusNoContent {
+				t.Fatalf("GET on %s after the last event of a closed topic: %s, want 204", node, s.Response.Status)
+			}
+		}
+	})
 }
 
 // Redis restarts (keeping its data) under a running Caddy: subscribers stay
@@ -332,6 +377,7 @@ func TestRedisStoreCaddyfileErrors(t *testing.T) {
 		{"store redis redis://127.0.0.1:6379 {\n\tbogus 1\n}", `unrecognized redis store option "bogus"`},
 		{"store redis redis://127.0.0.1:6379 {\n\tpool_size many\n}", `pool_size: "many" is not a non-negative integer`},
 		{"store redis redis://127.0.0.1:6379 {\n\tdial_timeout soon\n}", "dial_timeout:"},
+		{"store redis redis://127.0.0.1:6379 {\n\tprefix a:\n\tprefix b:\n}", `option "prefix" given twice`},
 	} {
 		text := "http://localhost:8080 {\n\tsse {\n\t\t" + strings.ReplaceAll(c.block, "\n", "\n\t\t") + "\n\t}\n}\n"
 		if _, err := adapt(text); err == nil || !strings.Contains(err.Error(), c.says) {
@@ -349,6 +395,95 @@ func TestRedisStoreCaddyfileErrors(t *testing.T) {
 			t.Errorf("%q: error %v, want one saying %q", c.url, err, c.says)
 		} else if strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+}
+
+// A Redis that does not answer at start is reported as down, not as up, and
+// Caddy starts all the same: the store serves once Redis is there.
+func TestRedisStoreDownAtStart(t *testing.T) {
+	dead := testcaddy.FreePort(t) // nothing listens there
+	port := testcaddy.FreePort(t)
+	p := testcaddy.Start(t, redisCaddyfile(port, fmt.Sprintf("redis://127.0.0.1:%d", dead), ""))
+	var opened string
+	for line := range strings.Lines(p.Log()) {
+		if strings.Contains(line, "opened sse redis store") {
+			opened = line
+		}
+	}
+	if !strings.Contains(opened, `"up":false`) || !strings.Contains(opened, `"level":"warn"`) {
+		t.Fatalf("the store's opening was logged as %q, want a warning with \"up\":false\n%s", opened, p.Log())
+	}
+	res := redisPost(t, &http.Client{Timeout: 10 * time.Second}, http.MethodPost, fmt.Sprintf("127.0.0.1:%d", port), "/r/x", "d")
+	if res.status != http.StatusServiceUnavailable {
+		t.Fatalf("publishing with Redis down answered %d, want 503", res.status)
+	}
+}
+
+// Redis restarts without its data under two Caddy nodes that both hold the
+// topic's events: neither serves them any more. A client resuming with an
+// old id gets the same reset on both, then what is published afterwards.
+func TestRedisStoreLostData(t *testing.T) {
+	srv := redistest.Start(t, "--appendonly", "no") // and no RDB: nothing survives
+	portA, portB := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	testcaddy.Start(t, redisCaddyfile(portA, srv.URL(), ""))
+	testcaddy.Start(t, redisCaddyfile(portB, srv.URL(), ""))
+	a, b := fmt.Sprintf("127.0.0.1:%d", portA), fmt.Sprintf("127.0.0.1:%d", portB)
+	client := &http.Client{Timeout: 10 * time.Second}
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, redisPublish(t, client, a, "/r/lost", fmt.Sprintf("old%d", i)).IDs[0])
+	}
+	for _, node := range []string{a, b} { // both nodes read the topic
+		s := dialStream(t, node, "/r/lost", "Last-Event-ID: "+ids[0])
+		for _, id := range ids[1:] {
+			if e := redisNext(t, s); e.ID != id {
+				t.Fatalf("%s delivered %+v, want %s", node, e, id)
+			}
+		}
+	}
+
+	srv.Restart()
+	var resets []string
+	var streams []*ssetest.Stream
+	defer func() {
+		for _, s := range streams {
+			s.Close()
+		}
+	}()
+	for _, node := range []string{a, b} {
+		var s *ssetest.Stream
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			// Until the node reaches Redis again it turns subscribers away
+			// with a retry hint.
+			var err error
+			s, err = ssetest.Dial(node, "/r/lost", "Last-Event-ID: "+ids[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = s.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			e, err := s.Next()
+			if err == nil {
+				if e.Type != "reset" {
+					t.Fatalf("%s resumed after %s once Redis lost it with %+v, want a reset", node, ids[1], e)
+				}
+				resets = append(resets, e.Data)
+				break
+			}
+			s.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no reset within 10s of the restart: %v", node, err)
+			}
+		}
+		streams = append(streams, s)
+	}
+	if resets[0] != resets[1] || !strings.Contains(resets[0], `"reason":"unknown"`) {
+		t.Fatalf("the nodes answer an id Redis lost differently: %q", resets)
+	}
+	fresh := redisPublish(t, client, b, "/r/lost", "new").IDs[0]
+	for i, s := range streams {
+		if e := redisNext(t, s); e.ID != fresh || e.Data != "new" {
+			t.Fatalf("stream %d after its reset got %+v, want %s", i, e, fresh)
 		}
 	}
 }
