@@ -295,7 +295,7 @@ func TestPrivateSignedURL(t *testing.T) {
 		}`+openPublish+`
 	}`)
 	path := topic(t, "/p/", "link")
-	soon := time.Unix(time.Now().Unix()+2, 0)
+	soon := time.Unix(time.Now().Unix()+3, 0) // 2 to 3 s from now
 	later := time.Now().Add(time.Hour)
 	cases := []struct {
 		name   string
@@ -382,7 +382,7 @@ func TestPrivateExpiryThenRefreshResumes(t *testing.T) {
 		}`+openPublish+`
 	}`)
 			path := topic(t, "/p/", "feed")
-			exp := time.Unix(time.Now().Unix()+2, 0)
+			exp := time.Unix(time.Now().Unix()+3, 0) // 2 to 3 s from now
 			old := mintHS(t, privSecret, subscribeClaims(exp, path))
 			st := s.subscribe(path, "Cookie: sse_token="+old)
 			st.await("the position", func() bool { return st.parser.LastEventID != "" })
