@@ -132,7 +132,7 @@ func TestExpiryEndsStreamWithExpiredEvent(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				es := newExpiryServer(t, mode, enc)
 				first := es.publish(t, "before")
-				exp := time.Now().Add(400 * time.Millisecond).Truncate(time.Millisecond) // as sent
+				exp := time.Now().Add(time.Second).Truncate(time.Millisecond) // as sent
 				resp := es.open(t, exp, "earliest", enc)
 				if mode != stream.InRequest {
 					waitMode(t, es.sv, mode)
@@ -198,7 +198,7 @@ func TestExpiryEndsBusyStream(t *testing.T) {
 					}
 				}
 			})
-			exp := time.Now().Add(300 * time.Millisecond)
+			exp := time.Now().Add(800 * time.Millisecond)
 			events := readAll(t, es.open(t, exp, "", nil), nil)
 			if late := time.Since(exp); late > 2*time.Second {
 				t.Errorf("the busy stream ended %v after its credential expired", late)
@@ -219,7 +219,7 @@ func TestExpiryWakesSleepingLot(t *testing.T) {
 	far := es.open(t, time.Now().Add(time.Hour), "", nil)
 	waitMode(t, es.sv, stream.Parked)
 	time.Sleep(50 * time.Millisecond) // the driver is asleep
-	exp := time.Now().Add(300 * time.Millisecond)
+	exp := time.Now().Add(800 * time.Millisecond)
 	near := readAll(t, es.open(t, exp, "", nil), nil)
 	if late := time.Since(exp); late > time.Second {
 		t.Errorf("the near stream ended %v after its credential expired", late)
