@@ -25,6 +25,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
 
@@ -210,7 +211,7 @@ func TestPrivateRejections(t *testing.T) {
 		{"topic not granted", mintHS(t, privSecret, claims(func(c jwt.MapClaims) { c["sse"] = map[string]any{"subscribe": []string{"/p/other", "/q/**"}} })), 403, "forbidden"},
 		{"no claim", mintHS(t, privSecret, claims(func(c jwt.MapClaims) { delete(c, "sse") })), 403, "forbidden"},
 	}
-	before := scrape(t, adminPort)
+	before := sitetest.Scrape(t, adminPort)
 	wantCounts := map[string]float64{}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -246,7 +247,7 @@ func TestPrivateRejections(t *testing.T) {
 	st := s.subscribe(path, "Authorization: Bearer "+edToken)
 	st.close()
 
-	after := scrape(t, adminPort)
+	after := sitetest.Scrape(t, adminPort)
 	for reason, n := range wantCounts {
 		name := `caddy_sse_subscribe_rejects_total{reason="` + reason + `"}`
 		if got := after[name] - before[name]; got != n {
@@ -443,7 +444,7 @@ func TestPrivatePublishJWT(t *testing.T) {
 	publisher := mintHS(t, privSecret, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix(), "sse": map[string]any{"publish": []string{"/p/**"}}})
 	narrow := mintHS(t, privSecret, jwt.MapClaims{"sse": map[string]any{"publish": []string{"/p/other"}}})
 	subscriberOnly := mintHS(t, privSecret, subscribeClaims(time.Time{}, "/p/**"))
-	before := scrape(t, adminPort)
+	before := sitetest.Scrape(t, adminPort)
 
 	st := s.subscribe(path + "?lastEventId=earliest")
 	id := s.publishID(path, "by jwt", "Authorization: Bearer "+publisher)
@@ -488,7 +489,7 @@ func TestPrivatePublishJWT(t *testing.T) {
 	if e := st.next(); e.Type != "close" {
 		t.Errorf("got %+v, want the close event", e)
 	}
-	after := scrape(t, adminPort)
+	after := sitetest.Scrape(t, adminPort)
 	for name, want := range map[string]float64{
 		`caddy_sse_publish_rejects_total{reason="forbidden"}`: 3,
 		`caddy_sse_publish_rejects_total{reason="auth"}`:      3,
