@@ -93,6 +93,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"argument after the matcher", "sse /events/* extra", 2, "wrong argument count"},
 		{"argument on a block", "sse {\n\thistory 5 {\n\t\tevents 5\n\t}\n}", 3, "wrong argument count"},
 		{"unknown source option", "sse {\n\tsource http://127.0.0.1:9/feed {\n\t\ttopic /feed\n\t\tpoll 5s\n\t}\n}", 5, `unrecognized source option "poll"`},
+		{"option given twice", "sse {\n\tretry 1s\n\tretry 2s\n}", 4, `sse: option "retry" given twice`},
+		{"block given twice", "sse {\n\thistory {\n\t\tevents 5\n\t}\n\thistory {\n\t\tage 1m\n\t}\n}", 6, `sse: option "history" given twice`},
+		{"limits option given twice", "sse {\n\tlimits {\n\t\ttopics 3\n\t\ttopics 4\n\t}\n}", 5, `limits: option "topics" given twice`},
+		{"publish option given twice", "sse {\n\tpublish {\n\t\tbearer a\n\t\tbearer b\n\t\tmax_body 1KiB\n\t\tmax_body 2KiB\n\t}\n}", 7, `publish: option "max_body" given twice`},
 		{"hmac_sha256 with three values", "sse {\n\tpublish {\n\t\thmac_sha256 a b c\n\t}\n}", 4, "wrong argument count"},
 	}
 	for _, c := range cases {
@@ -112,5 +116,36 @@ func TestCaddyfileErrors(t *testing.T) {
 				t.Errorf("error %q does not end %q", msg, at)
 			}
 		})
+	}
+}
+
+// Mistakes in `store redis` are reported with their line; a bad URL fails
+// the config without showing its password.
+func TestRedisStoreCaddyfileErrors(t *testing.T) {
+	for _, c := range []struct{ block, says string }{
+		{"store redis", "store redis: missing the URL"},
+		{"store redis redis://127.0.0.1:6379 extra", "wrong argument count"},
+		{"store redis redis://127.0.0.1:6379 {\n\tbogus 1\n}", `unrecognized redis store option "bogus"`},
+		{"store redis redis://127.0.0.1:6379 {\n\tpool_size many\n}", `pool_size: "many" is not a non-negative integer`},
+		{"store redis redis://127.0.0.1:6379 {\n\tdial_timeout soon\n}", "dial_timeout:"},
+		{"store redis redis://127.0.0.1:6379 {\n\tprefix a:\n\tprefix b:\n}", `option "prefix" given twice`},
+	} {
+		text := "http://localhost:8080 {\n\tsse {\n\t\t" + strings.ReplaceAll(c.block, "\n", "\n\t\t") + "\n\t}\n}\n"
+		if _, err := adapt(text); err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%q: error %v, want one saying %q", c.block, err, c.says)
+		}
+	}
+	for _, c := range []struct{ url, says string }{
+		{"http://127.0.0.1:6379", "redis store: url"},
+		{"redis://user:hunter2@127.0.0.1:notaport", "redis store: url"},
+		{"redis://127.0.0.1:6379 {\n\tprefix a{b}\n}", "must not contain braces"},
+	} {
+		text := "{\n\tadmin off\n}\nhttp://localhost:8080 {\n\tsse {\n\t\tstore redis " + c.url + "\n\t}\n}\n"
+		err := testcaddy.ValidateCaddyfile(text)
+		if err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%q: error %v, want one saying %q", c.url, err, c.says)
+		} else if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the error shows the password: %v", err)
+		}
 	}
 }

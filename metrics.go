@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ssegate/caddy-sse/replay/redisstore"
 	"github.com/ssegate/caddy-sse/source"
 )
 
@@ -105,7 +106,8 @@ var (
 	sourceAppendedDesc = prometheus.NewDesc("caddy_sse_source_events_appended_total",
 		"Events a source appended to topics.", []string{"source"}, nil)
 	sourceSkippedDesc = prometheus.NewDesc("caddy_sse_source_lines_skipped_total",
-		"Upstream lines skipped: too long, not UTF-8, not JSON, a mapped field missing.", []string{"source"}, nil)
+		"Upstream lines skipped because of what they hold, by reason (too_long, malformed, missing_field, bad_topic, too_large, topic_closed, topic_limit); never because the store was down.",
+		[]string{"source", "reason"}, nil)
 	sourceDuplicatesDesc = prometheus.NewDesc("caddy_sse_source_lines_duplicate_total",
 		"Upstream lines dropped because their id was already appended (overlap after a resume).", []string{"source"}, nil)
 )
@@ -119,7 +121,10 @@ func (sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 func (sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	// Two configs may briefly hold sources for the same URL during a
 	// reload; their counts are summed so a series is never duplicated.
-	type sums struct{ connects, requests, appended, skipped, duplicates int64 }
+	type sums struct {
+		connects, requests, appended, duplicates int64
+		skipped                                  [len(source.SkipReasons)]int64
+	}
 	bySource := map[string]*sums{}
 	sourcePool.Range(func(_, v any) bool {
 		src, ok := v.(*source.Source)
@@ -136,7 +141,9 @@ func (sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		s.connects += st.Connects
 		s.requests += st.Requests
 		s.appended += st.Appended
-		s.skipped += st.Skipped
+		for i, reason := range source.SkipReasons {
+			s.skipped[i] += st.SkippedBy[reason]
+		}
 		s.duplicates += st.Duplicates
 		return true
 	})
@@ -144,7 +151,9 @@ func (sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sourceConnectsDesc, prometheus.CounterValue, float64(s.connects), label)
 		ch <- prometheus.MustNewConstMetric(sourceRequestsDesc, prometheus.CounterValue, float64(s.requests), label)
 		ch <- prometheus.MustNewConstMetric(sourceAppendedDesc, prometheus.CounterValue, float64(s.appended), label)
-		ch <- prometheus.MustNewConstMetric(sourceSkippedDesc, prometheus.CounterValue, float64(s.skipped), label)
+		for i, reason := range source.SkipReasons {
+			ch <- prometheus.MustNewConstMetric(sourceSkippedDesc, prometheus.CounterValue, float64(s.skipped[i]), label, reason)
+		}
 		ch <- prometheus.MustNewConstMetric(sourceDuplicatesDesc, prometheus.CounterValue, float64(s.duplicates), label)
 	}
 }
@@ -153,12 +162,19 @@ func (sourceCollector) Collect(ch chan<- prometheus.Metric) {
 // already there (the same config provisioning a second sse handler) is
 // fine.
 func registerMetrics(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{
+	return register(reg,
 		metrics.subscribers, metrics.subscriptions, metrics.replays, metrics.resets,
 		metrics.delivered, metrics.bytesWritten, metrics.slowDisconnects,
 		metrics.published, metrics.rejects, metrics.subscribeRejects, metrics.unreadable,
 		sourceCollector{},
-	} {
+	)
+}
+
+// register adds collectors to a registry. One already there is fine: each
+// config has its own registry, provisioned once per sse handler, and the
+// collectors are process-wide so that their values survive reloads.
+func register(reg prometheus.Registerer, collectors ...prometheus.Collector) error {
+	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -167,4 +183,62 @@ func registerMetrics(reg prometheus.Registerer) error {
 		}
 	}
 	return nil
+}
+
+// ---- Redis stores ----
+var (
+	redisUpDesc = prometheus.NewDesc("caddy_sse_redis_up",
+		"1 when the last exchange with the Redis server of an sse redis store succeeded.", []string{"addr"}, nil)
+	redisOutagesDesc = prometheus.NewDesc("caddy_sse_redis_outages_total",
+		"Times the Redis server of an sse redis store became unreachable.", []string{"addr"}, nil)
+)
+
+// redisCollector reports the state of every open Redis store, by server
+// address (never credentials). Stores on one server with different
+// prefixes are one series: up only when all are.
+type redisCollector struct{}
+
+func (redisCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- redisUpDesc
+	ch <- redisOutagesDesc
+}
+
+func (redisCollector) Collect(ch chan<- prometheus.Metric) {
+	type state struct {
+		up      bool
+		outages uint64
+	}
+	byAddr := map[string]*state{}
+	stores.Range(func(_, v any) bool {
+		st, ok := v.(*redisstore.Store)
+		if !ok {
+			return true
+		}
+		addr := st.Client().Options().Addr
+		s := byAddr[addr]
+		if s == nil {
+			s = &state{up: true}
+			byAddr[addr] = s
+		}
+		s.up = s.up && st.Up()
+		s.outages += st.Outages()
+		return true
+	})
+	for addr, s := range byAddr {
+		up := 0.0
+		if s.up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(redisUpDesc, prometheus.GaugeValue, up, addr)
+		ch <- prometheus.MustNewConstMetric(redisOutagesDesc, prometheus.CounterValue, float64(s.outages), addr)
+	}
+}
+
+// registerRedisMetrics adds the Redis collector to a config's registry,
+// once a redis store is provisioned in it.
+func registerRedisMetrics(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	return register(reg, redisCollector{})
 }

@@ -128,6 +128,11 @@ func (h *Handler) serveMultiTopic(w http.ResponseWriter, r *http.Request) (handl
 // subscriber against the limits (and one against each topic's), one
 // cursor.
 func (h *Handler) subscribeMulti(w http.ResponseWriter, r *http.Request, topics []string) error {
+	// With a subscribe block, every topic listed must be granted.
+	grant, ok := h.authorize(w, r, topics)
+	if !ok {
+		return nil
+	}
 	// What logs name the stream by: short, since a parked stream keeps it.
 	label := topics[0]
 	if len(topics) > 1 {
@@ -183,11 +188,12 @@ func (h *Handler) subscribeMulti(w http.ResponseWriter, r *http.Request, topics 
 	}
 	sub := &subscription{h: h, cur: cur, release: release, topic: label, from: from, started: time.Now()}
 	if err := stream.WriteHead(w, enc); err != nil {
-		sub.finish(stream.Stats{}, err)
+		sub.ended(stream.Stats{}, err)
 		return nil
 	}
 	opts := h.streamOptions(enc)
 	opts.TopicEvents = h.MultiTopicEventName == "topic"
+	opts.Expires = grant.Expires
 	if from == "" {
 		opts.Position = cur.Position()
 	}
@@ -197,6 +203,6 @@ func (h *Handler) subscribeMulti(w http.ResponseWriter, r *http.Request, topics 
 		// what they wait on.
 		key = k.WaitKey()
 	}
-	h.streams.Serve(w, r, key, cur, opts, sub.finish)
+	h.streams.Serve(w, r, key, cur, opts, sub.ended)
 	return nil
 }

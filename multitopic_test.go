@@ -7,15 +7,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/ssegate/caddy-sse/internal/redistest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
-	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
 
 // multiPath is the URL of a multi-topic stream on topics.
@@ -279,100 +275,4 @@ func TestMultiTopicCompressed(t *testing.T) {
 	}
 	want := s.publishRound(topics, 0, 6)
 	checkMulti(t, st.nextN(6), want, true)
-}
-
-// File store: one id resumes every topic after a restart.
-func TestMultiTopicFileRestart(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sse.db")
-	client := &http.Client{Timeout: 10 * time.Second}
-	topics := []string{"/f/a", "/f/b", "/f/c"}
-	port := testcaddy.FreePort(t)
-	p := testcaddy.Start(t, fileStoreCaddyfile(port, path))
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	var want []published1
-	for i := range 9 {
-		tp := topics[i%3]
-		data := fmt.Sprint("d", i)
-		id, err := filePublish(client, addr, tp, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, published1{tp, id, data})
-	}
-	st := dialStream(t, addr, multiPath("/f/x", topics...), "Last-Event-ID: earliest")
-	var got []ssetest.Event
-	for range 5 {
-		got = append(got, redisNext(t, st))
-	}
-	checkMulti(t, got, want[:5], false)
-	st.Close()
-	if err := p.Stop(15 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	port = testcaddy.FreePort(t)
-	testcaddy.Start(t, fileStoreCaddyfile(port, path))
-	addr = fmt.Sprintf("127.0.0.1:%d", port)
-	r := dialStream(t, addr, multiPath("/f/x", topics...), "Last-Event-ID: "+got[4].ID)
-	got = nil
-	for range 4 {
-		got = append(got, redisNext(t, r))
-	}
-	checkMulti(t, got, want[5:], false)
-	id, err := filePublish(client, addr, "/f/b", "after")
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkMulti(t, []ssetest.Event{redisNext(t, r)}, []published1{{"/f/b", id, "after"}}, false)
-}
-
-// Redis: the composite cursor resumes on another node, exactly.
-func TestMultiTopicRedisOtherNode(t *testing.T) {
-	srv := redistest.Start(t)
-	portA, portB := testcaddy.FreePort(t), testcaddy.FreePort(t)
-	testcaddy.Start(t, redisCaddyfile(portA, srv.URL(), "multi_topic_event_name topic"))
-	testcaddy.Start(t, redisCaddyfile(portB, srv.URL(), "multi_topic_event_name topic"))
-	a, b := fmt.Sprintf("127.0.0.1:%d", portA), fmt.Sprintf("127.0.0.1:%d", portB)
-	client := &http.Client{Timeout: 10 * time.Second}
-	topics := []string{"/r/m1", "/r/m2", "/r/m3", "/r/m4"}
-	onA := dialStream(t, a, multiPath("/r/x", topics...))
-	byTopic := map[string][]string{}
-	for i := range 12 {
-		tp := topics[i%len(topics)]
-		data := fmt.Sprint("e", i)
-		redisPublish(t, client, b, tp, data)
-		byTopic[tp] = append(byTopic[tp], data)
-	}
-	got := map[string][]string{}
-	var last string
-	for range 7 {
-		e := redisNext(t, onA)
-		if !strings.HasPrefix(e.ID, "m1.") {
-			t.Fatalf("event %+v: id is not a composite cursor", e)
-		}
-		got[e.Type] = append(got[e.Type], e.Data)
-		last = e.ID
-	}
-	onA.Close()
-	for i := 12; i < 16; i++ {
-		tp := topics[i%len(topics)]
-		data := fmt.Sprint("e", i)
-		redisPublish(t, client, a, tp, data)
-		byTopic[tp] = append(byTopic[tp], data)
-	}
-	if len(last) > 1024 {
-		t.Fatalf("cursor of %d bytes", len(last))
-	}
-	onB := dialStream(t, b, multiPath("/r/x", topics...), "Last-Event-ID: "+last)
-	for range 16 - 7 {
-		e := redisNext(t, onB)
-		if e.Type == "reset" {
-			t.Fatalf("resumed with a reset: %+v", e)
-		}
-		got[e.Type] = append(got[e.Type], e.Data)
-	}
-	for _, tp := range topics {
-		if !slices.Equal(got[tp], byTopic[tp]) {
-			t.Fatalf("topic %s: got %v, want %v", tp, got[tp], byTopic[tp])
-		}
-	}
 }

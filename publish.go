@@ -8,12 +8,13 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"time"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/ssegate/caddy-sse/auth"
+	"github.com/ssegate/caddy-sse/lines"
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/webhook"
 	"github.com/ssegate/caddy-sse/wire"
@@ -44,6 +45,11 @@ type Publish struct {
 	// `Idempotency-Key`) is remembered: a repeat within this window appends
 	// nothing and answers with the original ids. Default: 1h.
 	DedupWindow caddy.Duration `json:"dedup_window,omitempty"`
+	// JWTs whose claim (default `sse.publish`; `mercure.publish` reads
+	// Mercure publisher tokens) grants the topic, read from the
+	// Authorization header by default (see auth.PublishJWT). A valid token
+	// that does not grant the topic is a 403.
+	JWT *auth.PublishJWT `json:"jwt,omitempty"`
 }
 
 // HMACSecret is a secret for GitHub-style signatures.
@@ -55,29 +61,29 @@ type HMACSecret struct {
 }
 
 func (p *Publish) verifiers(repl *caddy.Replacer) (webhook.Any, error) {
-	var any webhook.Any
+	var schemes webhook.Any
 	for i, token := range p.Bearer {
 		v, err := webhook.NewBearer(repl.ReplaceKnown(token, ""))
 		if err != nil {
 			return nil, fmt.Errorf("publish: bearer token %d: %w", i, err)
 		}
-		any = append(any, v)
+		schemes = append(schemes, v)
 	}
 	for i, s := range p.HMACSHA256 {
 		v, err := webhook.NewHMACSHA256(repl.ReplaceKnown(s.Secret, ""), s.Header)
 		if err != nil {
 			return nil, fmt.Errorf("publish: hmac_sha256 secret %d: %w", i, err)
 		}
-		any = append(any, v)
+		schemes = append(schemes, v)
 	}
 	for i, s := range p.StandardWebhooks {
 		v, err := webhook.NewStandardWebhooks(repl.ReplaceKnown(s, ""), 0)
 		if err != nil {
 			return nil, fmt.Errorf("publish: standard_webhooks secret %d: %w", i, err)
 		}
-		any = append(any, v)
+		schemes = append(schemes, v)
 	}
-	return any, nil
+	return schemes, nil
 }
 
 // ndjsonTypes are the media types whose body is one event per line.
@@ -100,7 +106,7 @@ type publishResult struct {
 // readAuthenticated reads the bounded body and checks it against the
 // configured schemes. It writes the error response itself and returns
 // ok=false when the request must go no further.
-func (h *Handler) readAuthenticated(w http.ResponseWriter, r *http.Request) (body []byte, ok bool) {
+func (h *Handler) readAuthenticated(w http.ResponseWriter, r *http.Request, topic string) (body []byte, ok bool) {
 	if r.ContentLength > h.Publish.MaxBody {
 		// Refused before a byte is read, so a client that sent Expect:
 		// 100-continue is never told to go on, and the connection is
@@ -122,15 +128,8 @@ func (h *Handler) readAuthenticated(w http.ResponseWriter, r *http.Request) (bod
 		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
 		return nil, false
 	}
-	if len(h.verifier) > 0 {
-		if err := h.verifier.Verify(r.Header, body, time.Now()); err != nil {
-			metrics.rejects.WithLabelValues(rejectAuth).Inc()
-			if h.hasBearer() {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="sse"`)
-			}
-			writeError(w, http.StatusUnauthorized, "authentication failed: "+err.Error())
-			return nil, false
-		}
+	if !h.publishAllowed(w, r, topic, body) {
+		return nil, false
 	}
 	return body, true
 }
@@ -140,7 +139,7 @@ func (h *Handler) hasBearer() bool {
 }
 
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, topic string) error {
-	body, ok := h.readAuthenticated(w, r)
+	body, ok := h.readAuthenticated(w, r, topic)
 	if !ok {
 		return nil
 	}
@@ -224,30 +223,30 @@ func (h *Handler) draft(data []byte, eventType string) (replay.Draft, error) {
 // batch is all or nothing: one bad line rejects it, saying which, so the
 // sender can fix and resend without duplicating the good lines.
 func (h *Handler) splitNDJSON(body []byte, eventType string) ([]replay.Draft, error) {
-	body = bytes.TrimPrefix(body, []byte("\ufeff"))
+	// The same splitter as NDJSON sources: one rule for line ends, a byte
+	// order mark and blank lines.
+	sp := lines.NewSplitter(bytes.NewReader(body), int(h.Limits.EventSize), false)
 	var drafts []replay.Draft
-	for n := 1; len(body) > 0; n++ {
-		line := body
-		if i := bytes.IndexByte(body, '\n'); i >= 0 {
-			line, body = body[:i], body[i+1:]
-		} else {
-			body = nil
+	for {
+		l, err := sp.Next()
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
+		if err != nil {
+			return nil, fmt.Errorf("reading NDJSON body: %w", err)
 		}
-		if int64(len(line)) > h.Limits.EventSize {
+		if l.TooLong {
 			return nil, &statusError{http.StatusRequestEntityTooLarge,
-				fmt.Sprintf("line %d: %d bytes exceeds event_size of %d", n, len(line), h.Limits.EventSize)}
+				fmt.Sprintf("line %d: %d bytes exceeds event_size of %d", l.N, l.Len, h.Limits.EventSize)}
 		}
-		if !utf8.Valid(line) {
-			return nil, fmt.Errorf("line %d: not valid UTF-8", n)
+		if !utf8.Valid(l.Text) {
+			return nil, fmt.Errorf("line %d: not valid UTF-8", l.N)
 		}
-		if !json.Valid(line) {
-			return nil, fmt.Errorf("line %d: not valid JSON", n)
+		if !json.Valid(l.Text) {
+			return nil, fmt.Errorf("line %d: not valid JSON", l.N)
 		}
-		drafts = append(drafts, replay.Draft{Type: eventType, Data: line})
+		// Text is only valid until the next line: the draft keeps a copy.
+		drafts = append(drafts, replay.Draft{Type: eventType, Data: bytes.Clone(l.Text)})
 	}
 	if len(drafts) == 0 {
 		return nil, errors.New("no events: the NDJSON body has no non-empty line")
@@ -256,7 +255,7 @@ func (h *Handler) splitNDJSON(body []byte, eventType string) ([]replay.Draft, er
 }
 
 func (h *Handler) closeTopic(w http.ResponseWriter, r *http.Request, topic string) error {
-	if _, ok := h.readAuthenticated(w, r); !ok {
+	if _, ok := h.readAuthenticated(w, r, topic); !ok {
 		return nil
 	}
 	err := h.store.CloseTopic(r.Context(), topic)

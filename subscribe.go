@@ -44,6 +44,10 @@ func cursorFromLimit(r *http.Request, limit int) string {
 }
 
 func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string) error {
+	grant, ok := h.authorize(w, r, []string{topic})
+	if !ok {
+		return nil
+	}
 	if n := subscribers.Add(1); n > int64(h.Limits.Subscribers) {
 		subscribers.Add(-1)
 		return h.turnAway(w, rejectSubscribers, fmt.Sprintf("subscriber limit of %d reached", h.Limits.Subscribers))
@@ -90,17 +94,18 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 	}
 	sub := &subscription{h: h, cur: cur, release: release, topic: topic, from: from, started: time.Now()}
 	if err := stream.WriteHead(w, enc); err != nil {
-		sub.finish(stream.Stats{}, err)
+		sub.ended(stream.Stats{}, err)
 		return nil // the client is gone already
 	}
 	opts := h.streamOptions(enc)
+	opts.Expires = grant.Expires
 	if from == "" {
 		// A client that connected without a cursor gets one at once, so
 		// that a drop before the first event (a reload's drain, a proxy's
 		// idle cut) resumes exactly instead of missing what came between.
 		opts.Position = cur.Position()
 	}
-	h.streams.Serve(w, r, topic, cur, opts, sub.finish)
+	h.streams.Serve(w, r, topic, cur, opts, sub.ended)
 	return nil
 }
 
@@ -120,8 +125,9 @@ func (h *Handler) streamOptions(enc *stream.Encoding) stream.Options {
 		StopRetry: func() time.Duration {
 			return retry + mathrand.N(stopJitter)
 		},
-		Drain:    h.drainDelay,
-		Encoding: enc,
+		Drain:        h.drainDelay,
+		Encoding:     enc,
+		ExpiredEvent: h.ExpiredEvent,
 	}
 }
 
@@ -136,9 +142,9 @@ type subscription struct {
 	started time.Time
 }
 
-// finish releases the stream's cursor, demand and subscriber slot, and
+// ended releases the stream's cursor, demand and subscriber slot, and
 // accounts for what it delivered.
-func (s *subscription) finish(stats stream.Stats, err error) {
+func (s *subscription) ended(stats stream.Stats, err error) {
 	h := s.h
 	s.cur.Close()
 	s.release()

@@ -43,6 +43,14 @@ type lot struct {
 	wait    <-chan struct{} // the log change the driver waits for
 	running bool
 	wake    chan struct{}
+	// wakeAt is when the sleeping driver's timer fires (zero while a round
+	// runs), and expiring the earliest credential expiry among the streams
+	// parked since the running round took its batch (zero: none). A stream
+	// parked with an expiry before the driver would wake pokes it (see
+	// park); one parked during a round has its expiry folded into the
+	// driver's next wake-up.
+	wakeAt   time.Time
+	expiring time.Time
 }
 
 func (pk *parking) acquire(key string) *lot {
@@ -94,38 +102,42 @@ func (pk *parking) serve(key string, d *detached, cur replay.Cursor, opts Option
 		ps.gone.Store(true)
 		ps.lot.poke()
 	})
-	go ps.run(true, nil)
+	go ps.serveOwn(true, nil)
 }
 
-// run is the stream's own goroutine: it writes what is pending (bytes, and
+// serveOwn is the stream's own goroutine: it writes what is pending (bytes, and
 // a page the driver read but left to it), catches up and parks the stream,
 // or ends it.
-func (ps *parkedStream) run(opening bool, page *replay.Page) {
+func (ps *parkedStream) serveOwn(opening bool, page *replay.Page) {
 	d, s := ps.d, ps.s
 	s.deadline = time.Time{} // set a real deadline on the next write
 	if err := d.unpark(time.Now().Add(s.opts.WriteTimeout)); err != nil {
-		ps.finish(err)
+		ps.end(err)
 		return
 	}
 	if opening {
 		if err := s.open(); err != nil {
-			ps.finish(err)
+			ps.end(err)
 			return
 		}
 	}
 	for {
 		if ps.gone.Load() {
-			ps.finish(ErrClientGone)
+			ps.end(ErrClientGone)
 			return
 		}
 		if ps.stopDue() {
-			ps.finish(s.end())
+			ps.end(s.end())
+			return
+		}
+		if !s.opts.Expires.IsZero() && s.opts.expiredAt(time.Now()) {
+			ps.end(s.expire())
 			return
 		}
 		if page == nil {
 			p, err := ps.cur.Next(s.opts.MaxBatch)
 			if err != nil {
-				ps.finish(s.storeFailed(err))
+				ps.end(s.storeFailed(err))
 				return
 			}
 			page = &p
@@ -136,11 +148,11 @@ func (ps *parkedStream) run(opening bool, page *replay.Page) {
 			return
 		}
 		if err := s.deliver(*page); err != nil {
-			ps.finish(err)
+			ps.end(err)
 			return
 		}
 		if page.Closed {
-			ps.finish(ErrTopicClosed)
+			ps.end(ErrTopicClosed)
 			return
 		}
 		page = nil
@@ -163,11 +175,11 @@ func (ps *parkedStream) stopDue() bool {
 }
 
 // fail ends the stream after its store failed.
-func (ps *parkedStream) fail(err error) { ps.finish(ps.s.storeFailed(err)) }
+func (ps *parkedStream) fail(err error) { ps.end(ps.s.storeFailed(err)) }
 
-// finish ends the stream: the connection closed (see detached.close), the
+// end ends the stream: the connection closed (see detached.close), the
 // lot released, done called.
-func (ps *parkedStream) finish(err error) {
+func (ps *parkedStream) end(err error) {
 	ps.d.close(err)
 	ps.lot.parking.release(ps.lot)
 	ps.done(ps.s.stats, err)
@@ -179,8 +191,15 @@ func (ps *parkedStream) finish(err error) {
 func (l *lot) park(ps *parkedStream, wait <-chan struct{}) {
 	l.mu.Lock()
 	l.parked[ps] = struct{}{}
-	// A stream parked after the stop must still be drained on time.
+	// A stream parked after the stop must still be drained on time, and one
+	// whose credential expires before the driver wakes must end on time.
 	stale := wait != l.wait || l.parking.stop.Err() != nil
+	if exp := ps.s.opts.Expires; !exp.IsZero() {
+		l.expiring = earliestSet(l.expiring, exp)
+		if !l.wakeAt.IsZero() && exp.Before(l.wakeAt) {
+			stale = true
+		}
+	}
 	start := !l.running
 	l.running = true
 	l.mu.Unlock()
@@ -208,6 +227,7 @@ func (l *lot) drive() {
 		for ps := range l.parked {
 			batch = append(batch, ps)
 		}
+		l.wakeAt, l.expiring = time.Time{}, time.Time{}
 		l.mu.Unlock()
 
 		wait, next, again := l.roundParallel(batch)
@@ -216,6 +236,10 @@ func (l *lot) drive() {
 		l.mu.Lock()
 		l.wait = wait
 		empty := len(l.parked) == 0
+		if !again && !empty {
+			next = earliestSet(next, l.expiring)
+			l.wakeAt = next
+		}
 		l.mu.Unlock()
 		if again || empty {
 			continue // an empty lot ends at the top of the loop
@@ -272,8 +296,9 @@ func (l *lot) roundParallel(batch []*parkedStream) (wait <-chan struct{}, next t
 }
 
 // round serves every parked stream once: new events, heartbeats due,
-// hang-ups and stops. It returns the log change to wait for, when the next
-// heartbeat or drain is due, and whether to look again at once.
+// hang-ups, stops and expired credentials. It returns the log change to
+// wait for, when the next heartbeat, drain or expiry is due, and whether to
+// look again at once.
 func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time, again bool) {
 	now := time.Now()
 	next = now.Add(time.Hour)
@@ -287,16 +312,26 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 		s := ps.s
 		if ps.gone.Load() {
 			unpark(ps)
-			ps.finish(ErrClientGone)
+			ps.end(ErrClientGone)
 			continue
 		}
 		if ps.stopDue() {
 			unpark(ps)
-			go ps.run(false, nil)
+			go ps.serveOwn(false, nil)
 			continue
 		}
 		if !ps.drainAt.IsZero() {
 			next = earliest(next, ps.drainAt)
+		}
+		if exp := s.opts.Expires; !exp.IsZero() {
+			if !now.Before(exp) {
+				// The expired event and the end go through the stream's
+				// own goroutine, which can wait for the socket.
+				unpark(ps)
+				go ps.serveOwn(false, nil)
+				continue
+			}
+			next = earliest(next, exp)
 		}
 		page, err := ps.cur.Next(s.opts.MaxBatch)
 		switch {
@@ -309,7 +344,7 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 			// delivers the page. (A copy, so that page itself does not
 			// escape and cost an allocation per delivery.)
 			unpark(ps)
-			go ps.run(false, ptr(page))
+			go ps.serveOwn(false, ptr(page))
 			continue
 		case len(page.Events) > 0:
 			err = s.deliver(page)
@@ -338,10 +373,10 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 		switch {
 		case err != nil:
 			unpark(ps)
-			ps.finish(err)
+			ps.end(err)
 		case ps.d.hasPending():
 			unpark(ps)
-			go ps.run(false, nil)
+			go ps.serveOwn(false, nil)
 		case len(page.Events) > 0:
 			again = true // more may be pending beyond this batch
 		}
@@ -357,6 +392,14 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 
 func earliest(a, b time.Time) time.Time {
 	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// earliestSet is earliest where the zero time means none.
+func earliestSet(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
 		return b
 	}
 	return a
