@@ -237,6 +237,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := events.(*caddyevents.App).On("stopping", stoppingListener{h}); err != nil {
 		return fmt.Errorf("subscribing to stopping event: %w", err)
 	}
+	h.register() // for the admin API (admin.go)
 	return nil
 }
 
@@ -323,6 +324,7 @@ func (h *Handler) Validate() error {
 // exits it waits (briefly) for detached streams to write their retry hint
 // and end their response, as Caddy waits for streams in a request.
 func (h *Handler) Cleanup() error {
+	h.unregister()
 	h.endStreams()
 	if h.streams != nil && (caddy.Exiting() || h.DrainWindow < 0) {
 		h.streams.Wait(detachedExitWait)

@@ -144,12 +144,17 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 	if !ok {
 		return nil
 	}
+	return h.appendBody(w, r, topic, body, wire.SanitizeName(repl.ReplaceAll(h.Publish.Event, "")))
+}
+
+// appendBody appends the events of an admitted publish body (one event, or
+// one per line of NDJSON) to topic and answers with their ids.
+func (h *Handler) appendBody(w http.ResponseWriter, r *http.Request, topic string, body []byte, eventType string) error {
 	key, _, err := webhook.DeliveryID(r.Header)
 	if err != nil {
 		metrics.rejects.WithLabelValues(rejectBadInput).Inc()
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}
-	eventType := wire.SanitizeName(repl.ReplaceAll(h.Publish.Event, ""))
 
 	var drafts []replay.Draft
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -259,6 +264,11 @@ func (h *Handler) closeTopic(w http.ResponseWriter, r *http.Request, topic strin
 	if _, ok := h.readAuthenticated(w, r); !ok {
 		return nil
 	}
+	return h.endTopic(w, r, topic)
+}
+
+// endTopic closes topic in the store and answers 204, or says why not.
+func (h *Handler) endTopic(w http.ResponseWriter, r *http.Request, topic string) error {
 	err := h.store.CloseTopic(r.Context(), topic)
 	switch {
 	case errors.Is(err, replay.ErrTopicClosed):
