@@ -2,6 +2,7 @@ package caddysse
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -9,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+	"github.com/ssegate/caddy-sse/stream"
 )
 
 func init() {
@@ -52,7 +54,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			event_size            <size>       # default 1MiB
 //			topic_length          <n>          # default 256 bytes
 //		}
-//		store memory [<name>] | file <path>    # default memory default
+//		store memory [<name>]                  # default: memory default
+//		store file <path>                      # bbolt file: history survives restarts
+//		store redis <url> {                    # Redis Streams: several nodes share topics
+//			prefix        <string>             # default sse:
+//			pool_size     <n>
+//			dial_timeout  <duration>
+//			read_timeout  <duration>
+//			write_timeout <duration>
+//			lease_ttl     <duration>
+//		}
 //		publish {
 //			bearer            <token>
 //			hmac_sha256       <secret> [<header>]
@@ -66,13 +77,18 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 //
 // bearer, hmac_sha256 and standard_webhooks may each be given several times;
-// any one passing admits a request.
+// any one passing admits a request. Every other option may be given once
+// per block: a second one is an error naming it, never a silent override.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	seen := optionsSeen{"source": repeatable}
 	for d.NextBlock(0) {
+		if err := seen.once(d, "sse"); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "topic":
 			if err := oneArg(d, &h.Topic); err != nil {
@@ -103,15 +119,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "compress":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
-				return d.Errf("compress: name encodings (gzip, zstd) or off")
+				return d.Errf("compress: name encodings (%s) or off", strings.Join(stream.EncodingNames(), ", "))
 			}
 			h.Compress = nil
 			if len(args) == 1 && args[0] == "off" {
 				continue
 			}
 			for _, a := range args {
-				if a != "gzip" && a != "zstd" {
-					return d.Errf("compress: unknown encoding %q; offered: gzip, zstd, or off", a)
+				if stream.EncodingByName(a) == nil {
+					return d.Errf("compress: unknown encoding %q; offered: %s, or off", a, strings.Join(stream.EncodingNames(), ", "))
 				}
 				h.Compress = append(h.Compress, a)
 			}
@@ -182,7 +198,11 @@ func (h *Handler) unmarshalHistory(d *caddyfile.Dispenser) error {
 	if h.History == nil {
 		h.History = new(History)
 	}
+	seen := optionsSeen{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := seen.once(d, "history"); err != nil {
+			return err
+		}
 		var err error
 		switch d.Val() {
 		case "events":
@@ -208,7 +228,11 @@ func (h *Handler) unmarshalLimits(d *caddyfile.Dispenser) error {
 	if h.Limits == nil {
 		h.Limits = new(Limits)
 	}
+	seen := optionsSeen{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := seen.once(d, "limits"); err != nil {
+			return err
+		}
 		var err error
 		switch d.Val() {
 		case "topics":
@@ -239,7 +263,11 @@ func (h *Handler) unmarshalPublish(d *caddyfile.Dispenser) error {
 		h.Publish = new(Publish)
 	}
 	p := h.Publish
+	seen := optionsSeen{"bearer": repeatable, "hmac_sha256": repeatable, "standard_webhooks": repeatable}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := seen.once(d, "publish"); err != nil {
+			return err
+		}
 		var err error
 		switch d.Val() {
 		case "bearer":
@@ -280,6 +308,30 @@ func (h *Handler) unmarshalPublish(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// optionsSeen rejects an option given twice in one block, where the second
+// would silently win over the first; options marked repeatable (secrets
+// during rotation, sources) may come any number of times.
+type optionsSeen map[string]optionCount
+
+type optionCount int
+
+const (
+	seenOnce optionCount = iota + 1
+	repeatable
+)
+
+func (seen optionsSeen) once(d *caddyfile.Dispenser, block string) error {
+	opt := d.Val()
+	switch seen[opt] {
+	case seenOnce:
+		return d.Errf("%s: option %q given twice; give it once", block, opt)
+	case repeatable:
+		return nil
+	}
+	seen[opt] = seenOnce
 	return nil
 }
 

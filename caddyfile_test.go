@@ -93,6 +93,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"argument after the matcher", "sse /events/* extra", 2, "wrong argument count"},
 		{"argument on a block", "sse {\n\thistory 5 {\n\t\tevents 5\n\t}\n}", 3, "wrong argument count"},
 		{"unknown source option", "sse {\n\tsource http://127.0.0.1:9/feed {\n\t\ttopic /feed\n\t\tpoll 5s\n\t}\n}", 5, `unrecognized source option "poll"`},
+		{"option given twice", "sse {\n\tretry 1s\n\tretry 2s\n}", 4, `sse: option "retry" given twice`},
+		{"block given twice", "sse {\n\thistory {\n\t\tevents 5\n\t}\n\thistory {\n\t\tage 1m\n\t}\n}", 6, `sse: option "history" given twice`},
+		{"limits option given twice", "sse {\n\tlimits {\n\t\ttopics 3\n\t\ttopics 4\n\t}\n}", 5, `limits: option "topics" given twice`},
+		{"publish option given twice", "sse {\n\tpublish {\n\t\tbearer a\n\t\tbearer b\n\t\tmax_body 1KiB\n\t\tmax_body 2KiB\n\t}\n}", 7, `publish: option "max_body" given twice`},
 		{"hmac_sha256 with three values", "sse {\n\tpublish {\n\t\thmac_sha256 a b c\n\t}\n}", 4, "wrong argument count"},
 	}
 	for _, c := range cases {

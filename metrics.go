@@ -105,7 +105,8 @@ var (
 	sourceAppendedDesc = prometheus.NewDesc("caddy_sse_source_events_appended_total",
 		"Events a source appended to topics.", []string{"source"}, nil)
 	sourceSkippedDesc = prometheus.NewDesc("caddy_sse_source_lines_skipped_total",
-		"Upstream lines skipped: too long, not UTF-8, not JSON, a mapped field missing.", []string{"source"}, nil)
+		"Upstream lines skipped because of what they hold, by reason (too_long, malformed, missing_field, bad_topic, too_large, topic_closed, topic_limit); never because the store was down.",
+		[]string{"source", "reason"}, nil)
 	sourceDuplicatesDesc = prometheus.NewDesc("caddy_sse_source_lines_duplicate_total",
 		"Upstream lines dropped because their id was already appended (overlap after a resume).", []string{"source"}, nil)
 )
@@ -119,7 +120,10 @@ func (sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 func (sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	// Two configs may briefly hold sources for the same URL during a
 	// reload; their counts are summed so a series is never duplicated.
-	type sums struct{ connects, requests, appended, skipped, duplicates int64 }
+	type sums struct {
+		connects, requests, appended, duplicates int64
+		skipped                                  [len(source.SkipReasons)]int64
+	}
 	bySource := map[string]*sums{}
 	sourcePool.Range(func(_, v any) bool {
 		src, ok := v.(*source.Source)
@@ -136,7 +140,9 @@ func (sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		s.connects += st.Connects
 		s.requests += st.Requests
 		s.appended += st.Appended
-		s.skipped += st.Skipped
+		for i, reason := range source.SkipReasons {
+			s.skipped[i] += st.SkippedBy[reason]
+		}
 		s.duplicates += st.Duplicates
 		return true
 	})
@@ -144,7 +150,9 @@ func (sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sourceConnectsDesc, prometheus.CounterValue, float64(s.connects), label)
 		ch <- prometheus.MustNewConstMetric(sourceRequestsDesc, prometheus.CounterValue, float64(s.requests), label)
 		ch <- prometheus.MustNewConstMetric(sourceAppendedDesc, prometheus.CounterValue, float64(s.appended), label)
-		ch <- prometheus.MustNewConstMetric(sourceSkippedDesc, prometheus.CounterValue, float64(s.skipped), label)
+		for i, reason := range source.SkipReasons {
+			ch <- prometheus.MustNewConstMetric(sourceSkippedDesc, prometheus.CounterValue, float64(s.skipped[i]), label, reason)
+		}
 		ch <- prometheus.MustNewConstMetric(sourceDuplicatesDesc, prometheus.CounterValue, float64(s.duplicates), label)
 	}
 }

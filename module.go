@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -193,7 +194,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for _, name := range h.Compress {
 		enc := stream.EncodingByName(name)
 		if enc == nil {
-			return fmt.Errorf("compress: unknown encoding %q; offered: gzip, zstd", name)
+			return fmt.Errorf("compress: unknown encoding %q; offered: %s", name, strings.Join(stream.EncodingNames(), ", "))
 		}
 		h.encodings = append(h.encodings, enc)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/ssegate/caddy-sse/lines"
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/webhook"
 	"github.com/ssegate/caddy-sse/wire"
@@ -55,29 +56,29 @@ type HMACSecret struct {
 }
 
 func (p *Publish) verifiers(repl *caddy.Replacer) (webhook.Any, error) {
-	var any webhook.Any
+	var schemes webhook.Any
 	for i, token := range p.Bearer {
 		v, err := webhook.NewBearer(repl.ReplaceKnown(token, ""))
 		if err != nil {
 			return nil, fmt.Errorf("publish: bearer token %d: %w", i, err)
 		}
-		any = append(any, v)
+		schemes = append(schemes, v)
 	}
 	for i, s := range p.HMACSHA256 {
 		v, err := webhook.NewHMACSHA256(repl.ReplaceKnown(s.Secret, ""), s.Header)
 		if err != nil {
 			return nil, fmt.Errorf("publish: hmac_sha256 secret %d: %w", i, err)
 		}
-		any = append(any, v)
+		schemes = append(schemes, v)
 	}
 	for i, s := range p.StandardWebhooks {
 		v, err := webhook.NewStandardWebhooks(repl.ReplaceKnown(s, ""), 0)
 		if err != nil {
 			return nil, fmt.Errorf("publish: standard_webhooks secret %d: %w", i, err)
 		}
-		any = append(any, v)
+		schemes = append(schemes, v)
 	}
-	return any, nil
+	return schemes, nil
 }
 
 // ndjsonTypes are the media types whose body is one event per line.
@@ -229,30 +230,30 @@ func (h *Handler) draft(data []byte, eventType string) (replay.Draft, error) {
 // batch is all or nothing: one bad line rejects it, saying which, so the
 // sender can fix and resend without duplicating the good lines.
 func (h *Handler) splitNDJSON(body []byte, eventType string) ([]replay.Draft, error) {
-	body = bytes.TrimPrefix(body, []byte("\ufeff"))
+	// The same splitter as NDJSON sources: one rule for line ends, a byte
+	// order mark and blank lines.
+	sp := lines.NewSplitter(bytes.NewReader(body), int(h.Limits.EventSize), false)
 	var drafts []replay.Draft
-	for n := 1; len(body) > 0; n++ {
-		line := body
-		if i := bytes.IndexByte(body, '\n'); i >= 0 {
-			line, body = body[:i], body[i+1:]
-		} else {
-			body = nil
+	for {
+		l, err := sp.Next()
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
+		if err != nil {
+			return nil, fmt.Errorf("reading NDJSON body: %w", err)
 		}
-		if int64(len(line)) > h.Limits.EventSize {
+		if l.TooLong {
 			return nil, &statusError{http.StatusRequestEntityTooLarge,
-				fmt.Sprintf("line %d: %d bytes exceeds event_size of %d", n, len(line), h.Limits.EventSize)}
+				fmt.Sprintf("line %d: %d bytes exceeds event_size of %d", l.N, l.Len, h.Limits.EventSize)}
 		}
-		if !utf8.Valid(line) {
-			return nil, fmt.Errorf("line %d: not valid UTF-8", n)
+		if !utf8.Valid(l.Text) {
+			return nil, fmt.Errorf("line %d: not valid UTF-8", l.N)
 		}
-		if !json.Valid(line) {
-			return nil, fmt.Errorf("line %d: not valid JSON", n)
+		if !json.Valid(l.Text) {
+			return nil, fmt.Errorf("line %d: not valid JSON", l.N)
 		}
-		drafts = append(drafts, replay.Draft{Type: eventType, Data: line})
+		// Text is only valid until the next line: the draft keeps a copy.
+		drafts = append(drafts, replay.Draft{Type: eventType, Data: bytes.Clone(l.Text)})
 	}
 	if len(drafts) == 0 {
 		return nil, errors.New("no events: the NDJSON body has no non-empty line")

@@ -40,8 +40,16 @@ import (
 // data_field, close_when) a line that is not valid JSON, or lacks a mapped
 // field, is skipped; without mapping the line is the event data as is (it
 // must be valid UTF-8). Lines whose data exceeds the handler's event_size
-// are skipped too. Skipped lines are counted and logged (rate-limited)
-// with their line number and a sample; the stream goes on.
+// are skipped too. Skipped lines are counted by reason and logged
+// (rate-limited) with their line number and a sample; the stream goes on.
+//
+// A store that cannot take a line (unavailable, a timeout, a lost lease)
+// never makes it skipped: a line the upstream can resend (id_field with
+// resume, or an sse event with its own id) ends the connection, which is
+// resumed after the last line appended; any other line is held (one line)
+// and its append retried while the connection stays unread. Only a line
+// the store refuses for good (too large for the history, over the topic
+// limit, a routed topic that ended) is skipped.
 //
 // A source whose config is unchanged by a reload keeps its upstream
 // connection. A changed source opens a new connection that resumes from

@@ -86,7 +86,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 	}
 	sub := &subscription{h: h, cur: cur, release: release, topic: topic, from: from, started: time.Now()}
 	if err := stream.WriteHead(w, enc); err != nil {
-		sub.finish(stream.Stats{}, err)
+		sub.ended(stream.Stats{}, err)
 		return nil // the client is gone already
 	}
 	opts := h.streamOptions(enc)
@@ -96,7 +96,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		// idle cut) resumes exactly instead of missing what came between.
 		opts.Position = cur.Position()
 	}
-	h.streams.Serve(w, r, topic, cur, opts, sub.finish)
+	h.streams.Serve(w, r, topic, cur, opts, sub.ended)
 	return nil
 }
 
@@ -132,9 +132,9 @@ type subscription struct {
 	started time.Time
 }
 
-// finish releases the stream's cursor, demand and subscriber slot, and
+// ended releases the stream's cursor, demand and subscriber slot, and
 // accounts for what it delivered.
-func (s *subscription) finish(stats stream.Stats, err error) {
+func (s *subscription) ended(stats stream.Stats, err error) {
 	h := s.h
 	s.cur.Close()
 	s.release()

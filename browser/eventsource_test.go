@@ -608,3 +608,92 @@ func TestResetForIDOlderThanHistory(t *testing.T) {
 		}
 	}
 }
+
+// lastEventIDsSent lists the Last-Event-ID headers of the requests as sent
+// on the wire, in order.
+func (b *browser) lastEventIDsSent() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var ids []string
+	for _, r := range b.extra {
+		if v := header(r.Headers, "Last-Event-ID"); v != "" {
+			ids = append(ids, v)
+		}
+	}
+	return ids
+}
+
+// A subscriber that connected without a cursor and has received nothing
+// yet still resumes exactly: the stream gave it its position at once (an
+// id without data, which sets lastEventId and dispatches no message), so
+// events published while it reconnects after a reload all reach it, once,
+// in order.
+func TestFreshSubscriberResumesAfterReloadBeforeAnyEvent(t *testing.T) {
+	b := newBrowser(t)
+	s := startServer(t, "http", "", "retry 500ms\ndrain_window 0")
+	s.publish("/t/other", "moves the store's sequence on")
+	b.open(s.origin + "/")
+	b.do(`subscribe("a", "/t/fresh")`)
+	b.waitFor("the stream open", func(events []seen) bool { return len(events) > 0 && events[0].Kind == "open" })
+
+	b.holdRequests("*/t/fresh*")
+	testcaddy.Reload(t, s.caddyfile("http", "", "retry 500ms\ndrain_window 0\nheartbeat 20s"))
+	b.waitFor("the stream dropped", func(events []seen) bool {
+		return slices.ContainsFunc(events, func(e seen) bool { return e.Kind == "error" })
+	})
+	held := b.nextHeld()
+	want := []string{"1", "2", "3"}
+	for _, d := range want {
+		s.publish("/t/fresh", d)
+	}
+	if got := b.messages("a"); len(got) != 0 {
+		t.Fatalf("the page got messages %v before any was published to its topic", got)
+	}
+	b.release(held)
+	b.waitForMessages("a", want)
+	if sent := b.lastEventIDsSent(); len(sent) != 1 {
+		t.Errorf("reconnections carried Last-Event-ID %q, want exactly one: the position the stream opened with", sent)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := b.messages("a"); !slices.Equal(got, want) {
+		t.Errorf("the page got %v, want %v once each", got, want)
+	}
+}
+
+// A client that dropped just before its topic was closed gets, on
+// reconnecting, the events it missed, then close; the reconnection after
+// that (its cursor now at the close) is answered 204 and EventSource stops.
+func TestResumingClientGetsWhatItMissedBeforeTheClose(t *testing.T) {
+	b := newBrowser(t)
+	s := startServer(t, "http", "", "retry 500ms\ndrain_window 0")
+	b.open(s.origin + "/")
+	b.do(`subscribe("a", "/t/job")`)
+	b.waitFor("the stream open", func(events []seen) bool { return len(events) > 0 && events[0].Kind == "open" })
+	s.publish("/t/job", "started")
+	b.waitForMessages("a", []string{"started"})
+
+	b.holdRequests("*/t/job*")
+	testcaddy.Reload(t, s.caddyfile("http", "", "retry 500ms\ndrain_window 0\nheartbeat 20s"))
+	b.waitFor("the stream dropped", func(events []seen) bool {
+		return slices.ContainsFunc(events, func(e seen) bool { return e.Kind == "error" })
+	})
+	held := b.nextHeld()
+	s.publish("/t/job", "50%")
+	s.publish("/t/job", "exit 0")
+	s.closeTopic("/t/job")
+	b.release(held)
+
+	b.waitFor("the missed events, then close", func(events []seen) bool {
+		return slices.ContainsFunc(events, func(e seen) bool { return e.Kind == "close" })
+	})
+	if got, want := b.messages("a"), []string{"started", "50%", "exit 0"}; !slices.Equal(got, want) {
+		t.Errorf("the page got %v, want %v", got, want)
+	}
+	deadline := time.Now().Add(waitLimit)
+	for b.evalInt(`state("a")`) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("readyState %d, want 2 (CLOSED): the reconnection after close must be answered 204", b.evalInt(`state("a")`))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -187,7 +187,7 @@ func (f *File) commit(group []*fileOp) {
 			if err == nil {
 				f.durable.Store(max(f.durable.Load(), s))
 			}
-			f.finish(op, err)
+			f.complete(op, err)
 		}
 		return
 	}
@@ -195,7 +195,7 @@ func (f *File) commit(group []*fileOp) {
 		f.durable.Store(max(f.durable.Load(), seq))
 	}
 	for _, op := range group {
-		f.finish(op, err)
+		f.complete(op, err)
 	}
 }
 
@@ -208,7 +208,7 @@ func (f *File) write(ops []*fileOp) (seq uint64, err error) {
 		topics := tx.Bucket(bucketTopics)
 		meta := tx.Bucket(bucketMeta)
 		for _, op := range ops {
-			if err := op.run(topics, meta, cfg, now, f.checksummedAfter); err != nil {
+			if err := op.persist(topics, meta, cfg, now, f.checksummedAfter); err != nil {
 				return fmt.Errorf("topic %q: %w", op.name, err)
 			}
 		}
@@ -222,7 +222,8 @@ func (f *File) write(ops []*fileOp) (seq uint64, err error) {
 	return seq, err
 }
 
-func (op *fileOp) run(topics, meta *bolt.Bucket, cfg *Config, now time.Time, checksummedAfter uint64) error {
+// persist writes the op into the open write transaction.
+func (op *fileOp) persist(topics, meta *bolt.Bucket, cfg *Config, now time.Time, checksummedAfter uint64) error {
 	name := []byte(op.name)
 	if op.forget {
 		if err := topics.DeleteBucket(name); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
@@ -326,9 +327,9 @@ func pruneBucket(eb *bolt.Bucket, m *topicMeta, cfg *Config, now time.Time, chec
 	return nil
 }
 
-// finish applies a committed op to memory (or undoes what queuing it did,
+// complete applies a committed op to memory (or undoes what queuing it did,
 // when it failed) and reports the outcome.
-func (f *File) finish(op *fileOp, err error) {
+func (f *File) complete(op *fileOp, err error) {
 	if t := op.topic; t != nil {
 		t.mu.Lock()
 		t.pending--

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
+	"github.com/ssegate/caddy-sse/topic"
 	"github.com/ssegate/caddy-sse/wire"
 )
 
@@ -49,17 +49,22 @@ type Record struct {
 
 // Skip is why a line was skipped.
 type Skip struct {
+	// Kind is one of the SkipReasons: what a metric may be labelled with.
+	Kind string
+	// Reason says what exactly was wrong, for the log.
 	Reason string
 }
 
 func (s *Skip) Error() string { return s.Reason }
 
-func skipf(format string, args ...any) *Skip { return &Skip{Reason: fmt.Sprintf(format, args...)} }
+func skipf(kind, format string, args ...any) *Skip {
+	return &Skip{Kind: kind, Reason: fmt.Sprintf(format, args...)}
+}
 
 // Skip reasons without details.
 var (
-	skipUTF8 = &Skip{Reason: "not valid UTF-8"}
-	skipJSON = &Skip{Reason: "not valid JSON"}
+	skipUTF8 = &Skip{Kind: SkipMalformed, Reason: "not valid UTF-8"}
+	skipJSON = &Skip{Kind: SkipMalformed, Reason: "not valid JSON"}
 )
 
 // mapsJSON reports whether lines must be parsed as JSON.
@@ -83,7 +88,7 @@ func (m *Mapping) Map(line []byte) (Record, error) {
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(line, &obj); err != nil || obj == nil {
-		return Record{}, &Skip{Reason: "not a JSON object"}
+		return Record{}, &Skip{Kind: SkipMalformed, Reason: "not a JSON object"}
 	}
 	var err error
 	if m.TopicField != "" {
@@ -99,7 +104,7 @@ func (m *Mapping) Map(line []byte) (Record, error) {
 			return Record{}, err
 		}
 		if len(rec.ID) > maxUpstreamID {
-			return Record{}, skipf("id of %d bytes is longer than %d", len(rec.ID), maxUpstreamID)
+			return Record{}, skipf(SkipMalformed, "id of %d bytes is longer than %d", len(rec.ID), maxUpstreamID)
 		}
 	}
 	if m.EventField != "" {
@@ -133,7 +138,7 @@ func (m *Mapping) Map(line []byte) (Record, error) {
 
 func (m *Mapping) checkSize(data []byte) error {
 	if m.MaxEvent > 0 && len(data) > m.MaxEvent {
-		return skipf("event data of %d bytes exceeds event_size of %d", len(data), m.MaxEvent)
+		return skipf(SkipTooLarge, "event data of %d bytes exceeds event_size of %d", len(data), m.MaxEvent)
 	}
 	return nil
 }
@@ -147,7 +152,7 @@ const maxUpstreamID = 1024
 func field(obj map[string]json.RawMessage, path string) (string, error) {
 	raw, ok := lookup(obj, path)
 	if !ok {
-		return "", skipf("no field %s", path)
+		return "", skipf(SkipMissingField, "no field %s", path)
 	}
 	return text(raw, path)
 }
@@ -193,31 +198,21 @@ func text(raw json.RawMessage, path string) (string, error) {
 	if raw[0] == '"' {
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return "", skipf("field %s: %v", path, err)
+			return "", skipf(SkipMalformed, "field %s: %v", path, err)
 		}
 		return s, nil
 	}
 	var b bytes.Buffer
 	if err := json.Compact(&b, raw); err != nil {
-		return "", skipf("field %s: %v", path, err)
+		return "", skipf(SkipMalformed, "field %s: %v", path, err)
 	}
 	return b.String(), nil
 }
 
 // checkTopic applies the handler's rules for topic names.
-func checkTopic(topic string, maxLen int) error {
-	switch {
-	case topic == "":
-		return &Skip{Reason: "empty topic"}
-	case maxLen > 0 && len(topic) > maxLen:
-		return skipf("topic of %d bytes is longer than %d", len(topic), maxLen)
-	case !utf8.ValidString(topic):
-		return &Skip{Reason: "topic is not valid UTF-8"}
-	}
-	for _, r := range topic {
-		if unicode.IsControl(r) {
-			return skipf("topic contains control character %U", r)
-		}
+func checkTopic(name string, maxLen int) error {
+	if err := topic.Validate(name, maxLen); err != nil {
+		return &Skip{Kind: SkipBadTopic, Reason: err.Error()}
 	}
 	return nil
 }

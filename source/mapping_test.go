@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/ssegate/caddy-sse/internal/ssetest"
+	"github.com/ssegate/caddy-sse/lines"
 )
 
 func TestMapping(t *testing.T) {
@@ -109,7 +112,7 @@ func TestSSEParser(t *testing.T) {
 		"data: " + strings.Repeat("z", 40) + "\nid: 5\n\n" +
 		"data: after\n\n" +
 		"data: unterminated\n"
-	sp := NewSplitter(strings.NewReader(in), 30, true)
+	sp := lines.NewSplitter(strings.NewReader(in), 30, true)
 	p := newSSEParser(100)
 	var evs []sseEvent
 	var skips []string
@@ -119,8 +122,8 @@ func TestSSEParser(t *testing.T) {
 			break
 		}
 		ev, skip := p.Line(l)
-		if skip != "" {
-			skips = append(skips, skip)
+		if skip != nil {
+			skips = append(skips, skip.Reason)
 		}
 		if ev != nil {
 			evs = append(evs, *ev)
@@ -151,16 +154,16 @@ func TestSSEParser(t *testing.T) {
 func TestSSEParserEventSize(t *testing.T) {
 	p := newSSEParser(10)
 	for _, l := range []string{"data: 12345", "data: 67890", ""} {
-		ev, skip := p.Line(Line{Text: []byte(l)})
-		if l == "" && (ev != nil || skip == "") {
+		ev, skip := p.Line(lines.Line{Text: []byte(l)})
+		if l == "" && (ev != nil || skip == nil) {
 			t.Fatalf("oversized event not skipped: %v %q", ev, skip)
 		}
 	}
-	ev, _ := p.Line(Line{Text: []byte("data: ok")})
+	ev, _ := p.Line(lines.Line{Text: []byte("data: ok")})
 	if ev != nil {
 		t.Fatal("dispatched without blank line")
 	}
-	if ev, _ = p.Line(Line{}); ev == nil || string(ev.Data) != "ok" {
+	if ev, _ = p.Line(lines.Line{}); ev == nil || string(ev.Data) != "ok" {
 		t.Fatalf("block after a skipped one: %+v", ev)
 	}
 }
@@ -211,7 +214,7 @@ func FuzzSplitMap(f *testing.F) {
 	f.Fuzz(func(t *testing.T, input, sizes []byte, maxLine uint16) {
 		max := int(maxLine%512) + 1
 		m := Mapping{Topic: "/t", IDField: "id"}
-		sp := NewSplitter(&chunkReader{data: input, sizes: sizes}, max, false)
+		sp := lines.NewSplitter(&ssetest.ChunkReader{Data: input, Sizes: sizes}, max, false)
 		var got []string
 		for {
 			l, err := sp.Next()
@@ -225,7 +228,7 @@ func FuzzSplitMap(f *testing.F) {
 				t.Fatal(err)
 			}
 			if l.TooLong {
-				if l.Len <= int64(max) || len(l.Text) > sampleLen {
+				if l.Len <= int64(max) || len(l.Text) > lines.SampleLen {
 					t.Fatalf("skipped line of %d bytes, sample %d", l.Len, len(l.Text))
 				}
 				continue
@@ -246,7 +249,7 @@ func FuzzSplitMap(f *testing.F) {
 		// The model: lines as the specs define them, those that fit,
 		// are JSON objects with a non-null id.
 		var want []string
-		in := bytes.TrimPrefix(input, bom)
+		in := bytes.TrimPrefix(input, []byte("\xEF\xBB\xBF"))
 		parts := bytes.Split(in, []byte{'\n'})
 		for i, p := range parts {
 			if i == len(parts)-1 && len(p) == 0 {
@@ -282,7 +285,7 @@ func FuzzSSE(f *testing.F) {
 	f.Add([]byte("id: 1\nevent: a\ndata: x\ndata: y\n\n: c\r\ndata: z\r\r"), []byte{2}, uint16(10))
 	f.Fuzz(func(t *testing.T, input, sizes []byte, maxLine uint16) {
 		max := int(maxLine%256) + 1
-		sp := NewSplitter(&chunkReader{data: input, sizes: sizes}, max, true)
+		sp := lines.NewSplitter(&ssetest.ChunkReader{Data: input, Sizes: sizes}, max, true)
 		p := newSSEParser(64)
 		for {
 			l, err := sp.Next()

@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ssegate/caddy-sse/lines"
 	"github.com/ssegate/caddy-sse/replay"
 )
 
@@ -35,6 +37,14 @@ type outcome struct {
 	retryAfter time.Duration
 	ended      bool // the topic ended: stop for good
 	stop       bool // the store is gone: stop for good
+	// stalled: the store could not take a line, so reading stopped; the
+	// line comes again when the upstream is resumed.
+	stalled bool
+	// idle is the connection's idle watchdog, if any: a line waiting for
+	// the store is no silence of the upstream's.
+	idle *idleReader
+	// run is the context of the run, which outlives the connection.
+	run context.Context
 
 	lines, appended, skipped, duplicates int64
 }
@@ -72,7 +82,9 @@ func (s *Source) run(ctx context.Context) {
 			s.log().Warn("lease lost: another node pulls the upstream now")
 			continue
 		}
-		if out.progress {
+		// Reading lines is progress unless each of them waited for a store
+		// that is still down: then backoff must grow as for a dead upstream.
+		if out.progress && (!out.stalled || out.appended+out.duplicates+out.skipped > 0) {
 			s.attempt = 0
 		}
 		delay := backoff(s.cfg.BackoffMin, s.cfg.BackoffMax, s.attempt)
@@ -86,7 +98,11 @@ func (s *Source) run(ctx context.Context) {
 			level = zapcore.InfoLevel
 		}
 		msg := "upstream disconnected"
-		if out.status/100 != 2 {
+		switch {
+		case out.stalled:
+			msg = "store unavailable: upstream disconnected, resuming after the last appended line"
+			level = zapcore.WarnLevel
+		case out.status/100 != 2:
 			msg = "upstream unavailable"
 		}
 		if c := s.log().Check(level, msg); c != nil {
@@ -220,6 +236,7 @@ func (s *Source) request(ctx context.Context) (req *http.Request, cursor string)
 
 // connect makes one request and reads its stream to the end.
 func (s *Source) connect(parent context.Context) (out outcome) {
+	out.run = parent
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	wait, timeoutErr := s.cfg.IdleTimeout, errIdle
@@ -261,7 +278,7 @@ func (s *Source) connect(parent context.Context) (out outcome) {
 	switch {
 	case resp.StatusCode == http.StatusNoContent:
 		s.log().Info("upstream answered 204: ending its topics")
-		s.closeAll(ctx)
+		s.closeAll(parent)
 		out.ended = true
 		return out
 	case resp.StatusCode/100 != 2:
@@ -273,7 +290,8 @@ func (s *Source) connect(parent context.Context) (out outcome) {
 	s.log().Info("upstream connected", zap.Int("status", resp.StatusCode), zap.String("cursor", cursor))
 	body := io.Reader(resp.Body)
 	if s.cfg.IdleTimeout > 0 {
-		body = &idleReader{r: resp.Body, t: watchdog, d: s.cfg.IdleTimeout}
+		out.idle = &idleReader{r: resp.Body, t: watchdog, d: s.cfg.IdleTimeout}
+		body = out.idle
 	} else {
 		watchdog.Stop()
 	}
@@ -310,7 +328,7 @@ func (r *idleReader) Read(p []byte) (int, error) {
 // readNDJSON appends the lines of one connection. It returns the error
 // that ended the stream, or nil when the source must stop.
 func (s *Source) readNDJSON(ctx context.Context, body io.Reader, out *outcome) error {
-	sp := NewSplitter(body, s.cfg.MaxLine, false)
+	sp := lines.NewSplitter(body, s.cfg.MaxLine, false)
 	for {
 		l, err := sp.Next()
 		if err != nil {
@@ -320,12 +338,16 @@ func (s *Source) readNDJSON(ctx context.Context, body io.Reader, out *outcome) e
 		out.lines++
 		s.lines.Add(1)
 		if l.TooLong {
-			s.skip(out, l, "line longer than max_line")
+			s.skip(out, l, skipLineTooLong)
 			continue
 		}
 		rec, err := s.cfg.Mapping.Map(l.Text)
 		if err != nil {
-			s.skip(out, l, err.Error())
+			var sk *Skip
+			if !errors.As(err, &sk) {
+				sk = &Skip{Kind: SkipMalformed, Reason: err.Error()}
+			}
+			s.skip(out, l, sk)
 			continue
 		}
 		if s.deliver(ctx, l, rec, rec.ID != "", out) {
@@ -336,7 +358,7 @@ func (s *Source) readNDJSON(ctx context.Context, body io.Reader, out *outcome) e
 
 // readSSE relays the events of one connection.
 func (s *Source) readSSE(ctx context.Context, body io.Reader, out *outcome) error {
-	sp := NewSplitter(body, s.cfg.MaxLine, true)
+	sp := lines.NewSplitter(body, s.cfg.MaxLine, true)
 	p := newSSEParser(s.cfg.Mapping.MaxEvent)
 	defer func() {
 		if p.Retry >= 0 {
@@ -350,7 +372,7 @@ func (s *Source) readSSE(ctx context.Context, body io.Reader, out *outcome) erro
 		}
 		out.progress = true
 		ev, skip := p.Line(l)
-		if skip != "" {
+		if skip != nil {
 			out.lines++
 			s.lines.Add(1)
 			s.skip(out, l, skip)
@@ -362,55 +384,108 @@ func (s *Source) readSSE(ctx context.Context, body io.Reader, out *outcome) erro
 		out.lines++
 		s.lines.Add(1)
 		rec := Record{Topic: s.cfg.Mapping.Topic, ID: ev.ID, Event: ev.Type, Data: ev.Data}
-		if s.deliver(ctx, Line{N: l.N, Text: ev.Data[:min(len(ev.Data), sampleLen)]}, rec, ev.OwnID, out) {
+		if s.deliver(ctx, lines.Line{N: l.N, Text: ev.Data[:min(len(ev.Data), lines.SampleLen)]}, rec, ev.OwnID, out) {
 			return nil
 		}
 	}
 }
 
 // deliver appends one record unless its upstream id was appended already.
-// It returns true when the source must stop.
-func (s *Source) deliver(ctx context.Context, l Line, rec Record, dedup bool, out *outcome) bool {
+// It returns true when the source must stop reading this connection.
+//
+// A store that cannot take the record now never costs the line. When the
+// upstream can send it again (the line has an id that is sent back on
+// reconnection), reading stops and the source reconnects after backoff,
+// resuming after the last line appended: the cursor only moves past a line
+// once it is in the store. Otherwise the line is held and its append
+// retried with backoff while the connection stays open but unread, so the
+// upstream is held back by TCP flow control and only this one line waits
+// in memory.
+func (s *Source) deliver(ctx context.Context, l lines.Line, rec Record, dedup bool, out *outcome) bool {
 	lin := s.lin
 	lin.mu.Lock()
 	defer lin.mu.Unlock()
-	if dedup && lin.has(rec.ID) {
-		out.duplicates++
-		s.duplicates.Add(1)
-		return false
-	}
 	b := replay.Batch{Events: []replay.Draft{{Type: rec.Event, Data: rec.Data}}}
 	if s.lease != nil {
 		// Shared store: the append is fenced by the lease and records the
-		// cursor for the next holder; the upstream id, as idempotency key,
-		// drops the overlap a new holder reads after resuming.
+		// cursor for the next holder. An append that timed out may still
+		// have happened; its idempotency key makes sending it again safe,
+		// and also drops the overlap a new holder reads after resuming.
 		b.Lease, b.Cursor = s.lease, rec.ID
 		if dedup {
 			b.Key = "source:" + rec.ID
+		} else {
+			b.Key = s.lineKey()
 		}
 	}
-	res, err := s.store.Append(ctx, rec.Topic, b)
-	switch {
-	case err == nil && res.Duplicate:
+	paused := false
+	for attempt := 0; ; attempt++ {
+		if dedup && lin.has(rec.ID) {
+			out.duplicates++
+			s.duplicates.Add(1)
+			return false
+		}
+		res, err := s.store.Append(ctx, rec.Topic, b)
+		if err == nil {
+			return s.took(lin, rec, dedup, res, out)
+		}
+		fault, kind := classify(err)
+		switch {
+		case fault == faultLine || fault == faultTopicClosed && s.cfg.Mapping.TopicField != "":
+			s.skip(out, l, &Skip{Kind: kind, Reason: "store: " + err.Error()})
+			return false
+		case fault == faultTopicClosed:
+			s.log().Info("topic was closed: source stops", zap.String("topic", rec.Topic))
+			out.ended = true
+			return true
+		case fault == faultStoreClosed:
+			out.stop = true
+			out.reason = err
+			return true
+		case ctx.Err() != nil:
+			// The run is ending, the lease was lost or the upstream went
+			// idle: the connection's own cause says which.
+			out.reason = context.Cause(ctx)
+			return true
+		case errors.Is(err, replay.ErrLeaseLost):
+			out.reason = errLeaseLost
+			return true
+		case dedup && rec.ID != "" && (s.cfg.ResumeHeader != "" || s.cfg.ResumeQuery != ""):
+			out.stalled = true
+			out.reason = fmt.Errorf("appending upstream line %d (id %s) to %s: %w", l.N, rec.ID, rec.Topic, err)
+			return true
+		}
+		delay := backoff(s.cfg.BackoffMin, s.cfg.BackoffMax, attempt)
+		s.log().Warn("store unavailable: holding an upstream line that cannot be resumed, reading paused",
+			zap.Int("line", l.N), zap.String("topic", rec.Topic), zap.Error(err),
+			zap.Duration("retry_in", delay), zap.Int("attempt", attempt+1))
+		if out.idle != nil && !paused {
+			out.idle.t.Stop()
+			paused = true
+			defer out.idle.t.Reset(out.idle.d)
+		}
+		// The sibling source of a reload may append meanwhile; it must
+		// not wait for this store to come back.
+		lin.mu.Unlock()
+		ok := sleep(ctx, delay)
+		lin.mu.Lock()
+		if !ok {
+			s.log().Warn("dropping an upstream line held for the store: the connection ended",
+				zap.Int("line", l.N), zap.String("topic", rec.Topic), zap.NamedError("reason", context.Cause(ctx)))
+			out.reason = context.Cause(ctx)
+			return true
+		}
+	}
+}
+
+// took records a record the store took (or already had). It returns
+// true when the source must stop.
+func (s *Source) took(lin *lineage, rec Record, dedup bool, res replay.Appended, out *outcome) bool {
+	if res.Duplicate {
 		out.duplicates++
 		s.duplicates.Add(1)
 		lin.add(rec.ID)
 		lin.cursor = rec.ID
-		return false
-	case err == nil:
-	case errors.Is(err, replay.ErrLeaseLost):
-		out.reason = errLeaseLost
-		return true
-	case errors.Is(err, replay.ErrTopicClosed) && s.cfg.Mapping.TopicField == "":
-		s.log().Info("topic was closed: source stops", zap.String("topic", rec.Topic))
-		out.ended = true
-		return true
-	case errors.Is(err, replay.ErrStoreClosed):
-		out.stop = true
-		out.reason = err
-		return true
-	default:
-		s.skip(out, l, "store: "+err.Error())
 		return false
 	}
 	out.appended++
@@ -425,7 +500,10 @@ func (s *Source) deliver(ctx context.Context, l Line, rec Record, dedup bool, ou
 		s.topics[rec.Topic] = struct{}{}
 	}
 	if rec.Close {
-		s.closeTopic(ctx, rec.Topic, "close_when")
+		// The sibling source of a reload must not wait for the store.
+		lin.mu.Unlock()
+		s.closeTopic(out.run, rec.Topic, "close_when")
+		lin.mu.Lock()
 		if s.cfg.Mapping.TopicField == "" {
 			out.ended = true
 			return true
@@ -434,18 +512,41 @@ func (s *Source) deliver(ctx context.Context, l Line, rec Record, dedup bool, ou
 	return false
 }
 
+// lineKey is the idempotency key of a line without an id, unique to this
+// source's life: a retried append of the line cannot add it twice.
+func (s *Source) lineKey() string {
+	return "source:~" + s.nonce + ":" + strconv.FormatInt(s.keys.Add(1), 36)
+}
+
 // maxTracked bounds the topics a topic_field source remembers, to end
 // them when the upstream answers 204.
 const maxTracked = 10000
 
+// closeTopic ends a topic the upstream ended. What said so (a close_when
+// line, now appended, or a 204) does not come again, so a store that cannot
+// take the close now is asked again until it does or the run ends. ctx is
+// the run's: the connection's watchdogs and a lost lease must not cut this
+// short (closing twice is harmless).
 func (s *Source) closeTopic(ctx context.Context, topic, why string) {
-	err := s.store.CloseTopic(ctx, topic)
-	if err != nil && !errors.Is(err, replay.ErrTopicClosed) {
-		s.log().Error("ending topic", zap.String("topic", topic), zap.Error(err))
-		return
+	for attempt := 0; ; attempt++ {
+		err := s.store.CloseTopic(ctx, topic)
+		if err == nil || errors.Is(err, replay.ErrTopicClosed) {
+			delete(s.topics, topic)
+			s.log().Info("topic ended by upstream", zap.String("topic", topic), zap.String("by", why))
+			return
+		}
+		if fault, _ := classify(err); fault != faultTransient || ctx.Err() != nil {
+			s.log().Error("ending topic", zap.String("topic", topic), zap.Error(err))
+			return
+		}
+		delay := backoff(s.cfg.BackoffMin, s.cfg.BackoffMax, attempt)
+		s.log().Warn("store unavailable: ending the topic later", zap.String("topic", topic),
+			zap.Error(err), zap.Duration("retry_in", delay))
+		if !sleep(ctx, delay) {
+			s.log().Error("topic not ended: the source stopped first", zap.String("topic", topic))
+			return
+		}
 	}
-	delete(s.topics, topic)
-	s.log().Info("topic ended by upstream", zap.String("topic", topic), zap.String("by", why))
 }
 
 // closeAll ends the source's topic, or every topic it routed lines to.
@@ -473,13 +574,13 @@ type skipLog struct {
 
 const skipLogEvery = 10 * time.Second
 
-func (s *Source) skip(out *outcome, l Line, reason string) {
+func (s *Source) skip(out *outcome, l lines.Line, why *Skip) {
 	out.skipped++
-	s.skipped.Add(1)
+	s.skipped[skipIndex(why.Kind)].Add(1)
 	sl := &s.skips
 	sl.pending++
-	sl.line, sl.reason, sl.length = l.N, reason, l.Len
-	sl.sample = append(sl.sample[:0], l.Text[:min(len(l.Text), sampleLen)]...)
+	sl.line, sl.reason, sl.length = l.N, why.Reason, l.Len
+	sl.sample = append(sl.sample[:0], l.Text[:min(len(l.Text), lines.SampleLen)]...)
 	if now := time.Now(); now.Sub(sl.last) >= skipLogEvery {
 		sl.last = now
 		sl.flush(s)

@@ -9,6 +9,8 @@
 package source
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -166,8 +168,10 @@ type Stats struct {
 	// Appended to topics.
 	Appended int64
 	// Skipped: too long, not UTF-8, not JSON, a mapped field missing,
-	// too large, or refused by the store.
-	Skipped int64
+	// too large, or refused by the store for good; SkippedBy counts them
+	// by Skip.Kind, with every one of SkipReasons present.
+	Skipped   int64
+	SkippedBy map[string]int64
 	// Duplicates: lines whose upstream id had already been appended (the
 	// overlap after a resume), dropped.
 	Duplicates int64
@@ -196,7 +200,12 @@ type Source struct {
 	topics  map[string]struct{}
 	skips   skipLog
 
-	requests, connects, lines, appended, skipped, duplicates atomic.Int64
+	requests, connects, lines, appended, duplicates atomic.Int64
+	skipped                                         [len(SkipReasons)]atomic.Int64
+
+	// nonce and keys make the idempotency keys of lines without an id.
+	nonce string
+	keys  atomic.Int64
 }
 
 // New starts a source. A source that is not OnDemand connects at once.
@@ -218,6 +227,7 @@ func New(cfg Config, store replay.Store, logger *zap.Logger) (*Source, error) {
 		quit:   make(chan struct{}),
 		done:   make(chan struct{}),
 		topics: make(map[string]struct{}),
+		nonce:  newNonce(),
 	}
 	s.logger.Store(logger)
 	rt := cfg.Transport
@@ -295,14 +305,27 @@ func (s *Source) URL() string { return s.cfg.URL }
 
 // Stats returns the source's counters.
 func (s *Source) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Requests:   s.requests.Load(),
 		Connects:   s.connects.Load(),
 		Lines:      s.lines.Load(),
 		Appended:   s.appended.Load(),
-		Skipped:    s.skipped.Load(),
 		Duplicates: s.duplicates.Load(),
+		SkippedBy:  make(map[string]int64, len(SkipReasons)),
 	}
+	for i, kind := range SkipReasons {
+		n := s.skipped[i].Load()
+		st.SkippedBy[kind] = n
+		st.Skipped += n
+	}
+	return st
+}
+
+// newNonce returns 64 random bits as text.
+func newNonce() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
 }
 
 // Destruct stops the source and waits until its connection and every

@@ -137,8 +137,8 @@ func serve(t *testing.T, handlers ...http.HandlerFunc) (*script, string) {
 	return sc, srv.URL
 }
 
-// lines writes NDJSON lines and flushes.
-func lines(w http.ResponseWriter, ls ...string) {
+// writeLines writes NDJSON lines and flushes.
+func writeLines(w http.ResponseWriter, ls ...string) {
 	for _, l := range ls {
 		fmt.Fprintln(w, l)
 	}
@@ -159,13 +159,13 @@ func hold(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }
 func TestResumeDropsOverlap(t *testing.T) {
 	sc, url := serve(t,
 		func(w http.ResponseWriter, r *http.Request) {
-			lines(w, idLines(1, 5)...)
+			writeLines(w, idLines(1, 5)...)
 			fmt.Fprint(w, `{"id":6,"msg":"li`)
 			w.(http.Flusher).Flush()
 			panic(http.ErrAbortHandler) // the connection drops mid-line
 		},
 		func(w http.ResponseWriter, r *http.Request) {
-			lines(w, idLines(3, 10)...) // overlapping tail
+			writeLines(w, idLines(3, 10)...) // overlapping tail
 			hold(w, r)
 		})
 	store := newStore(t)
@@ -189,7 +189,7 @@ func TestResumeDropsOverlap(t *testing.T) {
 func TestStatusesAnd204(t *testing.T) {
 	fail := func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusInternalServerError) }
 	sc, url := serve(t, fail, fail,
-		func(w http.ResponseWriter, r *http.Request) { lines(w, "a", "b") }, // then EOF: reconnect
+		func(w http.ResponseWriter, r *http.Request) { writeLines(w, "a", "b") }, // then EOF: reconnect
 		func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	store := newStore(t)
 	src := newSource(t, Config{URL: url, Mapping: Mapping{Topic: "/t"}}, store)
@@ -209,8 +209,8 @@ func TestStatusesAnd204(t *testing.T) {
 
 func TestIdleTimeoutReconnects(t *testing.T) {
 	sc, url := serve(t,
-		func(w http.ResponseWriter, r *http.Request) { lines(w, idLines(1, 2)...); hold(w, r) },
-		func(w http.ResponseWriter, r *http.Request) { lines(w, idLines(3, 4)...); hold(w, r) })
+		func(w http.ResponseWriter, r *http.Request) { writeLines(w, idLines(1, 2)...); hold(w, r) },
+		func(w http.ResponseWriter, r *http.Request) { writeLines(w, idLines(3, 4)...); hold(w, r) })
 	store := newStore(t)
 	newSource(t, Config{URL: url, Mapping: Mapping{Topic: "/t", IDField: "id", DataField: "id"},
 		ResumeHeader: "X-After", IdleTimeout: 100 * time.Millisecond}, store)
@@ -224,7 +224,7 @@ func TestIdleTimeoutReconnects(t *testing.T) {
 
 func TestCloseWhenRouted(t *testing.T) {
 	_, url := serve(t, func(w http.ResponseWriter, r *http.Request) {
-		lines(w, `{"ch":"/a","s":"run"}`, `{"ch":"/b","s":"run"}`, `{"ch":"/a","s":"done"}`, `{"ch":"/b","s":"run2"}`)
+		writeLines(w, `{"ch":"/a","s":"run"}`, `{"ch":"/b","s":"run"}`, `{"ch":"/a","s":"done"}`, `{"ch":"/b","s":"run2"}`)
 		hold(w, r)
 	})
 	store := newStore(t)
@@ -238,7 +238,7 @@ func TestCloseWhenRouted(t *testing.T) {
 }
 
 func TestOnDemand(t *testing.T) {
-	sc, url := serve(t, func(w http.ResponseWriter, r *http.Request) { lines(w, "x"); hold(w, r) })
+	sc, url := serve(t, func(w http.ResponseWriter, r *http.Request) { writeLines(w, "x"); hold(w, r) })
 	store := newStore(t)
 	src := newSource(t, Config{URL: url, Mapping: Mapping{Topic: "/t"}, OnDemand: true, Linger: 30 * time.Millisecond}, store)
 	time.Sleep(50 * time.Millisecond)
@@ -281,7 +281,7 @@ func TestLineageHandover(t *testing.T) {
 					continue
 				}
 			}
-			lines(w, idLines(i, i)...)
+			writeLines(w, idLines(i, i)...)
 		}
 	})
 	store := newStore(t)
@@ -400,7 +400,7 @@ func TestSkipLogIsRateLimited(t *testing.T) {
 		for i := 0; i < 2000; i++ {
 			fmt.Fprintf(w, "bad line %d\n", i)
 		}
-		lines(w, `{"id":"ok"}`)
+		writeLines(w, `{"id":"ok"}`)
 		hold(w, r)
 	})
 	store := newStore(t)

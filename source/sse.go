@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ssegate/caddy-sse/lines"
 	"github.com/ssegate/caddy-sse/wire"
 )
 
@@ -37,7 +38,7 @@ type sseParser struct {
 	eventType string
 	idBuf     string
 	ownID     bool
-	broken    string // why the block in progress will be skipped
+	broken    *Skip // why the block in progress will be skipped
 }
 
 func newSSEParser(maxEvent int) *sseParser {
@@ -45,22 +46,22 @@ func newSSEParser(maxEvent int) *sseParser {
 }
 
 // Line processes one line. It returns an event when the line dispatched
-// one, or a skip reason when it dispatched a block that could not be kept.
-func (p *sseParser) Line(l Line) (ev *sseEvent, skip string) {
+// one, or why not when it dispatched a block that could not be kept.
+func (p *sseParser) Line(l lines.Line) (ev *sseEvent, skip *Skip) {
 	if l.TooLong {
 		// The field cannot be known without the whole line; the block it
 		// belongs to is dropped at its dispatch.
-		if p.broken == "" {
-			p.broken = "line longer than max_line"
+		if p.broken == nil {
+			p.broken = skipLineTooLong
 		}
-		return nil, ""
+		return nil, nil
 	}
 	line := l.Text
 	if len(line) == 0 {
 		return p.dispatch()
 	}
 	if line[0] == ':' {
-		return nil, ""
+		return nil, nil
 	}
 	name, value, found := bytes.Cut(line, []byte{':'})
 	if found {
@@ -70,11 +71,11 @@ func (p *sseParser) Line(l Line) (ev *sseEvent, skip string) {
 	case "event":
 		p.eventType = string(bytes.ToValidUTF8(value, []byte("\uFFFD")))
 	case "data":
-		if p.broken != "" {
+		if p.broken != nil {
 			break
 		}
 		if p.maxEvent > 0 && p.data.Len()+len(value) > p.maxEvent {
-			p.broken = "event data exceeds event_size"
+			p.broken = &Skip{Kind: SkipTooLarge, Reason: "event data exceeds event_size"}
 			p.data.Reset()
 			break
 		}
@@ -91,7 +92,7 @@ func (p *sseParser) Line(l Line) (ev *sseEvent, skip string) {
 			p.Retry = time.Duration(n) * time.Millisecond
 		}
 	}
-	return nil, ""
+	return nil, nil
 }
 
 func digits(b []byte) (int64, bool) {
@@ -107,27 +108,27 @@ func digits(b []byte) (int64, bool) {
 	return n, err == nil && n < int64(time.Hour/time.Millisecond)*24
 }
 
-func (p *sseParser) dispatch() (*sseEvent, string) {
+func (p *sseParser) dispatch() (*sseEvent, *Skip) {
 	p.LastEventID = p.idBuf
 	defer func() {
 		p.data.Reset()
-		p.hasData, p.eventType, p.ownID, p.broken = false, "", false, ""
+		p.hasData, p.eventType, p.ownID, p.broken = false, "", false, nil
 	}()
-	if p.broken != "" {
+	if p.broken != nil {
 		return nil, p.broken
 	}
 	if !p.hasData {
-		return nil, ""
+		return nil, nil
 	}
 	data := p.data.Bytes()
 	data = bytes.ToValidUTF8(data[:len(data)-1], []byte("\uFFFD"))
 	if len(p.LastEventID) > maxUpstreamID {
-		return nil, "id longer than 1024 bytes"
+		return nil, &Skip{Kind: SkipMalformed, Reason: "id longer than 1024 bytes"}
 	}
 	return &sseEvent{
 		ID:    p.LastEventID,
 		OwnID: p.ownID,
 		Type:  wire.SanitizeName(p.eventType),
 		Data:  data, // a copy already
-	}, ""
+	}, nil
 }

@@ -35,11 +35,28 @@ type Encoding struct {
 	gzip bool
 }
 
-// Encodings this package offers, by Content-Encoding token.
+// Encodings this package offers, by Content-Encoding token. Each caches
+// its segments in its own slot of replay.Event.
 var (
 	Gzip = newEncoding("gzip", 0, gzipSegment, true)
 	Zstd = newEncoding("zstd", 1, zstdFrame, false)
+
+	encodings = []*Encoding{Gzip, Zstd}
 )
+
+// Every encoding needs a slot in replay.Event's cache: this fails to
+// compile when an encoding is added without a slot for it.
+var _ = [replay.MaxEncodings - 2]struct{}{}
+
+// EncodingNames lists the encodings this package offers, in the order the
+// configuration documents them.
+func EncodingNames() []string {
+	names := make([]string, len(encodings))
+	for i, e := range encodings {
+		names[i] = e.Name
+	}
+	return names
+}
 
 func newEncoding(name string, slot int, compress func([]byte) []byte, gzip bool) *Encoding {
 	e := &Encoding{Name: name, slot: slot, compress: compress, gzip: gzip}
@@ -49,11 +66,10 @@ func newEncoding(name string, slot int, compress func([]byte) []byte, gzip bool)
 
 // EncodingByName returns the encoding for a Content-Encoding token.
 func EncodingByName(name string) *Encoding {
-	switch name {
-	case Gzip.Name:
-		return Gzip
-	case Zstd.Name:
-		return Zstd
+	for _, e := range encodings {
+		if e.Name == name {
+			return e
+		}
 	}
 	return nil
 }
@@ -148,9 +164,9 @@ func (w *encodedWriter) start(dst []byte) []byte {
 	return dst
 }
 
-// finish ends the compressed stream cleanly, so a strict decoder sees no
+// trailer ends the compressed stream cleanly, so a strict decoder sees no
 // truncation when the stream ends on purpose (topic closed, stop).
-func (w *encodedWriter) finish(dst []byte) []byte {
+func (w *encodedWriter) trailer(dst []byte) []byte {
 	if !w.enc.gzip {
 		return dst
 	}

@@ -82,7 +82,7 @@ func newHangupPoller() (*hangupPoller, error) {
 		p.close()
 		return nil, err
 	}
-	go p.run()
+	go p.poll()
 	return p, nil
 }
 
@@ -97,7 +97,7 @@ func (p *hangupPoller) stopIfIdle() {
 	}
 }
 
-func (p *hangupPoller) run() {
+func (p *hangupPoller) poll() {
 	defer p.close()
 	events := make([]syscall.EpollEvent, 128)
 	var fire []func()

@@ -102,28 +102,28 @@ func (ps *parkedStream) start() {
 		ps.gone.Store(true)
 		ps.lot.poke()
 	})
-	go ps.run(true, nil)
+	go ps.serveOwn(true, nil)
 }
 
-// run is the stream's own goroutine: it writes what is pending (bytes, and
+// serveOwn is the stream's own goroutine: it writes what is pending (bytes, and
 // a page the driver read but left to it), catches up and parks the stream,
 // or ends it.
-func (ps *parkedStream) run(opening bool, page *replay.Page) {
+func (ps *parkedStream) serveOwn(opening bool, page *replay.Page) {
 	d, s := ps.d, ps.s
 	s.deadline = time.Time{} // set a real deadline on the next write
 	if err := d.unpark(time.Now().Add(s.opts.WriteTimeout)); err != nil {
-		ps.finish(err)
+		ps.end(err)
 		return
 	}
 	if opening {
 		if err := s.open(); err != nil {
-			ps.finish(err)
+			ps.end(err)
 			return
 		}
 	}
 	for {
 		if ps.gone.Load() {
-			ps.finish(ErrClientGone)
+			ps.end(ErrClientGone)
 			return
 		}
 		if reason := ps.kicked.Load(); reason != nil {
@@ -131,13 +131,13 @@ func (ps *parkedStream) run(opening bool, page *replay.Page) {
 			return
 		}
 		if ps.stopDue() {
-			ps.finish(s.end())
+			ps.end(s.end())
 			return
 		}
 		if page == nil {
 			p, err := ps.cur.Next(s.opts.MaxBatch)
 			if err != nil {
-				ps.finish(s.storeFailed(err))
+				ps.end(s.storeFailed(err))
 				return
 			}
 			page = &p
@@ -148,11 +148,11 @@ func (ps *parkedStream) run(opening bool, page *replay.Page) {
 			return
 		}
 		if err := s.deliver(*page); err != nil {
-			ps.finish(err)
+			ps.end(err)
 			return
 		}
 		if page.Closed {
-			ps.finish(ErrTopicClosed)
+			ps.end(ErrTopicClosed)
 			return
 		}
 		page = nil
@@ -175,11 +175,11 @@ func (ps *parkedStream) stopDue() bool {
 }
 
 // fail ends the stream after its store failed.
-func (ps *parkedStream) fail(err error) { ps.finish(ps.s.storeFailed(err)) }
+func (ps *parkedStream) fail(err error) { ps.end(ps.s.storeFailed(err)) }
 
-// finish ends the stream: the connection closed (see detached.close), the
+// end ends the stream: the connection closed (see detached.close), the
 // lot released, done called.
-func (ps *parkedStream) finish(err error) {
+func (ps *parkedStream) end(err error) {
 	ps.d.close(err)
 	ps.lot.parking.release(ps.lot)
 	ps.done(ps.s.stats, err)
@@ -299,12 +299,12 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 		s := ps.s
 		if ps.gone.Load() {
 			unpark(ps)
-			ps.finish(ErrClientGone)
+			ps.end(ErrClientGone)
 			continue
 		}
 		if ps.stopDue() || ps.kicked.Load() != nil {
 			unpark(ps)
-			go ps.run(false, nil)
+			go ps.serveOwn(false, nil)
 			continue
 		}
 		if !ps.drainAt.IsZero() {
@@ -321,7 +321,7 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 			// delivers the page. (A copy, so that page itself does not
 			// escape and cost an allocation per delivery.)
 			unpark(ps)
-			go ps.run(false, ptr(page))
+			go ps.serveOwn(false, ptr(page))
 			continue
 		case len(page.Events) > 0:
 			err = s.deliver(page)
@@ -350,10 +350,10 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 		switch {
 		case err != nil:
 			unpark(ps)
-			ps.finish(err)
+			ps.end(err)
 		case ps.d.hasPending():
 			unpark(ps)
-			go ps.run(false, nil)
+			go ps.serveOwn(false, nil)
 		case len(page.Events) > 0:
 			again = true // more may be pending beyond this batch
 		}

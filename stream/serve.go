@@ -60,7 +60,10 @@ func (o *Options) drainDelay() time.Duration {
 
 // How a stream ended.
 var (
-	ErrTopicClosed = errors.New("topic closed")
+	// ErrTopicClosed: the topic ended and the stream delivered its last
+	// events and the close event. The store's own error, so a topic closed
+	// is one condition whichever layer reports it.
+	ErrTopicClosed = replay.ErrTopicClosed
 	ErrStopped     = errors.New("server stopping")
 	// ErrClientGone: a detached stream found its client had closed the
 	// connection.
@@ -260,7 +263,7 @@ func (s *subscriber) end() error {
 	}
 	b := s.plain(nil, wire.EncodeRetry(retry))
 	if s.enc != nil {
-		b = s.enc.finish(b)
+		b = s.enc.trailer(b)
 	}
 	if err := s.write(b); err != nil {
 		return err
@@ -324,7 +327,7 @@ func (s *subscriber) deliver(p replay.Page) error {
 	if p.Closed {
 		buf = s.plain(buf, wire.EncodeEvent("", s.opts.CloseEvent, []byte(`{"reason":"topic closed"}`)))
 		if s.enc != nil {
-			buf = s.enc.finish(buf)
+			buf = s.enc.trailer(buf)
 		}
 	}
 	err := s.write(buf)

@@ -8,7 +8,6 @@ package wire
 
 import (
 	"bytes"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,19 +49,6 @@ const defaultName = "message"
 func EncodeEvent(id, name string, data []byte) []byte {
 	id, name = SanitizeID(id), SanitizeName(name)
 	return appendEvent(make([]byte, 0, encodedSize(id, name, data)), id, name, data)
-}
-
-// AppendEvent is EncodeEvent appending to dst, so a writer can batch events
-// into one reused buffer.
-func AppendEvent(dst []byte, id, name string, data []byte) []byte {
-	id, name = SanitizeID(id), SanitizeName(name)
-	return appendEvent(slices.Grow(dst, encodedSize(id, name, data)), id, name, data)
-}
-
-// EncodedSize returns len(EncodeEvent(id, name, data)) without building it,
-// for memory accounting.
-func EncodedSize(id, name string, data []byte) int {
-	return encodedSize(SanitizeID(id), SanitizeName(name), data)
 }
 
 const (

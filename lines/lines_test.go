@@ -1,7 +1,6 @@
-package source
+package lines
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"strconv"
@@ -157,34 +156,5 @@ func TestSplitterSSECRAtChunkEnd(t *testing.T) {
 	got, err := splitAll(t, r, 100, true)
 	if err != io.EOF || strings.Join(got, "|") != "data: a|data: b|" {
 		t.Fatalf("got %q, %v", got, err)
-	}
-}
-
-// chunkReader returns the input in chunks whose sizes come from sizes.
-type chunkReader struct {
-	data  []byte
-	sizes []byte
-	i     int
-}
-
-func (c *chunkReader) Read(p []byte) (int, error) {
-	if len(c.data) == 0 {
-		return 0, io.EOF
-	}
-	n := 1
-	if len(c.sizes) > 0 {
-		n = int(c.sizes[c.i%len(c.sizes)])%64 + 1
-		c.i++
-	}
-	n = min(n, len(p), len(c.data))
-	copy(p, c.data[:n])
-	c.data = c.data[n:]
-	return n, nil
-}
-
-func TestChunkReaderSanity(t *testing.T) {
-	b, _ := io.ReadAll(&chunkReader{data: []byte("hello world"), sizes: []byte{0, 3}})
-	if !bytes.Equal(b, []byte("hello world")) {
-		t.Fatal(string(b))
 	}
 }

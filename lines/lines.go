@@ -1,4 +1,8 @@
-package source
+// Package lines cuts byte streams into lines, the way NDJSON (and JSON
+// Lines) and the WHATWG event stream each define them, holding at most one
+// line of a bounded length in memory. It is the one rule for what a line
+// and a blank line are, shared by the publish endpoint and the sources.
+package lines
 
 import (
 	"bytes"
@@ -20,8 +24,8 @@ type Line struct {
 	Len int64
 }
 
-// sampleLen is how much of a skipped line is kept for the log.
-const sampleLen = 96
+// SampleLen is how much of a skipped line is kept for the log.
+const SampleLen = 96
 
 // minBuffer is the splitter's first buffer; it grows up to the maximum
 // line length plus room for the line end, never beyond.
@@ -52,7 +56,7 @@ type Splitter struct {
 	n                 int // lines seen
 	bomDone, skipLF   bool
 	err               error // sticky read error
-	sample            [sampleLen]byte
+	sample            [SampleLen]byte
 	partial           bool // the stream ended inside a line (read error)
 	zeroReads, maxCap int
 }
