@@ -127,7 +127,7 @@ func (ps *parkedStream) serveOwn(opening bool, page *replay.Page) {
 			return
 		}
 		if reason := ps.kicked.Load(); reason != nil {
-			ps.finish(s.disconnect(*reason))
+			ps.end(s.disconnect(*reason))
 			return
 		}
 		if ps.stopDue() {

@@ -179,7 +179,7 @@ func (s *subscriber) disconnect(reason string) error {
 	}
 	b = s.plain(b, wire.EncodeRetry(retry))
 	if s.enc != nil {
-		b = s.enc.finish(b)
+		b = s.enc.trailer(b)
 	}
 	if err := s.write(b); err != nil {
 		return err
