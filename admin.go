@@ -233,6 +233,12 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return writeError(w, http.StatusNotFound, "not found")
 	}
+	if r.Method == http.MethodOptions {
+		// A CORS preflight from an origin the admin config allows: Caddy
+		// has set the Access-Control headers already.
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
 	switch {
 	case rest == "":
 		return a.page(w, r)
