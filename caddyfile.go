@@ -185,7 +185,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Sources = append(h.Sources, sc)
 		default:
-			return d.Errf("unrecognized sse option %q", d.Val())
+			return unknownOption(d, "sse", d.Val(), sseOptions)
 		}
 	}
 	return nil
@@ -212,7 +212,7 @@ func (h *Handler) unmarshalHistory(d *caddyfile.Dispenser) error {
 		case "age":
 			err = durationArg(d, &h.History.Age)
 		default:
-			err = d.Errf("unrecognized history option %q", d.Val())
+			err = unknownOption(d, "history", d.Val(), historyOptions)
 		}
 		if err != nil {
 			return err
@@ -246,7 +246,7 @@ func (h *Handler) unmarshalLimits(d *caddyfile.Dispenser) error {
 		case "topic_length":
 			err = intArg(d, &h.Limits.TopicLength)
 		default:
-			err = d.Errf("unrecognized limits option %q", d.Val())
+			err = unknownOption(d, "limits", d.Val(), limitsOptions)
 		}
 		if err != nil {
 			return err
@@ -302,7 +302,7 @@ func (h *Handler) unmarshalPublish(d *caddyfile.Dispenser) error {
 		case "dedup_window":
 			err = durationArg(d, &p.DedupWindow)
 		default:
-			err = d.Errf("unrecognized publish option %q", d.Val())
+			err = unknownOption(d, "publish", d.Val(), publishOptions)
 		}
 		if err != nil {
 			return err

@@ -360,6 +360,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	switch r.Method {
 	case http.MethodGet:
 		return h.subscribe(w, r, topic)
+	case http.MethodHead:
+		return h.head(w, r, topic)
 	case http.MethodPost:
 		if h.Publish != nil {
 			return h.publish(w, r, repl, topic)
@@ -369,12 +371,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			return h.closeTopic(w, r, topic)
 		}
 	}
-	allow := "GET"
-	if h.Publish != nil {
-		allow = "GET, POST, DELETE"
-	}
-	w.Header().Set("Allow", allow)
-	return writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; allowed: %s", r.Method, allow))
+	return h.notAllowed(w, r)
 }
 
 func (h *Handler) validateTopic(topic string) error {

@@ -58,21 +58,33 @@ type HMACSecret struct {
 func (p *Publish) verifiers(repl *caddy.Replacer) (webhook.Any, error) {
 	var schemes webhook.Any
 	for i, token := range p.Bearer {
-		v, err := webhook.NewBearer(repl.ReplaceKnown(token, ""))
+		token, err := secret(repl, token)
+		if err != nil {
+			return nil, fmt.Errorf("publish: bearer token %d: %w", i, err)
+		}
+		v, err := webhook.NewBearer(token)
 		if err != nil {
 			return nil, fmt.Errorf("publish: bearer token %d: %w", i, err)
 		}
 		schemes = append(schemes, v)
 	}
 	for i, s := range p.HMACSHA256 {
-		v, err := webhook.NewHMACSHA256(repl.ReplaceKnown(s.Secret, ""), s.Header)
+		key, err := secret(repl, s.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("publish: hmac_sha256 secret %d: %w", i, err)
+		}
+		v, err := webhook.NewHMACSHA256(key, s.Header)
 		if err != nil {
 			return nil, fmt.Errorf("publish: hmac_sha256 secret %d: %w", i, err)
 		}
 		schemes = append(schemes, v)
 	}
 	for i, s := range p.StandardWebhooks {
-		v, err := webhook.NewStandardWebhooks(repl.ReplaceKnown(s, ""), 0)
+		key, err := secret(repl, s)
+		if err != nil {
+			return nil, fmt.Errorf("publish: standard_webhooks secret %d: %w", i, err)
+		}
+		v, err := webhook.NewStandardWebhooks(key, 0)
 		if err != nil {
 			return nil, fmt.Errorf("publish: standard_webhooks secret %d: %w", i, err)
 		}
@@ -126,6 +138,7 @@ func (h *Handler) readAuthenticated(w http.ResponseWriter, r *http.Request) (bod
 	if len(h.verifier) > 0 {
 		if err := h.verifier.Verify(r.Header, body, time.Now()); err != nil {
 			metrics.rejects.WithLabelValues(rejectAuth).Inc()
+			h.logAuthFailure(r, err)
 			if h.hasBearer() {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="sse"`)
 			}
