@@ -1,6 +1,7 @@
 package caddysse
 
 import (
+	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -8,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,19 +50,23 @@ type registered struct {
 // register adds h to the registry; Provision calls it once h is ready.
 func (h *Handler) register() {
 	registry.mu.Lock()
-	defer registry.mu.Unlock()
 	if registry.handlers == nil {
 		registry.handlers = make(map[*Handler]registered)
 	}
 	registry.seq++
 	registry.handlers[h] = registered{seq: registry.seq, store: storeLabel(h)}
+	registry.mu.Unlock()
+	if _, ok := h.store.(presenceStore); ok {
+		startPresence()
+	}
 }
 
 // unregister removes h from the registry; Cleanup calls it.
 func (h *Handler) unregister() {
 	registry.mu.Lock()
-	defer registry.mu.Unlock()
 	delete(registry.handlers, h)
+	registry.mu.Unlock()
+	stopPresenceIfIdle()
 }
 
 // storeLabels maps each open store (a replay.Store) to its name in the
@@ -75,11 +79,15 @@ func storeLabel(h *Handler) string {
 		return v.(string)
 	}
 	// A store module that does not share through acquireStore (Redis):
-	// its kind only, since its key may hold credentials.
+	// its kind and key prefix only, since its key may hold credentials.
 	// "*redisstore.Store" is "redis".
 	kind := strings.TrimPrefix(fmt.Sprintf("%T", h.store), "*")
 	kind, _, _ = strings.Cut(kind, ".")
-	return strings.TrimSuffix(kind, "store")
+	kind = strings.TrimSuffix(kind, "store")
+	if ps, ok := h.store.(presenceStore); ok {
+		return kind + ":" + ps.Prefix()
+	}
+	return kind
 }
 
 // storeView is one store of the running configs and the handlers using it.
@@ -87,6 +95,22 @@ type storeView struct {
 	label    string
 	store    replay.Store
 	handlers []*Handler // newest first
+
+	// The other nodes' subscribers (see admin_presence.go), once loaded.
+	others    map[string][]nodeCounts
+	othersErr error
+}
+
+// loadOthers reads the other nodes' presence, when the store keeps it.
+func (sv *storeView) loadOthers(r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	sv.others, sv.othersErr = sv.remote(ctx)
+}
+
+// known reports whether topic has subscribers here or on another node.
+func (sv *storeView) known(topic string) bool {
+	return sv.presence(topic).Total() > 0 || len(sv.others[topic]) > 0
 }
 
 // inspector returns the store's Inspector, nil when it has none.
@@ -143,7 +167,6 @@ type AdminAPI struct {
 	ctx     caddy.Context
 	logger  *zap.Logger
 	streams *stream.Server // the inspector's tails of topics
-	node    string
 }
 
 // CaddyModule returns the Caddy module information.
@@ -159,7 +182,6 @@ func (a *AdminAPI) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.streams = stream.NewServer(ctx, false)
-	a.node, _ = os.Hostname()
 	return nil
 }
 
@@ -209,13 +231,24 @@ func transports(p stream.Presence) transportsJSON {
 	return transportsJSON{HTTP1Parked: p.Parked, HTTP1Detached: p.Detached, HTTP1InRequest: p.HTTP1, HTTP2: p.HTTP2, HTTP3: p.HTTP3}
 }
 
-const notInspectable = "this store cannot be inspected: retained events are not known, and subscribers are those of this node"
+const (
+	notInspectable   = "this store cannot be inspected: retained events are not known"
+	othersUnreadable = "the other nodes' subscribers could not be read: "
+)
 
+// describeTopic describes one topic of sv: what the store knows (info, nil
+// when it cannot say), subscribers on every node.
 func describeTopic(sv *storeView, info *replay.TopicInfo, name string) topicJSON {
 	p := sv.presence(name)
 	t := topicJSON{Topic: name, Store: sv.label, Href: "/sse/topics/" + url.PathEscape(name), Subscribers: p.Total()}
+	for _, o := range sv.others[name] {
+		t.Subscribers += o.t.total()
+	}
+	if sv.othersErr != nil {
+		t.Note = othersUnreadable + sv.othersErr.Error()
+	}
 	if info == nil {
-		t.Note = notInspectable
+		t.Note = strings.TrimPrefix(t.Note+"; "+notInspectable, "; ")
 		return t
 	}
 	t.Events, t.Bytes = &info.Events, &info.Bytes
@@ -322,6 +355,7 @@ func (a *AdminAPI) list(w http.ResponseWriter, r *http.Request) error {
 	var all []topicJSON
 	more := false
 	for _, sv := range views() {
+		sv.loadOthers(r)
 		if ins := sv.inspector(); ins != nil {
 			infos, err := ins.Topics(prefix, after, limit)
 			if err != nil {
@@ -333,16 +367,23 @@ func (a *AdminAPI) list(w http.ResponseWriter, r *http.Request) error {
 			}
 			continue
 		}
-		// Without an Inspector, the topics with subscribers here.
+		// Without an Inspector, the topics with subscribers here or on
+		// another node.
 		seen := map[string]bool{}
 		var names []string
+		add := func(name string) {
+			if !seen[name] && strings.HasPrefix(name, prefix) && name > after {
+				seen[name] = true
+				names = append(names, name)
+			}
+		}
 		for _, h := range sv.handlers {
 			for _, name := range h.streams.Topics() {
-				if !seen[name] && strings.HasPrefix(name, prefix) && name > after {
-					seen[name] = true
-					names = append(names, name)
-				}
+				add(name)
 			}
+		}
+		for name := range sv.others {
+			add(name)
 		}
 		sort.Strings(names)
 		if len(names) > limit {
@@ -390,6 +431,7 @@ func (a *AdminAPI) find(r *http.Request, topic string) (found []*storeView, info
 			continue
 		}
 		all = append(all, sv)
+		sv.loadOthers(r)
 		if ins := sv.inspector(); ins != nil {
 			info, ok, err := ins.Topic(topic)
 			if err != nil {
@@ -400,7 +442,7 @@ func (a *AdminAPI) find(r *http.Request, topic string) (found []*storeView, info
 			}
 			continue
 		}
-		if sv.presence(topic).Total() > 0 {
+		if sv.known(topic) {
 			found, infos = append(found, sv), append(infos, nil)
 		}
 	}
@@ -464,10 +506,14 @@ func (a *AdminAPI) getTopic(w http.ResponseWriter, r *http.Request, topic string
 	// In several stores: the first by label (?store= picks another).
 	sv := found[0]
 	t := describeTopic(sv, infos[0], topic)
-	p := sv.presence(topic)
-	tr := transports(p)
-	t.Transports = &tr
-	t.Nodes = []nodeJSON{{Node: a.node, Subscribers: p.Total(), Transports: tr}}
+	here := transports(sv.presence(topic))
+	sum := here
+	t.Nodes = []nodeJSON{{Node: node, Subscribers: here.total(), Transports: here}}
+	for _, o := range sv.others[topic] {
+		sum = addTransports(sum, o.t)
+		t.Nodes = append(t.Nodes, nodeJSON{Node: o.node, Subscribers: o.t.total(), Transports: o.t})
+	}
+	t.Transports = &sum
 	return writeJSON(w, http.StatusOK, t)
 }
 
@@ -520,6 +566,11 @@ func (a *AdminAPI) closeTopic(w http.ResponseWriter, r *http.Request, topic stri
 type disconnectResult struct {
 	Topic        string `json:"topic"`
 	Disconnected int    `json:"disconnected"`
+	// Node is this node: only its subscribers are disconnected.
+	Node string `json:"node"`
+	// OtherNodes counts the topic's subscribers on other nodes (a shared
+	// store), left connected: call their admin API too.
+	OtherNodes int `json:"other_nodes_subscribers,omitempty"`
 }
 
 // disconnect answers DELETE /sse/topics/<topic>/subscribers: the topic's
@@ -548,7 +599,11 @@ func (a *AdminAPI) disconnect(w http.ResponseWriter, r *http.Request, topic stri
 		n += h.streams.Disconnect(topic, reason)
 	}
 	a.logger.Info("sse subscribers disconnected", zap.String("topic", topic), zap.Int("count", n), zap.String("reason", reason))
-	return writeJSON(w, http.StatusOK, disconnectResult{Topic: topic, Disconnected: n})
+	res := disconnectResult{Topic: topic, Disconnected: n, Node: node}
+	for _, o := range sv.others[topic] {
+		res.OtherNodes += o.t.total()
+	}
+	return writeJSON(w, http.StatusOK, res)
 }
 
 // tail answers GET /sse/topics/<topic>/events with an event stream of the

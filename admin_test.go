@@ -104,6 +104,14 @@ func adminJSON(t *testing.T, url string, v any) {
 	}
 }
 
+// adminJSONBody decodes an answer's body into v.
+func adminJSONBody(t *testing.T, body string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		t.Fatalf("%v in %s", err, body)
+	}
+}
+
 // wantError checks a JSON error answer.
 func wantError(t *testing.T, what string, status int, body string, wantStatus int, wantIn string) {
 	t.Helper()
