@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
@@ -80,7 +81,7 @@ func adminDo(t *testing.T, method, url, body string, headers ...string) (int, st
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := addHeaders(req.Header, headers); err != nil {
+	if err := sitetest.AddHeaders(req.Header, headers); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
@@ -156,8 +157,8 @@ func TestAdminListsTopicsOfEveryStore(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	postEvent(t, client, "http://"+site+"/m/one", "a")
 	postEvent(t, client, "http://"+site+"/m/one", "b")
-	dialStream(t, site, "/f/two")
-	dialStream(t, site, "/m/one")
+	sitetest.DialStream(t, site, "/f/two")
+	sitetest.DialStream(t, site, "/m/one")
 
 	var list adminList
 	waitFor(t, "both topics listed with their subscriber", func() bool {
@@ -199,7 +200,7 @@ func TestAdminPagesThroughThousandsOfTopics(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	const n = 1200
 	for i := range n {
-		if _, err := sendPublish(client, http.MethodPost, topicURL(admin, fmt.Sprintf("/m/t%04d", i))+"?store=memory:default", "x"); err != nil {
+		if _, err := sitetest.Publish(client, http.MethodPost, topicURL(admin, fmt.Sprintf("/m/t%04d", i))+"?store=memory:default", "x"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -238,8 +239,8 @@ func TestAdminDescribesOneTopic(t *testing.T) {
 	admin, site := adminCaddy(t)
 	client := &http.Client{Timeout: 10 * time.Second}
 	postEvent(t, client, "http://"+site+"/m/chat/room", "hello")
-	dialStream(t, site, "/m/chat/room")
-	dialStream(t, site, "/f/x")
+	sitetest.DialStream(t, site, "/m/chat/room")
+	sitetest.DialStream(t, site, "/f/x")
 
 	var one adminTopic
 	waitFor(t, "the parked subscriber", func() bool {
@@ -268,8 +269,8 @@ func TestAdminDescribesOneTopic(t *testing.T) {
 
 func TestAdminPublishesAndClosesWithoutCredentials(t *testing.T) {
 	admin, site := adminCaddy(t)
-	s := dialStream(t, site, "/m/jobs/1")
-	s2 := dialStream(t, site, "/f/jobs/1")
+	s := sitetest.DialStream(t, site, "/m/jobs/1")
+	s2 := sitetest.DialStream(t, site, "/f/jobs/1")
 
 	status, body := adminDo(t, http.MethodPost, topicURL(admin, "/m/jobs/1")+"?event=progress", "50%")
 	if status != http.StatusOK || !strings.Contains(body, `"ids"`) {
@@ -323,8 +324,8 @@ func TestAdminDisconnectsSubscribersWhoResume(t *testing.T) {
 	admin, site := adminCaddy(t)
 	client := &http.Client{Timeout: 10 * time.Second}
 	id := postEvent(t, client, "http://"+site+"/m/kick", "before")
-	parked := dialStream(t, site, "/m/kick", "Last-Event-ID: "+id)
-	inRequest := dialStream(t, site, "/f/kick")
+	parked := sitetest.DialStream(t, site, "/m/kick", "Last-Event-ID: "+id)
+	inRequest := sitetest.DialStream(t, site, "/f/kick")
 	waitFor(t, "both subscribers", func() bool {
 		var a, b adminTopic
 		adminJSON(t, topicURL(admin, "/m/kick"), &a)
@@ -350,7 +351,7 @@ func TestAdminDisconnectsSubscribersWhoResume(t *testing.T) {
 	}
 	// The client comes back with its last id and misses nothing.
 	postEvent(t, client, "http://"+site+"/m/kick", "after")
-	back := dialStream(t, site, "/m/kick", "Last-Event-ID: "+id)
+	back := sitetest.DialStream(t, site, "/m/kick", "Last-Event-ID: "+id)
 	if ev := nextEvent(t, back, 10*time.Second); ev.Data != "after" {
 		t.Errorf("resumed with %+v", ev)
 	}
@@ -372,7 +373,7 @@ func TestAdminTailsATopicAndServesTheInspector(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	postEvent(t, client, "http://"+site+"/m/tail", "old")
 	adminAddr := strings.TrimPrefix(admin, "http://")
-	tail := dialStream(t, adminAddr, "/sse/topics/%2Fm%2Ftail/events?lastEventId=earliest")
+	tail := sitetest.DialStream(t, adminAddr, "/sse/topics/%2Fm%2Ftail/events?lastEventId=earliest")
 	var got struct {
 		Type string    `json:"type"`
 		Time time.Time `json:"time"`

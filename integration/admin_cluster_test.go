@@ -1,13 +1,18 @@
-package caddysse_test
+package integration_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ssegate/caddy-sse/internal/redistest"
+	"github.com/ssegate/caddy-sse/internal/sitetest"
+	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
 
@@ -38,8 +43,8 @@ http://127.0.0.1:%d {
 	adminA, adminB := "http://"+a.Admin, "http://"+b.Admin
 	room := topicURL(adminA, "/events/room")
 
-	sub := dialStream(t, siteB, "/events/room")
-	var one adminTopic
+	sub := sitetest.DialStream(t, siteB, "/events/room")
+	var one clusterTopic
 	last := ""
 	defer func() {
 		if t.Failed() {
@@ -59,7 +64,7 @@ http://127.0.0.1:%d {
 		one.Nodes[0].Subscribers != 0 || one.Nodes[1].Subscribers != 1 || one.Nodes[0].Node == one.Nodes[1].Node || !strings.Contains(one.Note, "cannot be inspected") {
 		t.Errorf("node a describes /events/room as %+v", one)
 	}
-	var list adminList
+	var list struct{ Topics []clusterTopic }
 	adminJSON(t, adminA+"/sse/topics", &list)
 	if len(list.Topics) != 1 || list.Topics[0].Topic != "/events/room" || list.Topics[0].Subscribers != 1 || list.Topics[0].Events != nil {
 		t.Errorf("node a lists %+v", list.Topics)
@@ -86,7 +91,7 @@ http://127.0.0.1:%d {
 	}
 
 	// A node that goes away stops being counted.
-	dialStream(t, siteB, "/events/room")
+	sitetest.DialStream(t, siteB, "/events/room")
 	waitFor(t, "node a to count the new subscriber", func() bool {
 		status, body := adminDo(t, http.MethodGet, room, "")
 		adminJSONBody(t, body, &one)
@@ -104,4 +109,75 @@ http://127.0.0.1:%d {
 	if status, body := adminDo(t, http.MethodDelete, room, ""); status != http.StatusNoContent {
 		t.Errorf("close through node a: %d %s", status, body)
 	}
+}
+
+// clusterTopic is what GET /sse/topics/<topic> answers (the fields this
+// test reads), and an entry of GET /sse/topics.
+type clusterTopic struct {
+	Topic       string `json:"topic"`
+	Store       string `json:"store"`
+	Subscribers int    `json:"subscribers"`
+	Events      *int   `json:"events"`
+	Note        string `json:"note"`
+	Transports  *struct {
+		HTTP1Parked int `json:"http1_parked"`
+	} `json:"transports"`
+	Nodes []struct {
+		Node        string `json:"node"`
+		Subscribers int    `json:"subscribers"`
+	} `json:"nodes"`
+}
+
+func topicURL(admin, topic string) string { return admin + "/sse/topics/" + url.PathEscape(topic) }
+
+func adminDo(t *testing.T, method, url, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func adminJSONBody(t *testing.T, body string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		t.Fatalf("%v in %s", err, body)
+	}
+}
+
+func adminJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	status, body := adminDo(t, http.MethodGet, url, "")
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", url, status, body)
+	}
+	adminJSONBody(t, body, v)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func nextEvent(t *testing.T, s *ssetest.Stream, wait time.Duration) ssetest.Event {
+	t.Helper()
+	_ = s.Conn.SetReadDeadline(time.Now().Add(wait))
+	defer s.Conn.SetReadDeadline(time.Time{}) //nolint:errcheck
+	ev, err := s.Next()
+	if err != nil {
+		t.Fatalf("reading event: %v", err)
+	}
+	return ev
 }
