@@ -73,19 +73,21 @@ func (h *Handler) unregister() {
 // admin API, the key it is shared under: memory:<name> or file:<path>.
 var storeLabels sync.Map
 
-// storeLabel names h's store for the admin API.
+// storeLabel names h's store for the admin API: the key a memory or file
+// store is shared under, or for a store on a server (Redis) its kind and key
+// prefix only, since its key may hold credentials.
 func storeLabel(h *Handler) string {
-	if v, ok := storeLabels.Load(h.store); ok {
-		return v.(string)
-	}
-	// A store module that does not share through acquireStore (Redis):
-	// its kind and key prefix only, since its key may hold credentials.
 	// "*redisstore.Store" is "redis".
 	kind := strings.TrimPrefix(fmt.Sprintf("%T", h.store), "*")
 	kind, _, _ = strings.Cut(kind, ".")
 	kind = strings.TrimSuffix(kind, "store")
 	if ps, ok := h.store.(presenceStore); ok {
 		return kind + ":" + ps.Prefix()
+	}
+	if v, ok := storeLabels.Load(h.store); ok {
+		if key := v.(string); strings.HasPrefix(key, "memory:") || strings.HasPrefix(key, "file:") {
+			return key
+		}
 	}
 	return kind
 }
