@@ -92,8 +92,9 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 	ctx, disconnect := disconnectable(r.Context())
 	m := &member{transport: inRequestTransport(r), disconnect: disconnect}
 	sv.roster.enter(key, m)
-	defer sv.roster.leave(key, m)
-	done(serveInRequest(ctx, w, cur, opts))
+	stats, err := serveInRequest(ctx, w, cur, opts)
+	sv.roster.leave(key, m)
+	done(stats, err)
 }
 
 // Streams reports how many streams are open in mode m.
