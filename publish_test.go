@@ -1,6 +1,8 @@
 package caddysse_test
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -8,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -293,4 +296,56 @@ func TestBadInputRejected(t *testing.T) {
 	big := strings.Repeat("y", 1024)
 	id := s.publishID(path, big)
 	sameEvents(t, "history after the rejections", st.nextN(1), []string{id}, []string{big})
+}
+
+// A publish whose Content-Length exceeds max_body is refused at once: 413,
+// before any byte of the body is read, so a client that sent Expect:
+// 100-continue is never told to go on (and never sends the body).
+func TestOversizedPublishRefusedFromItsContentLength(t *testing.T) {
+	s := startSite(t, `
+	sse /big/* {
+		publish {
+			allow_unauthenticated
+			max_body 1KiB
+		}
+	}`)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /big/x HTTP/1.1\r\nHost: %s\r\nContent-Length: 10000000\r\nExpect: 100-continue\r\n\r\n", strings.TrimPrefix(s.url, "http://"))
+	_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer to the head alone: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "max_body") {
+		t.Errorf("answered %s %q, want 413 naming max_body (and no 100 Continue first)", resp.Status, body)
+	}
+}
+
+// Event names taken from input drop every Unicode control character (C1
+// ones such as NEXT LINE U+0085 and U+009B included) and the line and
+// paragraph separators, which some parsers and viewers take as line ends:
+// nothing a publisher sends can split a field.
+func TestEventNamesDropUnicodeLineBreaksAndControls(t *testing.T) {
+	s := startSite(t, `
+	sse /names/* {
+		publish {
+			allow_unauthenticated
+			event {http.request.header.X-Event}
+		}
+	}`)
+	path := topic(t, "/names/", "t")
+	st := s.subscribe(path)
+	s.publishID(path, "x", "X-Event: up\u0085date\u2028id: forged\u2029\u009b")
+	e := st.next()
+	if e.Type != "updateid: forged" || e.Data != "x" {
+		t.Errorf("event type %q data %q, want the name with its line breaks and controls dropped", e.Type, e.Data)
+	}
+	if bytes.Contains(st.wire, []byte("\u0085")) || bytes.Contains(st.wire, []byte("\u2028")) {
+		t.Errorf("the wire carries a Unicode line break: %q", st.wire)
+	}
 }
