@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
+	"github.com/ssegate/caddy-sse/auth"
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/stream"
 )
@@ -17,10 +18,10 @@ import (
 // The options each Caddyfile block knows, for the suggestion an unknown one
 // gets. Keep them in step with the switch statements that parse them.
 var (
-	sseOptions     = []string{"topic", "retry", "heartbeat", "write_timeout", "drain_window", "compress", "detach", "on_gap", "reset_event", "close_event", "history", "limits", "store", "publish", "source"}
+	sseOptions     = []string{"topic", "retry", "heartbeat", "write_timeout", "drain_window", "compress", "detach", "on_gap", "reset_event", "close_event", "history", "limits", "store", "publish", "subscribe", "cors", "expired_event", "source"}
 	historyOptions = []string{"events", "size", "age"}
 	limitsOptions  = []string{"topics", "subscribers", "subscribers_per_topic", "event_size", "topic_length"}
-	publishOptions = []string{"bearer", "hmac_sha256", "standard_webhooks", "allow_unauthenticated", "event", "max_body", "dedup_window"}
+	publishOptions = []string{"bearer", "hmac_sha256", "standard_webhooks", "allow_unauthenticated", "event", "max_body", "dedup_window", "jwt"}
 	sourceOptions  = []string{"format", "topic", "topic_field", "id_field", "event_field", "data_field", "resume", "header", "mode", "backoff", "idle_timeout", "max_line", "close_when"}
 )
 
@@ -146,15 +147,18 @@ func (h *Handler) head(w http.ResponseWriter, r *http.Request, topic string) err
 
 // logAuthFailure logs, at debug level, why a publish was refused: the
 // schemes configured and each one's reason.
-func (h *Handler) logAuthFailure(r *http.Request, err error) {
+func (h *Handler) logAuthFailure(r *http.Request, reason string) {
 	c := h.logger.Check(zap.DebugLevel, "publish authentication failed")
 	if c == nil {
 		return
 	}
-	schemes := make([]string, len(h.verifier))
-	for i, v := range h.verifier {
-		schemes[i] = v.Scheme()
+	schemes := make([]string, 0, len(h.verifier)+1)
+	for _, v := range h.verifier {
+		schemes = append(schemes, v.Scheme())
+	}
+	if h.Publish.JWT != nil {
+		schemes = append(schemes, auth.SchemeJWT)
 	}
 	c.Write(zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.String("remote_addr", r.RemoteAddr),
-		zap.Strings("schemes", schemes), zap.String("reason", err.Error()))
+		zap.Strings("schemes", schemes), zap.String("reason", reason))
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -24,7 +25,7 @@ func TestAuthFailureLoggedAtDebug(t *testing.T) {
 	req := httptest.NewRequest(http.MethodPost, "/t", strings.NewReader("x"))
 	req.Header.Set("Authorization", "Bearer wrong-token")
 	w := httptest.NewRecorder()
-	if _, ok := h.readAuthenticated(w, req); ok || w.Code != http.StatusUnauthorized {
+	if _, ok := h.readAuthenticated(w, req, "/t"); ok || w.Code != http.StatusUnauthorized {
 		t.Fatalf("admitted: %d", w.Code)
 	}
 	entries := logs.FilterMessage("publish authentication failed").All()
@@ -49,6 +50,24 @@ func TestClosestOption(t *testing.T) {
 	for in, want := range map[string]string{"hearbeat": "heartbeat", "heartbeats": "heartbeat", "Retry": "retry", "write-timeout": "write_timeout", "histroy": "history", "zzz": "", "compression": "compress"} {
 		if got := closest(in, sseOptions); got != want {
 			t.Errorf("closest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Every option the suggestion lists is one the parser knows.
+func TestSuggestedOptionsExist(t *testing.T) {
+	for block, opts := range map[string][]string{"sse": sseOptions, "history": historyOptions, "limits": limitsOptions, "publish": publishOptions} {
+		for _, opt := range opts {
+			text := "sse {\n" + opt + "\n}"
+			switch block {
+			case "history", "limits", "publish":
+				text = "sse {\n" + block + " {\n" + opt + "\n}\n}"
+			}
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(text))
+			if err != nil && strings.Contains(err.Error(), "unrecognized") {
+				t.Errorf("%s option %q: %v", block, opt, err)
+			}
 		}
 	}
 }
