@@ -116,10 +116,13 @@ func (h *Handler) notAllowed(w http.ResponseWriter, r *http.Request) error {
 	return writeError(w, http.StatusMethodNotAllowed, msg)
 }
 
-// head answers HEAD as GET would begin to: the head of an event stream
-// (204 when the topic is over for a client with this cursor), no body and
-// no subscription.
+// head answers HEAD as GET would begin to: refused as GET would be, else
+// the head of an event stream (204 when the topic is over for a client with
+// this cursor), with no body and no subscription.
 func (h *Handler) head(w http.ResponseWriter, r *http.Request, topic string) error {
+	if _, ok := h.authorize(w, r, []string{topic}); !ok {
+		return nil
+	}
 	cur, err := h.store.Subscribe(r.Context(), topic, cursorFrom(r), replay.GapReplay)
 	if errors.Is(err, replay.ErrTopicClosed) {
 		w.WriteHeader(http.StatusNoContent)

@@ -34,3 +34,14 @@ func TestEmptySecretNamesItsPlaceholder(t *testing.T) {
 		}
 	}
 }
+
+// HEAD of a private topic is refused as its GET would be.
+func TestHeadOfPrivateTopicIsRefused(t *testing.T) {
+	s := startPrivateSite(t, "", privateJWTSite)
+	if r := s.do(http.MethodHead, topic(t, "/p/", "secret"), ""); r.status != http.StatusUnauthorized {
+		t.Errorf("HEAD of a private topic without a token answered %d, want 401", r.status)
+	}
+	if r := s.do(http.MethodHead, topic(t, "/p/news-", "x"), ""); r.status != http.StatusOK {
+		t.Errorf("HEAD of a public topic answered %d, want 200", r.status)
+	}
+}
