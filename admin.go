@@ -568,16 +568,18 @@ func (a *AdminAPI) closeTopic(w http.ResponseWriter, r *http.Request, topic stri
 type disconnectResult struct {
 	Topic        string `json:"topic"`
 	Disconnected int    `json:"disconnected"`
-	// Node is this node: only its subscribers are disconnected.
+	// Node is this node, whose subscribers Disconnected counts.
 	Node string `json:"node"`
-	// OtherNodes counts the topic's subscribers on other nodes (a shared
-	// store), left connected: call their admin API too.
+	// OtherNodes counts the topic's subscribers on the other nodes of a
+	// shared store (Redis), as they last reported them: they were asked,
+	// through Redis, to disconnect them too.
 	OtherNodes int `json:"other_nodes_subscribers,omitempty"`
 }
 
 // disconnect answers DELETE /sse/topics/<topic>/subscribers: the topic's
-// streams on this node end now with a retry hint, after the reason (the
-// reason parameter, or a JSON body {"reason": ...}) as a comment.
+// streams end now with a retry hint, after the reason (the reason
+// parameter, or a JSON body {"reason": ...}) as a comment: on this node,
+// and through Redis on the others sharing its store.
 func (a *AdminAPI) disconnect(w http.ResponseWriter, r *http.Request, topic string) error {
 	reason := r.URL.Query().Get("reason")
 	if reason == "" && r.Body != nil {
@@ -604,6 +606,11 @@ func (a *AdminAPI) disconnect(w http.ResponseWriter, r *http.Request, topic stri
 	res := disconnectResult{Topic: topic, Disconnected: n, Node: node}
 	for _, o := range sv.others[topic] {
 		res.OtherNodes += o.t.total()
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := sv.askOthersToDisconnect(ctx, topic, reason); err != nil {
+		return writeRetryLater(w, fmt.Sprintf("%d subscribers disconnected here, but the other nodes could not be asked: %v", n, err))
 	}
 	return writeJSON(w, http.StatusOK, res)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/stream"
 )
 
@@ -81,17 +82,94 @@ func sharedViews() []*storeView {
 	return shared
 }
 
+// reportPresence reports this node's presence for every shared store, and
+// listens on each for the disconnects other nodes ask for, until stop.
 func reportPresence(stop <-chan struct{}) {
 	tick := time.NewTicker(presenceInterval)
 	defer tick.Stop()
+	listeners := map[replay.Store]context.CancelFunc{}
+	var wg sync.WaitGroup
+	defer func() {
+		for _, cancel := range listeners {
+			cancel()
+		}
+		wg.Wait()
+	}()
 	for {
+		seen := map[replay.Store]bool{}
 		for _, sv := range sharedViews() {
+			seen[sv.store] = true
+			if listeners[sv.store] == nil {
+				ctx, cancel := context.WithCancel(context.Background())
+				listeners[sv.store] = cancel
+				wg.Add(1)
+				go func(store replay.Store) {
+					defer wg.Done()
+					listenDisconnects(ctx, store)
+				}(sv.store)
+			}
 			_ = sv.report() // best effort: a Redis that is down is reported by the store
+		}
+		for store, cancel := range listeners {
+			if !seen[store] {
+				cancel()
+				delete(listeners, store)
+			}
 		}
 		select {
 		case <-stop:
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// disconnectMsg asks every node sharing a store to disconnect a topic's
+// subscribers (DELETE /sse/topics/<topic>/subscribers on one of them).
+type disconnectMsg struct {
+	Node   string `json:"node"`
+	Topic  string `json:"topic"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func disconnectChannel(ps presenceStore) string { return ps.Prefix() + "presence:disconnect" }
+
+// askOthersToDisconnect publishes a disconnect for the other nodes.
+func (sv *storeView) askOthersToDisconnect(ctx context.Context, topic, reason string) error {
+	ps, ok := sv.store.(presenceStore)
+	if !ok {
+		return nil
+	}
+	b, _ := json.Marshal(disconnectMsg{Node: node, Topic: topic, Reason: reason})
+	return ps.Client().Publish(ctx, disconnectChannel(ps), b).Err()
+}
+
+// listenDisconnects carries out, on this node, the disconnects other nodes
+// publish for store, until ctx ends.
+func listenDisconnects(ctx context.Context, store replay.Store) {
+	ps := store.(presenceStore)
+	sub := ps.Client().Subscribe(ctx, disconnectChannel(ps))
+	defer sub.Close()
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			var msg disconnectMsg
+			if json.Unmarshal([]byte(m.Payload), &msg) != nil || msg.Node == node {
+				continue
+			}
+			for _, sv := range views() {
+				if sv.store == store {
+					for _, h := range sv.handlers {
+						h.streams.Disconnect(msg.Topic, msg.Reason)
+					}
+				}
+			}
 		}
 	}
 }
