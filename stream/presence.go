@@ -38,21 +38,21 @@ func (p Presence) Add(q Presence) Presence {
 type transport int
 
 const (
-	inHTTP1 transport = iota
-	inHTTP2
-	inHTTP3
-	detachedStream
-	parkedStreamT
+	tHTTP1 transport = iota
+	tHTTP2
+	tHTTP3
+	tDetached
+	tParked
 )
 
 func inRequestTransport(r *http.Request) transport {
 	switch r.ProtoMajor {
 	case 2:
-		return inHTTP2
+		return tHTTP2
 	case 3:
-		return inHTTP3
+		return tHTTP3
 	}
-	return inHTTP1
+	return tHTTP1
 }
 
 // member is one open stream in the server's table of topics.
@@ -100,15 +100,15 @@ func (sv *Server) Presence(key string) Presence {
 	var p Presence
 	for m := range sv.roster.topics[key] {
 		switch m.transport {
-		case inHTTP1:
+		case tHTTP1:
 			p.HTTP1++
-		case inHTTP2:
+		case tHTTP2:
 			p.HTTP2++
-		case inHTTP3:
+		case tHTTP3:
 			p.HTTP3++
-		case detachedStream:
+		case tDetached:
 			p.Detached++
-		case parkedStreamT:
+		case tParked:
 			p.Parked++
 		}
 	}
@@ -150,7 +150,8 @@ type disconnected struct{ reason string }
 
 func (d *disconnected) Error() string { return "disconnected: " + d.reason }
 
-// cancelled returns the stream's context, which Disconnect cancels.
+// disconnectable returns a stream's context and the function with which
+// Disconnect ends it.
 func disconnectable(parent context.Context) (context.Context, func(reason string)) {
 	ctx, cancel := context.WithCancelCause(parent)
 	return ctx, func(reason string) { cancel(&disconnected{reason}) }

@@ -67,7 +67,7 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 				mode = Parked
 			}
 			sv.modes[mode].Add(1)
-			m := &member{transport: detachedStream}
+			m := &member{transport: tDetached}
 			end := func(stats Stats, err error) {
 				sv.roster.leave(key, m)
 				sv.modes[mode].Add(-1)
@@ -76,7 +76,7 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 			}
 			if mode == Parked {
 				ps := sv.parking.newStream(key, d, cur, opts, end)
-				m.transport, m.disconnect = parkedStreamT, ps.disconnect
+				m.transport, m.disconnect = tParked, ps.disconnect
 				sv.roster.enter(key, m)
 				ps.start()
 			} else {
