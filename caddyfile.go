@@ -226,7 +226,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Sources = append(h.Sources, sc)
 		default:
-			return d.Errf("unrecognized sse option %q", d.Val())
+			return unknownOption(d, "sse", d.Val(), sseOptions)
 		}
 	}
 	return nil
@@ -253,7 +253,7 @@ func (h *Handler) unmarshalHistory(d *caddyfile.Dispenser) error {
 		case "age":
 			err = durationArg(d, &h.History.Age)
 		default:
-			err = d.Errf("unrecognized history option %q", d.Val())
+			err = unknownOption(d, "history", d.Val(), historyOptions)
 		}
 		if err != nil {
 			return err
@@ -289,7 +289,7 @@ func (h *Handler) unmarshalLimits(d *caddyfile.Dispenser) error {
 		case "topics_per_stream":
 			err = intArg(d, &h.Limits.TopicsPerStream)
 		default:
-			err = d.Errf("unrecognized limits option %q", d.Val())
+			err = unknownOption(d, "limits", d.Val(), limitsOptions)
 		}
 		if err != nil {
 			return err
@@ -348,7 +348,7 @@ func (h *Handler) unmarshalPublish(d *caddyfile.Dispenser) error {
 			p.JWT = new(auth.PublishJWT)
 			err = p.JWT.UnmarshalCaddyfile(d.NewFromNextSegment())
 		default:
-			err = d.Errf("unrecognized publish option %q", d.Val())
+			err = unknownOption(d, "publish", d.Val(), publishOptions)
 		}
 		if err != nil {
 			return err

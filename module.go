@@ -264,6 +264,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := events.(*caddyevents.App).On("stopping", stoppingListener{h}); err != nil {
 		return fmt.Errorf("subscribing to stopping event: %w", err)
 	}
+	h.register() // for the admin API (admin.go)
 	return nil
 }
 
@@ -357,6 +358,7 @@ func (h *Handler) Validate() error {
 // exits it waits (briefly) for detached streams to write their retry hint
 // and end their response, as Caddy waits for streams in a request.
 func (h *Handler) Cleanup() error {
+	h.unregister()
 	h.endStreams()
 	if h.streams != nil && (caddy.Exiting() || h.DrainWindow < 0) {
 		h.streams.Wait(detachedExitWait)
@@ -400,6 +402,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	switch r.Method {
 	case http.MethodGet:
 		return h.subscribe(w, r, topic)
+	case http.MethodHead:
+		return h.head(w, r, topic)
 	case http.MethodPost:
 		if h.Publish != nil {
 			return h.publish(w, r, repl, topic)
@@ -409,12 +413,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			return h.closeTopic(w, r, topic)
 		}
 	}
-	allow := "GET"
-	if h.Publish != nil {
-		allow = "GET, POST, DELETE"
-	}
-	w.Header().Set("Allow", allow)
-	return writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; allowed: %s", r.Method, allow))
+	return h.notAllowed(w, r)
 }
 
 // validateTopic checks a topic name with the one rule every part of the

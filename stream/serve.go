@@ -237,6 +237,9 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 			}
 			s.heartbeat.Reset(opts.Heartbeat)
 		case <-ctx.Done():
+			if reason, ok := disconnectReason(context.Cause(ctx)); ok {
+				return s.stats, s.disconnect(reason)
+			}
 			if err := context.Cause(ctx); err != ErrStopped {
 				return s.stats, err
 			}
