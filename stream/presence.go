@@ -69,27 +69,31 @@ type roster struct {
 	topics map[string]map[*member]struct{}
 }
 
-func (ro *roster) enter(key string, m *member) {
+func (ro *roster) enter(keys []string, m *member) {
 	ro.mu.Lock()
 	defer ro.mu.Unlock()
 	if ro.topics == nil {
 		ro.topics = make(map[string]map[*member]struct{})
 	}
-	set := ro.topics[key]
-	if set == nil {
-		set = make(map[*member]struct{})
-		ro.topics[key] = set
+	for _, key := range keys {
+		set := ro.topics[key]
+		if set == nil {
+			set = make(map[*member]struct{})
+			ro.topics[key] = set
+		}
+		set[m] = struct{}{}
 	}
-	set[m] = struct{}{}
 }
 
-func (ro *roster) leave(key string, m *member) {
+func (ro *roster) leave(keys []string, m *member) {
 	ro.mu.Lock()
 	defer ro.mu.Unlock()
-	set := ro.topics[key]
-	delete(set, m)
-	if len(set) == 0 {
-		delete(ro.topics, key)
+	for _, key := range keys {
+		set := ro.topics[key]
+		delete(set, m)
+		if len(set) == 0 {
+			delete(ro.topics, key)
+		}
 	}
 }
 

@@ -55,7 +55,8 @@ func NewServer(stop context.Context, detach bool) *Server {
 // stream expires (Options.Expires); then done is called, once, with
 // what was delivered and why the stream ended. Serve returns as soon as the
 // stream no longer needs the request: at its end, or once it is detached
-// from net/http. key names the topic the stream's lot is shared by.
+// from net/http. key names the topic the stream's lot is shared by (for a
+// multi-topic stream, see Options.Topics, what its cursor waits on).
 func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur replay.Cursor, opts Options, done func(Stats, error)) {
 	// A stream that encode (or anything but us) compresses must keep its
 	// writer chain, so only an untransformed one is taken over.
@@ -69,7 +70,7 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 			sv.modes[mode].Add(1)
 			m := &member{transport: tDetached}
 			end := func(stats Stats, err error) {
-				sv.roster.leave(key, m)
+				sv.roster.leave(rosterKeys(key, opts), m)
 				sv.modes[mode].Add(-1)
 				done(stats, err)
 				sv.outside.Done()
@@ -77,12 +78,12 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 			if mode == Parked {
 				ps := sv.parking.newStream(key, d, cur, opts, end)
 				m.transport, m.disconnect = tParked, ps.disconnect
-				sv.roster.enter(key, m)
+				sv.roster.enter(rosterKeys(key, opts), m)
 				ps.start()
 			} else {
 				ctx, disconnect := disconnectable(context.Background())
 				m.disconnect = disconnect
-				sv.roster.enter(key, m)
+				sv.roster.enter(rosterKeys(key, opts), m)
 				go func() { end(serveDetached(ctx, d, cur, opts)) }()
 			}
 			return
@@ -92,9 +93,9 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 	defer sv.modes[InRequest].Add(-1)
 	ctx, disconnect := disconnectable(r.Context())
 	m := &member{transport: inRequestTransport(r), disconnect: disconnect}
-	sv.roster.enter(key, m)
+	sv.roster.enter(rosterKeys(key, opts), m)
 	stats, err := serveInRequest(ctx, w, cur, opts)
-	sv.roster.leave(key, m)
+	sv.roster.leave(rosterKeys(key, opts), m)
 	done(stats, err)
 }
 
@@ -118,4 +119,13 @@ func (sv *Server) Wait(timeout time.Duration) bool {
 	case <-t.C:
 		return false
 	}
+}
+
+// rosterKeys are the topics a stream counts under: its key, or the topics
+// of a multi-topic stream.
+func rosterKeys(key string, opts Options) []string {
+	if opts.Topics != nil {
+		return opts.Topics
+	}
+	return []string{key}
 }
