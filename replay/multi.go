@@ -201,9 +201,9 @@ func (tl *timeline) subscribeMany(topics []string, from string, onGap GapPolicy,
 		}
 		s.log, s.file, s.floor = lc.log, ft, lc.after
 		if lc.gap != nil && !live {
-			// A live start before a topic's pruned mark (a prune that
-			// overtook the settled mark) has missed nothing the client
-			// asked for.
+			// A gap found here is the topic's own. (On a live start one
+			// only means a prune overtook the settled mark: the client
+			// asked for nothing before it.)
 			g := *lc.gap
 			g.Topic = name
 			c.gaps = append(c.gaps, &g)
