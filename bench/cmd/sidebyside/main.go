@@ -57,6 +57,10 @@ type config struct {
 	compHold   time.Duration
 	compBudget float64
 
+	transport string
+	h2Streams int
+	wrapper   bool
+
 	quietCores float64
 	quietWait  time.Duration
 	quietTotal time.Duration
@@ -79,14 +83,18 @@ type results struct {
 	Machine  map[string]string
 	Versions map[string]string
 	Config   map[string]string
-	Idle     []idleRes
-	Fanout   []fanRes
-	Topics   []fanRes
-	Ingest   []ingestRes
-	Catchup  []catchupRes
-	Scale    []idleRes
-	Compress []fanRes
-	Corpus   []corpusRes
+	// Transport, H2Streams, Wrapper: see -transport, -h2-streams, -wrapper.
+	Transport string
+	H2Streams int
+	Wrapper   bool
+	Idle      []idleRes
+	Fanout    []fanRes
+	Topics    []fanRes
+	Ingest    []ingestRes
+	Catchup   []catchupRes
+	Scale     []idleRes
+	Compress  []fanRes
+	Corpus    []corpusRes
 }
 
 func logf(format string, args ...any) {
@@ -146,6 +154,9 @@ func main() {
 	flag.BoolVar(&c.noBuild, "no-build", false, "use the binaries already in -bin")
 	flag.StringVar(&c.binDir, "bin", "bin", "where the server binaries are built")
 	flag.StringVar(&c.tmpRoot, "tmp", "/dev/shm", "where servers get their directories (Mercure's bolt file lives there)")
+	flag.StringVar(&c.transport, "transport", transportH1, "subscribers' transport: h1 (plain HTTP/1.1), tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS); publishers use HTTP/1.1 (over TLS unless h1)")
+	flag.IntVar(&c.h2Streams, "h2-streams", 1, "h2: subscriber streams per connection")
+	flag.BoolVar(&c.wrapper, "wrapper", true, "tls, h2: ours gets the sse listener wrapper before tls (listener_wrappers { sse; tls })")
 	flag.IntVar(&c.idleN, "idle-n", 10000, "idle: subscribers")
 	flag.DurationVar(&c.idleHold, "idle-hold", 30*time.Second, "idle: how long they are held")
 	flag.StringVar(&fanSizes, "fanout-sizes", "500,1000,2000,5000", "fan-out: subscriber counts (one topic)")
@@ -266,12 +277,15 @@ func main() {
 	}
 
 	res := &results{
-		Started:  time.Now(),
-		Command:  "cd bench && go run ./cmd/sidebyside " + strings.Join(os.Args[1:], " "),
-		Quick:    c.quick,
-		Machine:  machine(),
-		Versions: versions(benchDir, c.binDir),
-		Config:   describeConfig(&c),
+		Started:   time.Now(),
+		Command:   "cd bench && go run ./cmd/sidebyside " + strings.Join(os.Args[1:], " "),
+		Quick:     c.quick,
+		Machine:   machine(),
+		Versions:  versions(benchDir, c.binDir),
+		Config:    describeConfig(&c),
+		Transport: c.transport,
+		H2Streams: c.h2Streams,
+		Wrapper:   c.wrapper,
 	}
 	r := &runner{c: c, binDir: c.binDir, tmpRoot: c.tmpRoot}
 	res.Machine["load average at the start"] = loadavg()
@@ -452,14 +466,15 @@ func versions(benchDir, binDir string) map[string]string {
 
 func describeConfig(c *config) map[string]string {
 	return map[string]string{
-		"idle":     fmt.Sprintf("%d subscribers, one topic, held %s", c.idleN, c.idleHold),
-		"fanout":   fmt.Sprintf("subscribers %v on one topic; %.0f events/s at most and at most %.0f deliveries/s; %s of publishing; 200-byte JSON events", c.fanSizes, c.fanMaxRate, c.fanBudget, c.fanDuration),
-		"topics":   fmt.Sprintf("%d subscribers over %d topics, %.0f events/s round-robin over topics for %s", c.topicsN, c.topicsCount, c.topicsRate, c.topicsDuration),
-		"ingest":   fmt.Sprintf("%d keep-alive publishers, %s per mode after 0.5 s of warm-up; batches of %d", c.ingestConns, c.ingestDuration, c.batch),
-		"catchup":  fmt.Sprintf("%d subscribers resume %v missed events at once", c.catchupN, c.catchupMissed),
-		"scale":    fmt.Sprintf("%d subscribers held %s", c.scaleN, c.scaleHold),
-		"compress": fmt.Sprintf("subscribers %v; idle %s before publishing; then 200-byte events, %.0f/s at most and at most %.0f deliveries/s, for %s; %d decode, the others count bytes; corpus %d subscribers × %d events", c.compSizes, c.compHold, c.fanMaxRate, c.compBudget, c.fanDuration, c.decodeSample, c.corpusSubs, c.corpusEvents),
-		"sources":  fmt.Sprintf("127.0.0.1..127.0.0.%d", c.sources),
+		"idle":      fmt.Sprintf("%d subscribers, one topic, held %s", c.idleN, c.idleHold),
+		"fanout":    fmt.Sprintf("subscribers %v on one topic; %.0f events/s at most and at most %.0f deliveries/s; %s of publishing; 200-byte JSON events", c.fanSizes, c.fanMaxRate, c.fanBudget, c.fanDuration),
+		"topics":    fmt.Sprintf("%d subscribers over %d topics, %.0f events/s round-robin over topics for %s", c.topicsN, c.topicsCount, c.topicsRate, c.topicsDuration),
+		"ingest":    fmt.Sprintf("%d keep-alive publishers, %s per mode after 0.5 s of warm-up; batches of %d", c.ingestConns, c.ingestDuration, c.batch),
+		"catchup":   fmt.Sprintf("%d subscribers resume %v missed events at once", c.catchupN, c.catchupMissed),
+		"scale":     fmt.Sprintf("%d subscribers held %s", c.scaleN, c.scaleHold),
+		"compress":  fmt.Sprintf("subscribers %v; idle %s before publishing; then 200-byte events, %.0f/s at most and at most %.0f deliveries/s, for %s; %d decode, the others count bytes; corpus %d subscribers × %d events", c.compSizes, c.compHold, c.fanMaxRate, c.compBudget, c.fanDuration, c.decodeSample, c.corpusSubs, c.corpusEvents),
+		"sources":   fmt.Sprintf("127.0.0.1..127.0.0.%d", c.sources),
+		"transport": fmt.Sprintf("%s (h2 streams per connection: %d; ours with the sse listener wrapper: %v)", c.transport, c.h2Streams, c.wrapper),
 	}
 }
 

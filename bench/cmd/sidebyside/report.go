@@ -72,6 +72,9 @@ func errorsOf(b *strings.Builder, errs ...string) {
 func report(res *results) string {
 	var b strings.Builder
 	b.WriteString("# caddy-sse and Mercure, side by side\n\n")
+	if res.Transport != "" && res.Transport != transportH1 {
+		fmt.Fprintf(&b, "Subscribers over **%s** (%s).\n\n", res.Transport, res.Config["transport"])
+	}
 	fmt.Fprintf(&b, "Run %s, %s in all", res.Started.UTC().Format("2006-01-02 15:04 MST"), (time.Duration(res.Seconds) * time.Second).Round(time.Second))
 	if res.Quick {
 		b.WriteString(" (`-quick`: small sizes, short phases; a smoke run, not figures to quote)")
@@ -135,9 +138,9 @@ so read the ratios of one run, not absolute figures. Server RSS and CPU (user + 
 	}
 	b.WriteString("## Server configurations\n\n")
 	b.WriteString("Each measurement starts a fresh process on a free port (8080 below stands for it). Ours, no compression (the compression scenario adds `encode gzip`/`encode zstd` in the site block or `compress gzip`/`compress zstd` in `sse`):\n\n")
-	fmt.Fprintf(&b, "```caddyfile\n%s```\n\n", oursCaddyfile(8080, plainVariant, 0))
+	fmt.Fprintf(&b, "```caddyfile\n%s```\n\n", oursCaddyfile(res.serverConf(oursName), 8080, "/dev/shm/ours-XXXX"))
 	b.WriteString("Mercure (size 1,001 in the catch-up scenario; the JWT signing key is the benchmark's own):\n\n")
-	fmt.Fprintf(&b, "```caddyfile\n%s```\n", mercureCaddyfile(8080, "/dev/shm/mercure-XXXX/mercure.db", mercureHistoryEv))
+	fmt.Fprintf(&b, "```caddyfile\n%s```\n", mercureCaddyfile(res.serverConf(mercureName), 8080, "/dev/shm/mercure-XXXX", "/dev/shm/mercure-XXXX/mercure.db", mercureHistoryEv))
 	return b.String()
 }
 
@@ -403,4 +406,9 @@ func compressTables(b *strings.Builder, rs []fanRes, corpus []corpusRes) {
 		b.WriteString("\n")
 		errorsOf(b, errs...)
 	}
+}
+
+// serverConf is the configuration a run gave server name.
+func (res *results) serverConf(name string) serverConf {
+	return serverConf{name: name, variant: plainVariant, transport: res.Transport, h2Streams: res.H2Streams, wrapper: res.Wrapper}
 }

@@ -70,6 +70,9 @@ func (r *runner) order() []string {
 }
 
 func (r *runner) start(conf serverConf) (*server, error) {
+	if conf.transport == "" {
+		conf.transport, conf.h2Streams, conf.wrapper = r.c.transport, r.c.h2Streams, r.c.wrapper
+	}
 	if r.c.quietCores > 0 {
 		waitQuiet(r.c.quietCores, r.c.quietWait, r.c.quietTotal)
 	}

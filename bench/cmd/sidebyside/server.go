@@ -83,9 +83,31 @@ type serverConf struct {
 	mercureHistory int
 	// oursHistory is ours' history events per topic (0: 1000).
 	oursHistory int
+	// transport: h1 (plain), tls or h2 (see -transport); h2Streams streams
+	// per HTTP/2 connection; wrapper: ours gets the sse listener wrapper
+	// before tls.
+	transport string
+	h2Streams int
+	wrapper   bool
 }
 
-func oursCaddyfile(port int, v variant, history int) string {
+// site is the site address and the lines that set up TLS.
+func (c serverConf) site(port int, dir string) (addr, tlsLine, global string) {
+	if c.transport == "" || c.transport == transportH1 {
+		return fmt.Sprintf("http://127.0.0.1:%d", port), "", ""
+	}
+	tlsLine = fmt.Sprintf("\ttls %s %s\n", filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	global = "\tservers {\n\t\tprotocols h1 h2\n"
+	if c.wrapper && c.name == oursName {
+		global += "\t\tlistener_wrappers {\n\t\t\tsse\n\t\t\ttls\n\t\t}\n"
+	}
+	global += "\t}\n"
+	return fmt.Sprintf("https://127.0.0.1:%d", port), tlsLine, global
+}
+
+func oursCaddyfile(conf serverConf, port int, dir string) string {
+	v, history := conf.variant, conf.oursHistory
+	addr, tlsLine, global := conf.site(port, dir)
 	if history == 0 {
 		history = 1000
 	}
@@ -100,7 +122,7 @@ func oursCaddyfile(port int, v variant, history int) string {
 	case sharedZstd:
 		compress = "compress zstd"
 	}
-	site := fmt.Sprintf("http://127.0.0.1:%d {\n", port)
+	site := addr + " {\n" + tlsLine
 	if encode != "" {
 		site += "\t" + encode + "\n"
 	}
@@ -115,7 +137,7 @@ func oursCaddyfile(port int, v variant, history int) string {
 	log {
 		level ERROR
 	}
-}
+` + global + `}
 
 ` + site + sse + fmt.Sprintf(`		history {
 			events %d
@@ -135,7 +157,8 @@ func oursCaddyfile(port int, v variant, history int) string {
 `, history, bearerToken)
 }
 
-func mercureCaddyfile(port int, dbPath string, size int) string {
+func mercureCaddyfile(conf serverConf, port int, dir, dbPath string, size int) string {
+	addr, tlsLine, global := conf.site(port, dir)
 	return fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -143,10 +166,10 @@ func mercureCaddyfile(port int, dbPath string, size int) string {
 	log {
 		level ERROR
 	}
-}
+%s}
 
-http://127.0.0.1:%d {
-	mercure {
+%s {
+%s	mercure {
 		publisher_jwt %s HS256
 		anonymous
 		heartbeat 15s
@@ -159,7 +182,7 @@ http://127.0.0.1:%d {
 		respond "ok" 200
 	}
 }
-`, port, mercureKey, dbPath, size)
+`, global, addr, tlsLine, mercureKey, dbPath, size)
 }
 
 // hs256 makes a JWT signed with HMAC-SHA256.
@@ -210,16 +233,21 @@ func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server,
 	if err != nil {
 		return nil, err
 	}
+	if conf.transport == transportTLS || conf.transport == transportH2 {
+		if _, _, err := writeCert(s.dir); err != nil {
+			return nil, err
+		}
+	}
 	var cf string
 	switch conf.name {
 	case oursName:
-		cf = oursCaddyfile(s.port, conf.variant, conf.oursHistory)
+		cf = oursCaddyfile(conf, s.port, s.dir)
 	case mercureName:
 		size := conf.mercureHistory
 		if size == 0 {
 			size = mercureHistoryEv
 		}
-		cf = mercureCaddyfile(s.port, filepath.Join(s.dir, "mercure.db"), size)
+		cf = mercureCaddyfile(conf, s.port, s.dir, filepath.Join(s.dir, "mercure.db"), size)
 	}
 	cfPath := filepath.Join(s.dir, "Caddyfile")
 	if err := os.WriteFile(cfPath, []byte(cf), 0o644); err != nil {
@@ -246,6 +274,13 @@ func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server,
 	s.pid = s.cmd.Process.Pid
 	track(s, true)
 	s.d = newDialer(s.port, sources)
+	switch conf.transport {
+	case transportTLS:
+		s.d.tls = tlsClient("http/1.1")
+	case transportH2:
+		s.d.tls = tlsClient("http/1.1") // publishers
+		s.d.h2 = &h2pool{d: s.d, streamsPerConn: max(1, conf.h2Streams)}
+	}
 	// ready when /plain answers
 	deadline := time.Now().Add(20 * time.Second)
 	for {
