@@ -80,6 +80,7 @@ func detach(w http.ResponseWriter, r *http.Request) (*detached, error) {
 	tcp := conn
 	if tc, ok := conn.(*tls.Conn); ok {
 		tcp = tc.NetConn()
+		releaseReadBuffers(tc)
 	}
 	if sc, ok := tcp.(syscall.Conn); ok {
 		d.raw, _ = sc.SyscallConn()

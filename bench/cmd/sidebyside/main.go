@@ -58,6 +58,7 @@ type config struct {
 	compBudget float64
 
 	transport string
+	pprofDir  string
 	h2Streams int
 	wrapper   bool
 
@@ -148,13 +149,14 @@ func main() {
 	var scen, servers, fanSizes, compSizes string
 	flag.StringVar(&c.out, "out", "results", "directory for results.md, results.json and chart.png")
 	flag.StringVar(&scen, "scenarios", "all", "comma-separated: "+strings.Join(allScenarios, ","))
-	flag.StringVar(&servers, "servers", "ours,mercure", "servers to run: ours,mercure")
+	flag.StringVar(&servers, "servers", "ours,mercure", "servers to run: ours,mercure,nchan (nchan: Debian's nginx with libnginx-mod-nchan, installed)")
 	flag.BoolVar(&c.quick, "quick", false, "small sizes and short phases: a smoke run of about two minutes")
 	flag.IntVar(&c.sources, "sources", 64, "source addresses 127.0.0.1 .. 127.0.0.N for outgoing connections")
 	flag.BoolVar(&c.noBuild, "no-build", false, "use the binaries already in -bin")
 	flag.StringVar(&c.binDir, "bin", "bin", "where the server binaries are built")
 	flag.StringVar(&c.tmpRoot, "tmp", "/dev/shm", "where servers get their directories (Mercure's bolt file lives there)")
 	flag.StringVar(&c.transport, "transport", transportH1, "subscribers' transport: h1 (plain HTTP/1.1), tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS); publishers use HTTP/1.1 (over TLS unless h1)")
+	flag.StringVar(&c.pprofDir, "pprof", "", "save Caddy's heap and goroutine profiles at the end of each idle hold and a CPU profile of each fan-out's publishing into this directory (turns the admin endpoint on)")
 	flag.IntVar(&c.h2Streams, "h2-streams", 1, "h2: subscriber streams per connection")
 	flag.BoolVar(&c.wrapper, "wrapper", true, "tls, h2: ours gets the sse listener wrapper before tls (listener_wrappers { sse; tls })")
 	flag.IntVar(&c.idleN, "idle-n", 10000, "idle: subscribers")
@@ -232,7 +234,7 @@ func main() {
 		def("noisy-retries", func() { c.noisyRetries = 0 })
 	}
 	c.scenarios = setList(scen, allScenarios)
-	c.servers = setList(servers, []string{oursName, mercureName})
+	c.servers = setList(servers, []string{oursName, mercureName, nchanName})
 	c.fanSizes = intList(fanSizes)
 	c.compSizes = intList(compSizes)
 	c.catchupMissed = intList(*catchupEvents)
@@ -269,9 +271,15 @@ func main() {
 	if err := os.MkdirAll(c.out, 0o755); err != nil {
 		fatal(err)
 	}
+	if c.pprofDir != "" {
+		c.pprofDir, _ = filepath.Abs(c.pprofDir)
+		if err := os.MkdirAll(c.pprofDir, 0o755); err != nil {
+			fatal(err)
+		}
+	}
 	if !c.noBuild {
 		logf("building %s and %s into %s", oursName, mercureName, c.binDir)
-		if err := build(benchDir, c.binDir, 5); err != nil {
+		if err := build(benchDir, c.binDir, 5, c.servers); err != nil {
 			fatal(err)
 		}
 	}
@@ -489,7 +497,7 @@ func writeOutputs(dir string, res *results) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(report(res)), 0o644); err != nil {
 		return err
 	}
-	if len(res.Fanout) > 0 {
+	if _, ok := find(res.Fanout, func(r fanRes) string { return r.Server }, oursName); ok {
 		if err := chart(filepath.Join(dir, "chart.png"), res); err != nil {
 			return err
 		}

@@ -8,7 +8,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -23,6 +25,10 @@ import (
 const (
 	oursName    = "ours"
 	mercureName = "mercure"
+	// nchanName is nginx with nchan (Debian's nginx and
+	// libnginx-mod-nchan, not built here): -servers ours,mercure,nchan.
+	nchanName   = "nchan"
+	nchanModule = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 
 	// bearerToken authenticates publishers to ours.
 	bearerToken = "bench-publisher-token-2f6c1e"
@@ -33,8 +39,11 @@ const (
 // build compiles both servers into binDir from bench/go.mod (ours through
 // its replace of the working tree). -mod=mod lets a dependency the working
 // tree has just gained be added to bench/go.mod instead of failing.
-func build(benchDir, binDir string, retries int) error {
+func build(benchDir, binDir string, retries int, wanted map[string]bool) error {
 	for _, name := range []string{oursName, mercureName} {
+		if !wanted[name] {
+			continue
+		}
 		var out []byte
 		var err error
 		for attempt := 0; ; attempt++ {
@@ -89,6 +98,18 @@ type serverConf struct {
 	transport string
 	h2Streams int
 	wrapper   bool
+	// adminPort, when set, turns Caddy's admin endpoint on there (for
+	// -pprof); 0 keeps it off.
+	adminPort int
+	// pprofDir: where -pprof profiles go ("" for none).
+	pprofDir string
+}
+
+func (c serverConf) admin() string {
+	if c.adminPort == 0 {
+		return "admin off"
+	}
+	return fmt.Sprintf("admin 127.0.0.1:%d", c.adminPort)
 }
 
 // site is the site address and the lines that set up TLS.
@@ -131,7 +152,7 @@ func oursCaddyfile(conf serverConf, port int, dir string) string {
 		sse += "\t\t" + compress + "\n"
 	}
 	return `{
-	admin off
+	` + conf.admin() + `
 	persist_config off
 	auto_https off
 	log {
@@ -160,7 +181,7 @@ func oursCaddyfile(conf serverConf, port int, dir string) string {
 func mercureCaddyfile(conf serverConf, port int, dir, dbPath string, size int) string {
 	addr, tlsLine, global := conf.site(port, dir)
 	return fmt.Sprintf(`{
-	admin off
+	%s
 	persist_config off
 	auto_https off
 	log {
@@ -182,7 +203,7 @@ func mercureCaddyfile(conf serverConf, port int, dir, dbPath string, size int) s
 		respond "ok" 200
 	}
 }
-`, global, addr, tlsLine, mercureKey, dbPath, size)
+`, conf.admin(), global, addr, tlsLine, mercureKey, dbPath, size)
 }
 
 // hs256 makes a JWT signed with HMAC-SHA256.
@@ -225,6 +246,9 @@ func freePort() int {
 }
 
 func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server, error) {
+	if conf.pprofDir != "" {
+		conf.adminPort = freePort()
+	}
 	s := &server{conf: conf, port: freePort()}
 	var err error
 	// Mercure's bolt history lives in tmpfs (/dev/shm) when available, so
@@ -240,6 +264,8 @@ func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server,
 	}
 	var cf string
 	switch conf.name {
+	case nchanName:
+		cf = nchanConf(conf, s.port, s.dir)
 	case oursName:
 		cf = oursCaddyfile(conf, s.port, s.dir)
 	case mercureName:
@@ -250,6 +276,9 @@ func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server,
 		cf = mercureCaddyfile(conf, s.port, s.dir, filepath.Join(s.dir, "mercure.db"), size)
 	}
 	cfPath := filepath.Join(s.dir, "Caddyfile")
+	if conf.name == nchanName {
+		cfPath = filepath.Join(s.dir, "nginx.conf")
+	}
 	if err := os.WriteFile(cfPath, []byte(cf), 0o644); err != nil {
 		return nil, err
 	}
@@ -257,7 +286,11 @@ func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server,
 	if err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(filepath.Join(binDir, conf.name), "run", "--config", cfPath, "--adapter", "caddyfile")
+	if conf.name == nchanName {
+		s.cmd = exec.Command("nginx", "-p", s.dir, "-c", cfPath)
+	} else {
+		s.cmd = exec.Command(filepath.Join(binDir, conf.name), "run", "--config", cfPath, "--adapter", "caddyfile")
+	}
 	s.cmd.Dir = s.dir
 	s.cmd.Stdout = s.logf
 	s.cmd.Stderr = s.logf
@@ -427,6 +460,11 @@ func (s *server) publish(p *pubConn, topic string, data []byte) (string, error) 
 		form = append(form, "&data="...)
 		form = append(form, url.QueryEscape(string(data))...)
 		st, body, err = p.post("/.well-known/mercure", "application/x-www-form-urlencoded", "Bearer "+mercureJWT, form)
+	} else if s.conf.name == nchanName {
+		st, body, err = p.post("/pub/"+topic, "application/json", "", data)
+		if err == nil && (st == 201 || st == 202) {
+			return "", nil // nchan answers the channel's state, no id
+		}
 	} else {
 		st, body, err = p.post("/events/"+topic, "application/json", "Bearer "+bearerToken, data)
 	}
@@ -536,4 +574,73 @@ func waitQuiet(limit float64, perPhase, totalCap time.Duration) {
 		}
 	}
 	quietWaited += time.Since(start)
+}
+
+// profile saves Caddy's /debug/pprof/<what> (query: e.g. seconds=10) to
+// pprofDir/<transport>-<server>-<label>.<what> (with -pprof).
+func (s *server) profile(what, query, label string) {
+	if s.conf.pprofDir == "" {
+		return
+	}
+	u := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s?%s", s.conf.adminPort, what, query)
+	resp, err := http.Get(u)
+	if err != nil {
+		logf("  pprof %s: %v", what, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	name := filepath.Join(s.conf.pprofDir, fmt.Sprintf("%s-%s-%s.%s", s.conf.transport, s.conf.name, label, what))
+	if err := os.WriteFile(name, b, 0o644); err != nil {
+		logf("  pprof: %v", err)
+	}
+}
+
+// nchanConf is nginx in one process (no master) serving nchan: subscribers
+// at /events/<topic> (EventSource), publishers at /pub/<topic>, history of
+// 1,000 messages per channel, a ping every 15 s.
+func nchanConf(conf serverConf, port int, dir string) string {
+	listen := fmt.Sprintf("listen 127.0.0.1:%d;", port)
+	tlsLines := ""
+	if conf.transport == transportTLS || conf.transport == transportH2 {
+		listen = fmt.Sprintf("listen 127.0.0.1:%d ssl http2;", port)
+		tlsLines = fmt.Sprintf("\t\tssl_certificate %s;\n\t\tssl_certificate_key %s;\n", filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	}
+	return fmt.Sprintf(`load_module %s;
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 100000;
+error_log %s/error.log error;
+pid %s/nginx.pid;
+events {
+	worker_connections 60000;
+}
+http {
+	access_log off;
+	client_body_temp_path %s;
+	proxy_temp_path %s;
+	fastcgi_temp_path %s;
+	uwsgi_temp_path %s;
+	scgi_temp_path %s;
+	keepalive_requests 1000000;
+	server {
+		%s
+%s		location ~ ^/events/(.+)$ {
+			nchan_subscriber eventsource;
+			nchan_channel_id $1;
+			nchan_eventsource_ping_interval 15;
+		}
+		location ~ ^/pub/(.+)$ {
+			nchan_publisher;
+			nchan_channel_id $1;
+			nchan_message_buffer_length 1000;
+			nchan_message_timeout 1h;
+		}
+		location = /plain {
+			return 200 "ok";
+		}
+	}
+}
+`, nchanModule, dir, dir, dir, dir, dir, dir, dir, listen, tlsLines)
 }
