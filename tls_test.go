@@ -192,3 +192,21 @@ func TestHTTP2StreamBehindTheListenerWrapper(t *testing.T) {
 		t.Fatalf("got %+v, %v", ev, err)
 	}
 }
+
+// The sse listener wrapper takes no arguments and no options.
+func TestListenerWrapperCaddyfile(t *testing.T) {
+	for _, c := range []struct {
+		wrapper string
+		ok      bool
+	}{
+		{"sse", true},
+		{"sse extra", false},
+		{"sse {\n\t\t\t\tbuffer 4k\n\t\t\t}", false},
+	} {
+		cf := fmt.Sprintf("{\n\tservers {\n\t\tlistener_wrappers {\n\t\t\t%s\n\t\t\ttls\n\t\t}\n\t}\n}\n\nhttps://127.0.0.1:1 {\n\ttls internal\n\trespond ok\n}\n", c.wrapper)
+		err := testcaddy.ValidateCaddyfile(cf)
+		if (err == nil) != c.ok {
+			t.Errorf("%q: error %v, want ok=%v", c.wrapper, err, c.ok)
+		}
+	}
+}
