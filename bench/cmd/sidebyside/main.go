@@ -57,10 +57,11 @@ type config struct {
 	compHold   time.Duration
 	compBudget float64
 
-	transport string
-	pprofDir  string
-	h2Streams int
-	wrapper   bool
+	transport   string
+	pprofDir    string
+	oursServers string
+	h2Streams   int
+	wrapper     bool
 
 	quietCores float64
 	quietWait  time.Duration
@@ -88,14 +89,16 @@ type results struct {
 	Transport string
 	H2Streams int
 	Wrapper   bool
-	Idle      []idleRes
-	Fanout    []fanRes
-	Topics    []fanRes
-	Ingest    []ingestRes
-	Catchup   []catchupRes
-	Scale     []idleRes
-	Compress  []fanRes
-	Corpus    []corpusRes
+	// OursServers: see -ours-servers.
+	OursServers string
+	Idle        []idleRes
+	Fanout      []fanRes
+	Topics      []fanRes
+	Ingest      []ingestRes
+	Catchup     []catchupRes
+	Scale       []idleRes
+	Compress    []fanRes
+	Corpus      []corpusRes
 }
 
 func logf(format string, args ...any) {
@@ -157,6 +160,7 @@ func main() {
 	flag.StringVar(&c.tmpRoot, "tmp", "/dev/shm", "where servers get their directories (Mercure's bolt file lives there)")
 	flag.StringVar(&c.transport, "transport", transportH1, "subscribers' transport: h1 (plain HTTP/1.1), tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS); publishers use HTTP/1.1 (over TLS unless h1)")
 	flag.StringVar(&c.pprofDir, "pprof", "", "save Caddy's heap and goroutine profiles at the end of each idle hold and a CPU profile of each fan-out's publishing into this directory (turns the admin endpoint on)")
+	flag.StringVar(&c.oursServers, "ours-servers", "", "Caddyfile lines added to ours' servers global option, e.g. 'timeouts {\\n\\twrite_idle -1s\\n}' (\\n and \\t are unescaped)")
 	flag.IntVar(&c.h2Streams, "h2-streams", 1, "h2: subscriber streams per connection")
 	flag.BoolVar(&c.wrapper, "wrapper", true, "tls, h2: ours gets the sse listener wrapper before tls (listener_wrappers { sse; tls })")
 	flag.IntVar(&c.idleN, "idle-n", 10000, "idle: subscribers")
@@ -233,6 +237,7 @@ func main() {
 		def("quiet", func() { c.quietCores = 0 })
 		def("noisy-retries", func() { c.noisyRetries = 0 })
 	}
+	c.oursServers = strings.NewReplacer(`\n`, "\n", `\t`, "\t").Replace(c.oursServers)
 	c.scenarios = setList(scen, allScenarios)
 	c.servers = setList(servers, []string{oursName, mercureName, nchanName})
 	c.fanSizes = intList(fanSizes)
@@ -285,15 +290,16 @@ func main() {
 	}
 
 	res := &results{
-		Started:   time.Now(),
-		Command:   "cd bench && go run ./cmd/sidebyside " + strings.Join(os.Args[1:], " "),
-		Quick:     c.quick,
-		Machine:   machine(),
-		Versions:  versions(benchDir, c.binDir),
-		Config:    describeConfig(&c),
-		Transport: c.transport,
-		H2Streams: c.h2Streams,
-		Wrapper:   c.wrapper,
+		Started:     time.Now(),
+		Command:     "cd bench && go run ./cmd/sidebyside " + strings.Join(os.Args[1:], " "),
+		Quick:       c.quick,
+		Machine:     machine(),
+		Versions:    versions(benchDir, c.binDir),
+		Config:      describeConfig(&c),
+		Transport:   c.transport,
+		H2Streams:   c.h2Streams,
+		Wrapper:     c.wrapper,
+		OursServers: c.oursServers,
 	}
 	r := &runner{c: c, binDir: c.binDir, tmpRoot: c.tmpRoot}
 	res.Machine["load average at the start"] = loadavg()
@@ -482,7 +488,7 @@ func describeConfig(c *config) map[string]string {
 		"scale":     fmt.Sprintf("%d subscribers held %s", c.scaleN, c.scaleHold),
 		"compress":  fmt.Sprintf("subscribers %v; idle %s before publishing; then 200-byte events, %.0f/s at most and at most %.0f deliveries/s, for %s; %d decode, the others count bytes; corpus %d subscribers × %d events", c.compSizes, c.compHold, c.fanMaxRate, c.compBudget, c.fanDuration, c.decodeSample, c.corpusSubs, c.corpusEvents),
 		"sources":   fmt.Sprintf("127.0.0.1..127.0.0.%d", c.sources),
-		"transport": fmt.Sprintf("%s (h2 streams per connection: %d; ours with the sse listener wrapper: %v)", c.transport, c.h2Streams, c.wrapper),
+		"transport": fmt.Sprintf("%s (h2 streams per connection: %d; ours with the sse listener wrapper: %v; ours' extra servers lines: %q)", c.transport, c.h2Streams, c.wrapper, c.oursServers),
 	}
 }
 

@@ -74,6 +74,7 @@ func (r *runner) start(conf serverConf) (*server, error) {
 		conf.transport, conf.h2Streams, conf.wrapper = r.c.transport, r.c.h2Streams, r.c.wrapper
 	}
 	conf.pprofDir = r.c.pprofDir
+	conf.oursServers = r.c.oursServers
 	if r.c.quietCores > 0 {
 		waitQuiet(r.c.quietCores, r.c.quietWait, r.c.quietTotal)
 	}
@@ -155,6 +156,7 @@ func (r *runner) idle(name string, n int, hold time.Duration) idleRes {
 	st1 := s.stat()
 	s.profile("heap", "gc=1", fmt.Sprintf("idle%d", n))
 	s.profile("goroutine", "debug=1", fmt.Sprintf("idle%d", n))
+	s.profile("metrics", "", fmt.Sprintf("idle%d", n))
 	res.OtherCores = bg0.cores(snapBG(s))
 	res.PeakRSSMiB = mib(sm.end())
 	res.EndRSSMiB = mib(st1.rssKiB)

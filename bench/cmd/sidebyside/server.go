@@ -103,6 +103,9 @@ type serverConf struct {
 	adminPort int
 	// pprofDir: where -pprof profiles go ("" for none).
 	pprofDir string
+	// oursServers: Caddyfile lines added to ours' servers global option
+	// (-ours-servers).
+	oursServers string
 }
 
 func (c serverConf) admin() string {
@@ -114,15 +117,22 @@ func (c serverConf) admin() string {
 
 // site is the site address and the lines that set up TLS.
 func (c serverConf) site(port int, dir string) (addr, tlsLine, global string) {
+	extra := ""
+	if c.name == oursName && c.oursServers != "" {
+		extra = "\t\t" + strings.ReplaceAll(c.oursServers, "\n", "\n\t\t") + "\n"
+	}
 	if c.transport == "" || c.transport == transportH1 {
-		return fmt.Sprintf("http://127.0.0.1:%d", port), "", ""
+		if extra != "" {
+			global = "\tservers {\n" + extra + "\t}\n"
+		}
+		return fmt.Sprintf("http://127.0.0.1:%d", port), "", global
 	}
 	tlsLine = fmt.Sprintf("\ttls %s %s\n", filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
 	global = "\tservers {\n\t\tprotocols h1 h2\n"
 	if c.wrapper && c.name == oursName {
 		global += "\t\tlistener_wrappers {\n\t\t\tsse\n\t\t\ttls\n\t\t}\n"
 	}
-	global += "\t}\n"
+	global += extra + "\t}\n"
 	return fmt.Sprintf("https://127.0.0.1:%d", port), tlsLine, global
 }
 
@@ -583,6 +593,9 @@ func (s *server) profile(what, query, label string) {
 		return
 	}
 	u := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s?%s", s.conf.adminPort, what, query)
+	if what == "metrics" {
+		u = fmt.Sprintf("http://127.0.0.1:%d/metrics", s.conf.adminPort)
+	}
 	resp, err := http.Get(u)
 	if err != nil {
 		logf("  pprof %s: %v", what, err)
