@@ -118,3 +118,34 @@ func TestCaddyfileErrors(t *testing.T) {
 		})
 	}
 }
+
+// Mistakes in `store redis` are reported with their line; a bad URL fails
+// the config without showing its password.
+func TestRedisStoreCaddyfileErrors(t *testing.T) {
+	for _, c := range []struct{ block, says string }{
+		{"store redis", "store redis: missing the URL"},
+		{"store redis redis://127.0.0.1:6379 extra", "wrong argument count"},
+		{"store redis redis://127.0.0.1:6379 {\n\tbogus 1\n}", `unrecognized redis store option "bogus"`},
+		{"store redis redis://127.0.0.1:6379 {\n\tpool_size many\n}", `pool_size: "many" is not a non-negative integer`},
+		{"store redis redis://127.0.0.1:6379 {\n\tdial_timeout soon\n}", "dial_timeout:"},
+		{"store redis redis://127.0.0.1:6379 {\n\tprefix a:\n\tprefix b:\n}", `option "prefix" given twice`},
+	} {
+		text := "http://localhost:8080 {\n\tsse {\n\t\t" + strings.ReplaceAll(c.block, "\n", "\n\t\t") + "\n\t}\n}\n"
+		if _, err := adapt(text); err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%q: error %v, want one saying %q", c.block, err, c.says)
+		}
+	}
+	for _, c := range []struct{ url, says string }{
+		{"http://127.0.0.1:6379", "redis store: url"},
+		{"redis://user:hunter2@127.0.0.1:notaport", "redis store: url"},
+		{"redis://127.0.0.1:6379 {\n\tprefix a{b}\n}", "must not contain braces"},
+	} {
+		text := "{\n\tadmin off\n}\nhttp://localhost:8080 {\n\tsse {\n\t\tstore redis " + c.url + "\n\t}\n}\n"
+		err := testcaddy.ValidateCaddyfile(text)
+		if err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%q: error %v, want one saying %q", c.url, err, c.says)
+		} else if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+}

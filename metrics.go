@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ssegate/caddy-sse/replay/redisstore"
 	"github.com/ssegate/caddy-sse/source"
 )
 
@@ -161,12 +162,19 @@ func (sourceCollector) Collect(ch chan<- prometheus.Metric) {
 // already there (the same config provisioning a second sse handler) is
 // fine.
 func registerMetrics(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{
+	return register(reg,
 		metrics.subscribers, metrics.subscriptions, metrics.replays, metrics.resets,
 		metrics.delivered, metrics.bytesWritten, metrics.slowDisconnects,
 		metrics.published, metrics.rejects, metrics.subscribeRejects, metrics.unreadable,
 		sourceCollector{},
-	} {
+	)
+}
+
+// register adds collectors to a registry. One already there is fine: each
+// config has its own registry, provisioned once per sse handler, and the
+// collectors are process-wide so that their values survive reloads.
+func register(reg prometheus.Registerer, collectors ...prometheus.Collector) error {
+	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -175,4 +183,62 @@ func registerMetrics(reg prometheus.Registerer) error {
 		}
 	}
 	return nil
+}
+
+// ---- Redis stores ----
+var (
+	redisUpDesc = prometheus.NewDesc("caddy_sse_redis_up",
+		"1 when the last exchange with the Redis server of an sse redis store succeeded.", []string{"addr"}, nil)
+	redisOutagesDesc = prometheus.NewDesc("caddy_sse_redis_outages_total",
+		"Times the Redis server of an sse redis store became unreachable.", []string{"addr"}, nil)
+)
+
+// redisCollector reports the state of every open Redis store, by server
+// address (never credentials). Stores on one server with different
+// prefixes are one series: up only when all are.
+type redisCollector struct{}
+
+func (redisCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- redisUpDesc
+	ch <- redisOutagesDesc
+}
+
+func (redisCollector) Collect(ch chan<- prometheus.Metric) {
+	type state struct {
+		up      bool
+		outages uint64
+	}
+	byAddr := map[string]*state{}
+	stores.Range(func(_, v any) bool {
+		st, ok := v.(*redisstore.Store)
+		if !ok {
+			return true
+		}
+		addr := st.Client().Options().Addr
+		s := byAddr[addr]
+		if s == nil {
+			s = &state{up: true}
+			byAddr[addr] = s
+		}
+		s.up = s.up && st.Up()
+		s.outages += st.Outages()
+		return true
+	})
+	for addr, s := range byAddr {
+		up := 0.0
+		if s.up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(redisUpDesc, prometheus.GaugeValue, up, addr)
+		ch <- prometheus.MustNewConstMetric(redisOutagesDesc, prometheus.CounterValue, float64(s.outages), addr)
+	}
+}
+
+// registerRedisMetrics adds the Redis collector to a config's registry,
+// once a redis store is provisioned in it.
+func registerRedisMetrics(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	return register(reg, redisCollector{})
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -318,15 +317,6 @@ func sourceKey(cfg source.Config, store replay.Store) (string, error) {
 	}
 	sum := sha256.Sum256(append([]byte(fmt.Sprintf("%p\x00", store)), b...))
 	return "source:" + hex.EncodeToString(sum[:]), nil
-}
-
-// redactURL is the URL as logged: no password.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(invalid URL)"
-	}
-	return u.Redacted()
 }
 
 // unmarshalSource reads one `source` block of the sse directive. Syntax:

@@ -10,7 +10,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -83,9 +82,13 @@ func (RedisStore) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision connects (lazily: a Redis that is down at start only makes
-// requests fail until it is up), or takes a reference to the store a
-// previous config (a reload) opened with the same settings.
+// Provision opens the store, asking Redis once within the dial timeout, or
+// takes a reference to the store a previous config (a reload) opened with
+// the same settings. A Redis that does not answer is logged as down, and
+// provisioning still succeeds: failing it would keep Caddy, with every
+// other site it serves, from starting during a Redis outage, while the
+// store answers 503 to publishers and a retry hint to new subscribers
+// until Redis is back, and then serves on its own.
 func (s *RedisStore) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
 	routeRedisLogs()
@@ -98,7 +101,7 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 	// store (history is in Redis, so nothing is lost).
 	key := fmt.Sprintf("redis:%s|%s|%d|%d|%d|%d|%d", s.expandedURL(), opts.Prefix, s.PoolSize,
 		s.DialTimeout, s.ReadTimeout, s.WriteTimeout, s.LeaseTTL)
-	v, loaded, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+	store, loaded, err := acquireStore(key, func() (*redisstore.Store, error) {
 		opts.Logger = s.logger
 		// The handler configures the real bounds right after.
 		return redisstore.New(ctx, opts, replay.Config{})
@@ -107,9 +110,14 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("redis store %s: %w", s.addr, err)
 	}
 	s.key = key
-	s.store = v.(*redisstore.Store)
+	s.store = store
 	if !loaded {
-		s.logger.Info("opened sse redis store", zap.String("addr", s.addr), zap.String("prefix", opts.Prefix), zap.Bool("up", s.store.Up()))
+		fields := []zap.Field{zap.String("addr", s.addr), zap.String("prefix", opts.Prefix), zap.Bool("up", s.store.Up())}
+		if s.store.Up() {
+			s.logger.Info("opened sse redis store", fields...)
+		} else {
+			s.logger.Warn("opened sse redis store, but redis does not answer: publishes answer 503 and subscribers are asked to retry until it does", fields...)
+		}
 	}
 	if err := registerRedisMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering redis store metrics: %w", err)
@@ -129,7 +137,7 @@ func (s *RedisStore) options() (redisstore.Options, error) {
 	ro, err := redis.ParseURL(s.expandedURL())
 	if err != nil {
 		// The URL may hold a password: name only what is wrong.
-		return redisstore.Options{}, fmt.Errorf("redis store: url: %v", redactRedisError(err, s.expandedURL()))
+		return redisstore.Options{}, fmt.Errorf("redis store: url: %v", redactedError(err, s.expandedURL()))
 	}
 	if s.PoolSize > 0 {
 		ro.PoolSize = s.PoolSize
@@ -154,16 +162,6 @@ func (s *RedisStore) options() (redisstore.Options, error) {
 	}, nil
 }
 
-func redactRedisError(err error, url string) string {
-	msg := err.Error()
-	if i := strings.Index(url, "://"); i >= 0 {
-		if at := strings.LastIndexByte(url, '@'); at > i {
-			msg = strings.ReplaceAll(msg, url[i+3:at], "xxxxx")
-		}
-	}
-	return msg
-}
-
 // Validate checks the configuration.
 func (s *RedisStore) Validate() error {
 	if s.URL == "" {
@@ -178,12 +176,8 @@ func (s *RedisStore) Validate() error {
 // Cleanup drops the reference; the last one stops tailing and closes the
 // connections (the data stays in Redis).
 func (s *RedisStore) Cleanup() error {
-	if s.key == "" {
-		return nil
-	}
-	key := s.key
+	closed, err := releaseStore(s.key)
 	s.key = ""
-	closed, err := stores.Delete(key)
 	if err != nil {
 		return fmt.Errorf("closing sse redis store %s: %w", s.addr, err)
 	}
@@ -215,7 +209,11 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	seen := optionsSeen{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := seen.once(d, "store redis"); err != nil {
+			return err
+		}
 		var err error
 		switch d.Val() {
 		case "prefix":
@@ -240,8 +238,6 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// ---- logs and metrics ----
-
 var routeRedisLogsOnce sync.Once
 
 // routeRedisLogs sends the Redis client's own messages (one per failed
@@ -259,67 +255,6 @@ func (redisLogger) Printf(_ context.Context, format string, v ...any) {
 	if l := caddy.Log().Named("redis"); l.Core().Enabled(zap.DebugLevel) {
 		l.Debug(fmt.Sprintf(format, v...))
 	}
-}
-
-var (
-	redisUpDesc = prometheus.NewDesc("caddy_sse_redis_up",
-		"1 when the last exchange with the Redis server of an sse redis store succeeded.", []string{"addr"}, nil)
-	redisOutagesDesc = prometheus.NewDesc("caddy_sse_redis_outages_total",
-		"Times the Redis server of an sse redis store became unreachable.", []string{"addr"}, nil)
-)
-
-// redisCollector reports the state of every open Redis store, by server
-// address (never credentials). Stores on one server with different
-// prefixes are one series: up only when all are.
-type redisCollector struct{}
-
-func (redisCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- redisUpDesc
-	ch <- redisOutagesDesc
-}
-
-func (redisCollector) Collect(ch chan<- prometheus.Metric) {
-	type state struct {
-		up      bool
-		outages uint64
-	}
-	byAddr := map[string]*state{}
-	stores.Range(func(_, v any) bool {
-		st, ok := v.(*redisstore.Store)
-		if !ok {
-			return true
-		}
-		addr := st.Client().Options().Addr
-		s := byAddr[addr]
-		if s == nil {
-			s = &state{up: true}
-			byAddr[addr] = s
-		}
-		s.up = s.up && st.Up()
-		s.outages += st.Outages()
-		return true
-	})
-	for addr, s := range byAddr {
-		up := 0.0
-		if s.up {
-			up = 1
-		}
-		ch <- prometheus.MustNewConstMetric(redisUpDesc, prometheus.GaugeValue, up, addr)
-		ch <- prometheus.MustNewConstMetric(redisOutagesDesc, prometheus.CounterValue, float64(s.outages), addr)
-	}
-}
-
-func registerRedisMetrics(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	if err := reg.Register(redisCollector{}); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if !errors.As(err, &already) {
-			return err
-		}
-	}
-	return nil
 }
 
 // Interface guards

@@ -1,15 +1,11 @@
 package source
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -101,15 +97,10 @@ func TestLineWithoutIDWaitsForTheStore(t *testing.T) {
 	src := newSource(t, Config{URL: url, Mapping: Mapping{Topic: "/t"}}, store)
 	events(t, store, "/t", 3)
 
-	pid := redisProcess(t, srv.Addr)
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	srv.Freeze()
 	close(more)
 	time.Sleep(3 * time.Second)
-	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
+	srv.Thaw()
 
 	got := events(t, store, "/t", 6)
 	time.Sleep(300 * time.Millisecond) // room for a late duplicate
@@ -125,31 +116,4 @@ func TestLineWithoutIDWaitsForTheStore(t *testing.T) {
 	if st := src.Stats(); st.Skipped != 0 || st.Appended+st.Duplicates != 6 {
 		t.Errorf("stats %+v: want 6 appended or found appended, nothing skipped", st)
 	}
-}
-
-// redisProcess asks Redis for its process id, to freeze it as a stalled
-// machine would.
-func redisProcess(t *testing.T, addr string) int {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := conn.Write([]byte("INFO server\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(conn)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "process_id:"); ok {
-			pid, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil {
-				t.Fatalf("process_id %q", v)
-			}
-			return pid
-		}
-	}
-	t.Fatalf("INFO server gave no process_id: %v", sc.Err())
-	return 0
 }

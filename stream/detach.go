@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"reflect"
 	"strconv"
 	"sync"
 	"syscall"
@@ -73,6 +74,7 @@ func detach(w http.ResponseWriter, r *http.Request) (*detached, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotDetachable, err)
 	}
+	conn = unwrapCounted(conn)
 	// Clear the server's read and write deadlines: the stream sets its own
 	// write deadlines and never reads.
 	_ = conn.SetDeadline(time.Time{})
@@ -93,6 +95,32 @@ func detach(w http.ResponseWriter, r *http.Request) (*detached, error) {
 		d.w = &rawWriter{raw: d.raw}
 	}
 	return d, nil
+}
+
+// caddyCountedConn is the type of the connection Caddy's access log
+// recorder hands out on Hijack: it embeds the real connection as its field
+// Conn and adds what is written to the recorder's size.
+var caddyCountedConn = struct{ pkg, name string }{"github.com/caddyserver/caddy/v2/modules/caddyhttp", "hijackedConn"}
+
+// unwrapCounted returns the connection under Caddy's access log counter
+// (a site with `log`), and any other connection as it is. The counter's
+// size is read by the access log once the handler returns, while a
+// detached stream goes on writing from another goroutine (a data race),
+// and it hides the socket (syscall.Conn), without which a stream can
+// neither park nor notice a hang-up. The access log then records the
+// head's size, as it would anyway: it is written when the handler returns.
+func unwrapCounted(conn net.Conn) net.Conn {
+	v := reflect.ValueOf(conn)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return conn
+	}
+	if t := v.Elem().Type(); t.PkgPath() != caddyCountedConn.pkg || t.Name() != caddyCountedConn.name {
+		return conn
+	}
+	if inner, ok := v.Elem().FieldByName("Conn").Interface().(net.Conn); ok && inner != nil {
+		return inner
+	}
+	return conn
 }
 
 // serveDetached is serveInRequest for a detached stream: it delivers until the topic
@@ -123,14 +151,14 @@ func (d *detached) watch(onHangup func()) {
 }
 
 // close ends the stream's connection. After a clean end (the topic closed,
-// the server stopping) the last chunk ends the response body first, so the
-// client sees a complete response.
+// the server stopping, the credential expired) the last chunk ends the
+// response body first, so the client sees a complete response.
 //
 // A parked stream that ends otherwise (its client gone, a write failed)
 // ends from the lot, whose writes must not wait: over TLS the close alert
 // is then left unsent.
 func (d *detached) close(err error) {
-	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped)) {
+	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped) || errors.Is(err, ErrExpired)) {
 		deadline := time.Now().Add(time.Second)
 		if d.nonblocking {
 			_ = d.unpark(deadline)

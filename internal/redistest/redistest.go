@@ -176,6 +176,13 @@ func (s *Server) Restart() {
 	s.t.Fatalf("restarting redis-server: %v", err)
 }
 
+// Crash kills the server at once (SIGKILL), losing what it had not made
+// durable; Restart brings it back on the same port and data.
+func (s *Server) Crash() {
+	s.t.Helper()
+	s.kill()
+}
+
 // Running reports whether the server process is up.
 func (s *Server) Running() bool {
 	s.mu.Lock()

@@ -22,8 +22,7 @@ import (
 func twoNodes(t *testing.T, srv *redistest.Server, cfg replay.Config, tweak ...func(*redisstore.Options)) (a, b *redisstore.Store) {
 	t.Helper()
 	a = newStore(t, srv, cfg, tweak...)
-	prefix := a.Prefix()
-	b = newStore(t, srv, cfg, append(tweak, func(o *redisstore.Options) { o.Prefix = prefix })...)
+	b = newStore(t, srv, cfg, append(tweak, prefixOf(a))...)
 	return a, b
 }
 

@@ -46,8 +46,20 @@ func (h *health) ok() {
 	h.log.Info("redis reachable again", zap.String("addr", h.addr), zap.Duration("outage", time.Since(h.since).Round(time.Millisecond)))
 }
 
+// failGrace is how long after an answer from Redis a failure is not taken
+// for an outage. Requests that began before the answer report their
+// failure after it, and once every connection of go-redis's pool failed to
+// dial, the pool answers with that last dial error, without dialing, until
+// its own redial (once a second) succeeds; neither means Redis went away
+// again. A real outage still fails the callers at once, and the janitor's
+// probe, a second later, records it.
+const failGrace = time.Second
+
 // fail records that Redis could not be reached.
 func (h *health) fail(err error) {
+	if time.Since(time.Unix(0, h.lastOK.Load())) < failGrace {
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.down {

@@ -46,6 +46,11 @@ func newStore(t testing.TB, srv *redistest.Server, cfg replay.Config, tweak ...f
 	return s
 }
 
+// prefixOf makes a store share s's keys: another node of the same cluster.
+func prefixOf(s *redisstore.Store) func(*redisstore.Options) {
+	return func(o *redisstore.Options) { o.Prefix = s.Prefix() }
+}
+
 func TestConformance(t *testing.T) {
 	srv := redistest.Start(t)
 	replaytest.Run(t, func(t *testing.T, cfg replay.Config) replay.Store {

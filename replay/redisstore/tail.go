@@ -217,7 +217,13 @@ func (tl *tailer) run() {
 			}
 			t.syncMu.Lock()
 			if t.isLoaded() {
-				t.ingest(entries)
+				if lost, at := t.ingest(entries); lost {
+					// A failed reload leaves the window as it was; the
+					// next entry, Subscribe or the janitor tries again.
+					ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
+					_, _ = t.reload(ctx, at)
+					cancel()
+				}
 			}
 			t.syncMu.Unlock()
 		}

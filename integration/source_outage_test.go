@@ -1,19 +1,17 @@
-package caddysse_test
+package integration_test
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ssegate/caddy-sse/internal/redistest"
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
@@ -209,33 +207,6 @@ func checkOnceInOrder(t *testing.T, what string, events []ssetest.Event, last in
 	}
 }
 
-// redisPID asks Redis for its process id (INFO server), so the test can
-// signal it as an operator or a stalled VM would.
-func redisPID(t *testing.T, addr string) int {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := conn.Write([]byte("INFO server\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(conn)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "process_id:"); ok {
-			pid, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil {
-				t.Fatalf("INFO server: process_id %q", v)
-			}
-			return pid
-		}
-	}
-	t.Fatalf("INFO server gave no process_id: %v", sc.Err())
-	return 0
-}
-
 // A source appends an upstream to a topic on Redis while Redis freezes
 // (SIGSTOP for 3s, as in a stalled VM or a long fork) and then dies
 // (SIGKILL) and comes back on the same port with its data (append-only
@@ -298,19 +269,12 @@ http://127.0.0.1:%d {
 	}
 	waitFor("before the outage", 50)
 
-	pid := redisPID(t, redis.Addr)
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	redis.Freeze()
 	time.Sleep(3 * time.Second)
-	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
+	redis.Thaw()
 	waitFor("after the freeze", up.produced()+20)
 
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	redis.Crash()
 	redis.Restart()
 	waitFor("after the restart", up.produced()+20)
 
@@ -319,7 +283,7 @@ http://127.0.0.1:%d {
 	time.Sleep(500 * time.Millisecond) // room for a late duplicate to show
 	checkOnceInOrder(t, "the live subscriber", reader.received(), last)
 
-	replay := dialStream(t, addr, "/e/feed?lastEventId=earliest")
+	replay := sitetest.DialStream(t, addr, "/e/feed?lastEventId=earliest")
 	_ = replay.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var all []ssetest.Event
 	for len(all) < last {
@@ -336,7 +300,7 @@ http://127.0.0.1:%d {
 	checkOnceInOrder(t, "a replay of the topic", all, last)
 
 	// Waiting for the store is not skipping.
-	for _, line := range strings.Split(adminMetrics(t, adminPort), "\n") {
+	for _, line := range strings.Split(sitetest.AdminMetrics(t, adminPort), "\n") {
 		if strings.HasPrefix(line, "caddy_sse_source_lines_skipped_total{") && !strings.HasSuffix(line, " 0") {
 			t.Errorf("lines counted as skipped: %s", line)
 		}
@@ -371,7 +335,7 @@ http://127.0.0.1:%d {
 	}
 }
 `, adminPort, port, upstream.URL))
-	s := dialStream(t, fmt.Sprintf("127.0.0.1:%d", port), "/e/skips?lastEventId=earliest")
+	s := sitetest.DialStream(t, fmt.Sprintf("127.0.0.1:%d", port), "/e/skips?lastEventId=earliest")
 	_ = s.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for _, want := range []string{"ok", "ok"} {
 		ev, err := s.Next()
@@ -380,7 +344,7 @@ http://127.0.0.1:%d {
 		}
 	}
 	series := map[string]string{}
-	for _, line := range strings.Split(adminMetrics(t, adminPort), "\n") {
+	for _, line := range strings.Split(sitetest.AdminMetrics(t, adminPort), "\n") {
 		if rest, ok := strings.CutPrefix(line, `caddy_sse_source_lines_skipped_total{reason="`); ok {
 			reason, _, _ := strings.Cut(rest, `"`)
 			series[reason] = line[strings.LastIndexByte(line, ' ')+1:]

@@ -1,4 +1,4 @@
-package caddysse_test
+package integration_test
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ssegate/caddy-sse/internal/redistest"
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
@@ -40,20 +41,20 @@ http://127.0.0.1:%d {
 
 // redisPost sends a publish with the site's token and headers given as
 // "Name: value".
-func redisPost(t *testing.T, client *http.Client, method, addr, topic, data string, headers ...string) published {
+func redisPost(t *testing.T, client *http.Client, method, addr, topic, data string, headers ...string) sitetest.Published {
 	t.Helper()
-	res, err := sendPublish(client, method, "http://"+addr+topic, data, append([]string{"Authorization: Bearer redis-token"}, headers...)...)
+	res, err := sitetest.Publish(client, method, "http://"+addr+topic, data, append([]string{"Authorization: Bearer redis-token"}, headers...)...)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, topic, err)
 	}
 	return res
 }
 
-func redisPublish(t *testing.T, client *http.Client, addr, topic, data string, headers ...string) published {
+func redisPublish(t *testing.T, client *http.Client, addr, topic, data string, headers ...string) sitetest.Published {
 	t.Helper()
 	res := redisPost(t, client, http.MethodPost, addr, topic, data, headers...)
-	if res.status != http.StatusOK || len(res.IDs) != 1 {
-		t.Fatalf("publishing %q to %s%s: status %d, ids %q", data, addr, topic, res.status, res.IDs)
+	if res.Status != http.StatusOK || len(res.IDs) != 1 {
+		t.Fatalf("publishing %q to %s%s: status %d, ids %q", data, addr, topic, res.Status, res.IDs)
 	}
 	return res
 }
@@ -78,7 +79,7 @@ func redisXLen(t *testing.T, srv *redistest.Server, key string) string {
 	return reply
 }
 
-// Two Caddy processes on one Redis: what is published on one is delivered
+// Two Caddy processes on one Redis: what is sitetest.Published on one is delivered
 // by the other, a subscriber moves between them with Last-Event-ID without
 // gap or duplicate, a delivery id is deduplicated across them, a close on
 // one ends the other's streams, and the history bound holds in Redis.
@@ -91,7 +92,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 
 	t.Run("publish on A, subscribe on B, resume on A", func(t *testing.T) {
-		onB := dialStream(t, b, "/r/room")
+		onB := sitetest.DialStream(t, b, "/r/room")
 		var ids []string
 		for i := range 10 {
 			ids = append(ids, redisPublish(t, client, a, "/r/room", fmt.Sprintf("m%d", i)).IDs[0])
@@ -107,7 +108,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 			ids = append(ids, redisPublish(t, client, b, "/r/room", fmt.Sprintf("m%d", i)).IDs[0])
 		}
 		// ...and its EventSource reconnects, landing on A.
-		onA := dialStream(t, a, "/r/room", "Last-Event-ID: "+ids[5])
+		onA := sitetest.DialStream(t, a, "/r/room", "Last-Event-ID: "+ids[5])
 		for i := 6; i < 15; i++ {
 			e := redisNext(t, onA)
 			if e.ID != ids[i] || e.Data != fmt.Sprintf("m%d", i) || e.Type != "message" {
@@ -140,7 +141,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 		if n := redisXLen(t, srv, "node-test:{/r/trim}:log"); n != ":20" {
 			t.Fatalf("XLEN = %s with history events 20", n)
 		}
-		s := dialStream(t, b, "/r/trim", "Last-Event-ID: "+ids[3])
+		s := sitetest.DialStream(t, b, "/r/trim", "Last-Event-ID: "+ids[3])
 		reset := redisNext(t, s)
 		if reset.Type != "reset" || !strings.Contains(reset.Data, `"reason":"expired"`) || !strings.Contains(reset.Data, ids[3]) {
 			t.Fatalf("resuming after a trimmed id: first event %+v, want a reset (expired)", reset)
@@ -153,13 +154,13 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 	})
 
 	t.Run("closing on A ends B's streams and later GETs", func(t *testing.T) {
-		onB := dialStream(t, b, "/r/end")
+		onB := sitetest.DialStream(t, b, "/r/end")
 		id := redisPublish(t, client, a, "/r/end", "last words").IDs[0]
 		if e := redisNext(t, onB); e.ID != id {
 			t.Fatalf("B delivered %+v", e)
 		}
-		if res := redisPost(t, client, http.MethodDelete, a, "/r/end", ""); res.status != http.StatusNoContent {
-			t.Fatalf("DELETE answered %d", res.status)
+		if res := redisPost(t, client, http.MethodDelete, a, "/r/end", ""); res.Status != http.StatusNoContent {
+			t.Fatalf("DELETE answered %d", res.Status)
 		}
 		if e := redisNext(t, onB); e.Type != "close" {
 			t.Fatalf("after the close B delivered %+v, want a close event", e)
@@ -172,14 +173,59 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 		if s.Response.StatusCode != http.StatusNoContent {
 			t.Fatalf("GET on B after the close: %s, want 204", s.Response.Status)
 		}
-		if res := redisPost(t, client, http.MethodPost, b, "/r/end", "late"); res.status != http.StatusGone {
-			t.Fatalf("publish on B after the close: %d, want 410", res.status)
+		if res := redisPost(t, client, http.MethodPost, b, "/r/end", "late"); res.Status != http.StatusGone {
+			t.Fatalf("publish on B after the close: %d, want 410", res.Status)
+		}
+	})
+
+	t.Run("a client that dropped before the close gets what it missed on any node", func(t *testing.T) {
+		ids := []string{
+			redisPublish(t, client, a, "/r/job", "step").IDs[0],
+			redisPublish(t, client, a, "/r/job", "exit 0").IDs[0],
+		}
+		if res := redisPost(t, client, http.MethodDelete, a, "/r/job", ""); res.Status != http.StatusNoContent {
+			t.Fatalf("DELETE answered %d", res.Status)
+		}
+		for _, node := range []string{a, b} {
+			for _, x := range []struct {
+				path, header string
+				want         []string
+			}{
+				{"/r/job", "Last-Event-ID: " + ids[0], ids[1:]},
+				{"/r/job?lastEventId=earliest", "", ids},
+			} {
+				var headers []string
+				if x.header != "" {
+					headers = append(headers, x.header)
+				}
+				s := sitetest.DialStream(t, node, x.path, headers...)
+				for _, id := range x.want {
+					if e := redisNext(t, s); e.ID != id {
+						t.Fatalf("%s%s (%s): got %+v, want %s", node, x.path, x.header, e, id)
+					}
+				}
+				if e := redisNext(t, s); e.Type != "close" {
+					t.Fatalf("%s%s (%s): after the missed events got %+v, want close", node, x.path, x.header, e)
+				}
+				_ = s.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if e, err := s.Next(); err != io.EOF {
+					t.Fatalf("%s%s (%s): after close got %+v, %v; want the end of the stream", node, x.path, x.header, e, err)
+				}
+			}
+			s, err := ssetest.Dial(node, "/r/job", "Last-Event-ID: "+ids[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			if s.Response.StatusCode != http.StatusNoContent {
+				t.Fatalf("GET on %s after the last event of a closed topic: %s, want 204", node, s.Response.Status)
+			}
 		}
 	})
 }
 
 // Redis restarts (keeping its data) under a running Caddy: subscribers stay
-// connected on heartbeats and get what is published after the restart;
+// connected on heartbeats and get what is sitetest.Published after the restart;
 // publishes meanwhile get 503 with Retry-After; every publish answered 200
 // is delivered, once, in order.
 //
@@ -194,7 +240,7 @@ func TestRedisStoreRestart(t *testing.T) {
 	metric := func(name string) string {
 		t.Helper()
 		prefix := name + `{addr="` + srv.Addr + `"} `
-		for _, line := range strings.Split(adminMetrics(t, adminPort), "\n") {
+		for _, line := range strings.Split(sitetest.AdminMetrics(t, adminPort), "\n") {
 			if v, ok := strings.CutPrefix(line, prefix); ok {
 				return v
 			}
@@ -210,7 +256,7 @@ func TestRedisStoreRestart(t *testing.T) {
 	const subscribers = 3
 	streams := make([]*ssetest.Stream, subscribers)
 	for i := range streams {
-		streams[i] = dialStream(t, addr, "/r/live")
+		streams[i] = sitetest.DialStream(t, addr, "/r/live")
 	}
 
 	var (
@@ -225,17 +271,17 @@ func TestRedisStoreRestart(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		attempted[data] = true
-		switch res.status {
+		switch res.Status {
 		case http.StatusOK:
 			acked = append(acked, res.IDs[0]+" "+data)
 			return true
 		case http.StatusServiceUnavailable:
 			refused++
-			if res.header.Get("Retry-After") == "" {
+			if res.Header.Get("Retry-After") == "" {
 				noRetry++
 			}
 		default:
-			t.Errorf("publish answered %d", res.status)
+			t.Errorf("publish answered %d", res.Status)
 		}
 		return false
 	}
@@ -323,32 +369,91 @@ func TestRedisStoreRestart(t *testing.T) {
 	}
 }
 
-// Mistakes in `store redis` are reported with their line; a bad URL fails
-// the config without showing its password.
-func TestRedisStoreCaddyfileErrors(t *testing.T) {
-	for _, c := range []struct{ block, says string }{
-		{"store redis", "store redis: missing the URL"},
-		{"store redis redis://127.0.0.1:6379 extra", "wrong argument count"},
-		{"store redis redis://127.0.0.1:6379 {\n\tbogus 1\n}", `unrecognized redis store option "bogus"`},
-		{"store redis redis://127.0.0.1:6379 {\n\tpool_size many\n}", `pool_size: "many" is not a non-negative integer`},
-		{"store redis redis://127.0.0.1:6379 {\n\tdial_timeout soon\n}", "dial_timeout:"},
-	} {
-		text := "http://localhost:8080 {\n\tsse {\n\t\t" + strings.ReplaceAll(c.block, "\n", "\n\t\t") + "\n\t}\n}\n"
-		if _, err := adapt(text); err == nil || !strings.Contains(err.Error(), c.says) {
-			t.Errorf("%q: error %v, want one saying %q", c.block, err, c.says)
+// A Redis that does not answer at start is reported as down, not as up, and
+// Caddy starts all the same: the store serves once Redis is there.
+func TestRedisStoreDownAtStart(t *testing.T) {
+	dead := testcaddy.FreePort(t) // nothing listens there
+	port := testcaddy.FreePort(t)
+	p := testcaddy.Start(t, redisCaddyfile(port, fmt.Sprintf("redis://127.0.0.1:%d", dead), ""))
+	var opened string
+	for line := range strings.Lines(p.Log()) {
+		if strings.Contains(line, "opened sse redis store") {
+			opened = line
 		}
 	}
-	for _, c := range []struct{ url, says string }{
-		{"http://127.0.0.1:6379", "redis store: url"},
-		{"redis://user:hunter2@127.0.0.1:notaport", "redis store: url"},
-		{"redis://127.0.0.1:6379 {\n\tprefix a{b}\n}", "must not contain braces"},
-	} {
-		text := "{\n\tadmin off\n}\nhttp://localhost:8080 {\n\tsse {\n\t\tstore redis " + c.url + "\n\t}\n}\n"
-		err := testcaddy.ValidateCaddyfile(text)
-		if err == nil || !strings.Contains(err.Error(), c.says) {
-			t.Errorf("%q: error %v, want one saying %q", c.url, err, c.says)
-		} else if strings.Contains(err.Error(), "hunter2") {
-			t.Errorf("the error shows the password: %v", err)
+	if !strings.Contains(opened, `"up":false`) || !strings.Contains(opened, `"level":"warn"`) {
+		t.Fatalf("the store's opening was logged as %q, want a warning with \"up\":false\n%s", opened, p.Log())
+	}
+	res := redisPost(t, &http.Client{Timeout: 10 * time.Second}, http.MethodPost, fmt.Sprintf("127.0.0.1:%d", port), "/r/x", "d")
+	if res.Status != http.StatusServiceUnavailable {
+		t.Fatalf("publishing with Redis down answered %d, want 503", res.Status)
+	}
+}
+
+// Redis restarts without its data under two Caddy nodes that both hold the
+// topic's events: neither serves them any more. A client resuming with an
+// old id gets the same reset on both, then what is sitetest.Published afterwards.
+func TestRedisStoreLostData(t *testing.T) {
+	srv := redistest.Start(t, "--appendonly", "no") // and no RDB: nothing survives
+	portA, portB := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	testcaddy.Start(t, redisCaddyfile(portA, srv.URL(), ""))
+	testcaddy.Start(t, redisCaddyfile(portB, srv.URL(), ""))
+	a, b := fmt.Sprintf("127.0.0.1:%d", portA), fmt.Sprintf("127.0.0.1:%d", portB)
+	client := &http.Client{Timeout: 10 * time.Second}
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, redisPublish(t, client, a, "/r/lost", fmt.Sprintf("old%d", i)).IDs[0])
+	}
+	for _, node := range []string{a, b} { // both nodes read the topic
+		s := sitetest.DialStream(t, node, "/r/lost", "Last-Event-ID: "+ids[0])
+		for _, id := range ids[1:] {
+			if e := redisNext(t, s); e.ID != id {
+				t.Fatalf("%s delivered %+v, want %s", node, e, id)
+			}
+		}
+	}
+
+	srv.Restart()
+	var resets []string
+	var streams []*ssetest.Stream
+	defer func() {
+		for _, s := range streams {
+			s.Close()
+		}
+	}()
+	for _, node := range []string{a, b} {
+		var s *ssetest.Stream
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			// Until the node reaches Redis again it turns subscribers away
+			// with a retry hint.
+			var err error
+			s, err = ssetest.Dial(node, "/r/lost", "Last-Event-ID: "+ids[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = s.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			e, err := s.Next()
+			if err == nil {
+				if e.Type != "reset" {
+					t.Fatalf("%s resumed after %s once Redis lost it with %+v, want a reset", node, ids[1], e)
+				}
+				resets = append(resets, e.Data)
+				break
+			}
+			s.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no reset within 10s of the restart: %v", node, err)
+			}
+		}
+		streams = append(streams, s)
+	}
+	if resets[0] != resets[1] || !strings.Contains(resets[0], `"reason":"unknown"`) {
+		t.Fatalf("the nodes answer an id Redis lost differently: %q", resets)
+	}
+	fresh := redisPublish(t, client, b, "/r/lost", "new").IDs[0]
+	for i, s := range streams {
+		if e := redisNext(t, s); e.ID != fresh || e.Data != "new" {
+			t.Fatalf("stream %d after its reset got %+v, want %s", i, e, fresh)
 		}
 	}
 }
