@@ -210,3 +210,60 @@ func TestListenerWrapperCaddyfile(t *testing.T) {
 		}
 	}
 }
+
+// Over HTTP/2 the stream writes beneath Caddy's write idle timeout (see
+// pastIdleWriter) and bounds its writes itself: a subscriber that stops
+// reading is cut off after write_timeout, and one that reads gets every
+// event.
+func TestHTTP2SlowSubscriberIsCutOffByWriteTimeout(t *testing.T) {
+	s := startHTTPSSite(t, "write_timeout 500ms")
+	path := topic(t, "/t/", "slow-h2")
+	open := func() (*http.Response, *http.Transport) {
+		tr := testcaddy.InsecureTransport()
+		tr.ForceAttemptHTTP2 = true
+		resp, err := (&http.Client{Transport: tr}).Get(s.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("got %s, want HTTP/2", resp.Proto)
+		}
+		t.Cleanup(func() { resp.Body.Close(); tr.CloseIdleConnections() })
+		return resp, tr
+	}
+	slow, _ := open()
+	fast, _ := open()
+	events := ssetest.NewReader(fast.Body)
+	big := strings.Repeat("x", 60<<10)
+	const n = 160 // about 9.4 MiB: past the client's flow-control windows
+	done := make(chan error, 1)
+	go func() {
+		for i := range n {
+			ev, err := events.Next()
+			if err != nil || !strings.HasPrefix(ev.Data, fmt.Sprintf("%d ", i)) {
+				done <- fmt.Errorf("event %d: %v", i, err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := range n {
+		s.publishID(path, fmt.Sprintf("%d %s", i, big))
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the reading subscriber: %v", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("the reading subscriber did not get every event")
+	}
+	time.Sleep(time.Second)
+	got, err := io.Copy(io.Discard, slow.Body)
+	if err == nil {
+		t.Fatalf("the slow stream ended cleanly after %d bytes, want it reset", got)
+	}
+	if got >= n*int64(len(big)) {
+		t.Fatalf("the slow subscriber got %d bytes, everything: it was never cut off", got)
+	}
+}
