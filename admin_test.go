@@ -441,3 +441,34 @@ func TestAdminCountsMultiTopicStreams(t *testing.T) {
 		t.Errorf("multi-topic stream got %q (ended %v)", got, ended)
 	}
 }
+
+// A multi-topic stream counts under each of its topics, and disconnecting
+// any of them ends it; it resumes them all.
+func TestAdminCountsMultiTopicStreamsUnderEachTopic(t *testing.T) {
+	admin, site := adminCaddy(t)
+	client := &http.Client{Timeout: 10 * time.Second}
+	id := postEvent(t, client, "http://"+site+"/m/multi-a", "a0")
+	postEvent(t, client, "http://"+site+"/m/multi-b", "b0")
+	st := sitetest.DialStream(t, site, "/m/x?topic=/m/multi-a&topic=/m/multi-b", "Last-Event-ID: "+id)
+	if ev := nextEvent(t, st, 10*time.Second); ev.Data != "b0" {
+		t.Fatalf("first event %+v", ev)
+	}
+	waitFor(t, "the stream counted under both topics", func() bool {
+		var a, b adminTopic
+		adminJSON(t, topicURL(admin, "/m/multi-a"), &a)
+		adminJSON(t, topicURL(admin, "/m/multi-b"), &b)
+		return a.Subscribers == 1 && b.Subscribers == 1
+	})
+	status, body := adminDo(t, http.MethodDelete, topicURL(admin, "/m/multi-b")+"/subscribers?reason=maintenance", "")
+	if status != http.StatusOK || !strings.Contains(body, `"disconnected":1`) {
+		t.Fatalf("disconnect: %d %s", status, body)
+	}
+	if _, ended := st.ReadToEnd(10 * time.Second); !ended {
+		t.Fatal("the multi-topic stream did not end")
+	}
+	var a adminTopic
+	waitFor(t, "the stream gone from both topics", func() bool {
+		adminJSON(t, topicURL(admin, "/m/multi-a"), &a)
+		return a.Subscribers == 0
+	})
+}

@@ -20,7 +20,7 @@ import (
 var (
 	sseOptions     = []string{"topic", "retry", "heartbeat", "write_timeout", "drain_window", "compress", "detach", "on_gap", "reset_event", "close_event", "history", "limits", "store", "publish", "subscribe", "cors", "expired_event", "multi_topic_param", "multi_topic_event_name", "source"}
 	historyOptions = []string{"events", "size", "age"}
-	limitsOptions  = []string{"topics", "subscribers", "subscribers_per_topic", "event_size", "topic_length"}
+	limitsOptions  = []string{"topics", "subscribers", "subscribers_per_topic", "event_size", "topic_length", "topics_per_stream"}
 	publishOptions = []string{"bearer", "hmac_sha256", "standard_webhooks", "allow_unauthenticated", "event", "max_body", "dedup_window", "jwt"}
 	sourceOptions  = []string{"format", "topic", "topic_field", "id_field", "event_field", "data_field", "resume", "header", "mode", "backoff", "idle_timeout", "max_line", "close_when"}
 )

@@ -166,13 +166,16 @@ func (h *Handler) subscribeMulti(w http.ResponseWriter, r *http.Request, topics 
 		h.logger.Error("subscribing", zap.Strings("topics", topics), zap.Error(err))
 		return h.turnAway(w, rejectUnavailable, "subscribing failed")
 	}
-	releases := make([]func(), len(topics))
-	for i, t := range topics {
-		releases[i] = h.sourceDemand(t)
-	}
-	release := func() {
-		for _, rel := range releases {
-			rel()
+	release := noRelease
+	if len(h.Sources) > 0 {
+		releases := make([]func(), len(topics))
+		for i, t := range topics {
+			releases[i] = h.sourceDemand(t)
+		}
+		release = func() {
+			for _, rel := range releases {
+				rel()
+			}
 		}
 	}
 	metrics.subscriptions.Inc()
@@ -194,7 +197,11 @@ func (h *Handler) subscribeMulti(w http.ResponseWriter, r *http.Request, topics 
 	opts := h.streamOptions(enc)
 	opts.TopicEvents = h.MultiTopicEventName == "topic"
 	opts.Expires = grant.Expires
-	opts.Topics = topics // a subscriber of each, for the admin API
+	opts.Topics = topics
+	if c, ok := cur.(interface{ Topics() []string }); ok {
+		// The same names, held once for every stream of the set.
+		opts.Topics = c.Topics()
+	}
 	if from == "" {
 		opts.Position = cur.Position()
 	}

@@ -276,3 +276,25 @@ func TestMultiTopicCompressed(t *testing.T) {
 	want := s.publishRound(topics, 0, 6)
 	checkMulti(t, st.nextN(6), want, true)
 }
+
+// With a subscribe block, every topic listed must be granted: one that is
+// not refuses the whole stream, naming it.
+func TestMultiTopicAuthorization(t *testing.T) {
+	s := startSite(t, `sse /a/* {
+		subscribe {
+			signed_url test-secret
+			public /a/pub/**
+		}`+openPublish+`
+	}`)
+	open := []string{"/a/pub/x", "/a/pub/y"}
+	st := s.subscribe(multiPath("/a/pub/x", open...))
+	want := s.publishRound(open, 0, 2)
+	checkMulti(t, st.nextN(2), want, false)
+	r := s.do(http.MethodGet, multiPath("/a/pub/x", "/a/pub/x", "/a/private/z"), "")
+	if r.status != http.StatusUnauthorized && r.status != http.StatusForbidden {
+		t.Fatalf("a set with a topic not granted answered %d: %s", r.status, r.body)
+	}
+	if !strings.Contains(r.body, "/a/private/z") && r.status == http.StatusForbidden {
+		t.Fatalf("the refusal does not name the topic: %s", r.body)
+	}
+}

@@ -201,9 +201,9 @@ func (tl *timeline) subscribeMany(topics []string, from string, onGap GapPolicy,
 		}
 		s.log, s.file, s.floor = lc.log, ft, lc.after
 		if lc.gap != nil && !live {
-			// A live start before a topic's pruned mark (a prune that
-			// overtook the settled mark) has missed nothing the client
-			// asked for.
+			// A gap found here is the topic's own. (On a live start one
+			// only means a prune overtook the settled mark: the client
+			// asked for nothing before it.)
 			g := *lc.gap
 			g.Topic = name
 			c.gaps = append(c.gaps, &g)
@@ -236,7 +236,6 @@ type multiCursor struct {
 	closed bool
 
 	// Reused while events flow; dropped when the cursor waits.
-	read   [][]*Event // each topic's events read by this Next
 	events []*Event
 	topics []string
 	ended  []string
@@ -290,6 +289,10 @@ func max64(a, b uint64) uint64 {
 	return b
 }
 
+// readPool holds the per-topic read slices of multiCursor.Next, so that a
+// waiting cursor holds none and a delivery allocates none.
+var readPool = sync.Pool{New: func() any { return new([][]*Event) }}
+
 // Next implements Cursor.
 func (c *multiCursor) Next(max int) (Page, error) {
 	if c.closed || c.tl.closed.Load() {
@@ -313,13 +316,17 @@ func (c *multiCursor) Next(max int) (Page, error) {
 	// before the reads is in its log when the reads look.
 	wait := c.fan.arm()
 	settled := c.tl.settled.Load()
-	if c.read == nil {
-		c.read = make([][]*Event, len(c.subs))
-	}
+	rp := readPool.Get().(*[][]*Event)
+	read := slices.Grow((*rp)[:0], len(c.subs))[:len(c.subs)]
+	defer func() {
+		clear(read)
+		*rp = read[:0]
+		readPool.Put(rp)
+	}()
 	short := false
 	for i := range c.subs {
 		s := &c.subs[i]
-		c.read[i] = nil
+		read[i] = nil
 		if s.log == nil || (s.closed && !s.more) {
 			continue
 		}
@@ -337,7 +344,7 @@ func (c *multiCursor) Next(max int) (Page, error) {
 			g.ResumeAfter = c.tl.id(c.after.Load())
 			c.gaps = append(c.gaps, &g)
 		}
-		c.read[i] = p.Events
+		read[i] = p.Events
 		s.closed = p.Closed
 		s.more = !p.Closed && (len(p.Events) == max || (len(p.Events) == 0 && p.Wait == readAgain))
 		if s.more && len(p.Events) == 0 {
@@ -350,7 +357,7 @@ func (c *multiCursor) Next(max int) (Page, error) {
 	if len(c.gaps) > 0 {
 		// Report the gaps first; what was read is read again after.
 		for i := range c.subs {
-			if len(c.read[i]) > 0 {
+			if len(read[i]) > 0 {
 				c.subs[i].more = true
 			}
 		}
@@ -358,12 +365,16 @@ func (c *multiCursor) Next(max int) (Page, error) {
 	}
 
 	events, topics := c.events[:0], c.topics[:0]
+	// A page of one event (the live case) takes its slices from the
+	// topic's log and the set's names: nothing is allocated.
+	n, first := 0, -1
+	var firstEvents []*Event
 	held := false
 merge:
-	for len(events) < max {
+	for n < max {
 		best := -1
 		for i := range c.subs {
-			if len(c.read[i]) == 0 {
+			if len(read[i]) == 0 {
 				if c.subs[i].more {
 					// Its next events are unread: nothing can go
 					// past them.
@@ -371,31 +382,41 @@ merge:
 				}
 				continue
 			}
-			if best < 0 || c.read[i][0].seq < c.read[best][0].seq {
+			if best < 0 || read[i][0].seq < read[best][0].seq {
 				best = i
 			}
 		}
 		if best < 0 {
 			break
 		}
-		e := c.read[best][0]
+		e := read[best][0]
 		if e.seq > settled {
 			held = true
 			break
 		}
-		events = append(events, e)
-		topics = append(topics, c.fan.names[best])
-		c.read[best] = c.read[best][1:]
+		switch n {
+		case 0:
+			first, firstEvents = best, read[best]
+		case 1:
+			events = append(events, firstEvents[0])
+			topics = append(topics, c.fan.names[first])
+			fallthrough
+		default:
+			events = append(events, e)
+			topics = append(topics, c.fan.names[best])
+		}
+		n++
+		read[best] = read[best][1:]
 		c.after.Store(e.seq)
 	}
 	ended := c.ended[:0]
 	open := 0
 	for i := range c.subs {
 		s := &c.subs[i]
-		if len(c.read[i]) > 0 {
+		if len(read[i]) > 0 {
 			// Read, not delivered: read again next time.
 			s.more = true
-			c.read[i] = nil
+			read[i] = nil
 		}
 		if s.reported {
 			continue
@@ -408,7 +429,10 @@ merge:
 		open++
 	}
 	c.events, c.topics, c.ended = events, topics, ended
-	if len(events) > 0 {
+	switch {
+	case n == 1:
+		page.Events, page.Topics = firstEvents[:1:1], c.fan.names[first:first+1:first+1]
+	case n > 1:
 		page.Events, page.Topics = events, topics
 	}
 	if len(ended) > 0 {
@@ -418,7 +442,7 @@ merge:
 		page.Closed = true
 		return page, nil
 	}
-	if len(events) == 0 && len(ended) == 0 {
+	if n == 0 && len(ended) == 0 {
 		switch {
 		case held:
 			// An append to another topic took an earlier seq and is
@@ -430,10 +454,14 @@ merge:
 			page.Wait = wait
 		}
 		// A waiting cursor keeps no page buffers.
-		c.read, c.events, c.topics, c.ended = nil, nil, nil, nil
+		c.events, c.topics, c.ended = nil, nil, nil
 	}
 	return page, nil
 }
+
+// Topics returns the cursor's topics, sorted; the slice is shared by every
+// cursor of the set and must not be changed.
+func (c *multiCursor) Topics() []string { return c.fan.names }
 
 // Position implements Cursor.
 func (c *multiCursor) Position() string { return c.tl.id(c.after.Load()) }

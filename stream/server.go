@@ -55,7 +55,8 @@ func NewServer(stop context.Context, detach bool) *Server {
 // stream expires (Options.Expires); then done is called, once, with
 // what was delivered and why the stream ended. Serve returns as soon as the
 // stream no longer needs the request: at its end, or once it is detached
-// from net/http. key names the topic the stream's lot is shared by.
+// from net/http. key names the topic the stream's lot is shared by (for a
+// multi-topic stream, see Options.Topics, what its cursor waits on).
 func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur replay.Cursor, opts Options, done func(Stats, error)) {
 	// A stream that encode (or anything but us) compresses must keep its
 	// writer chain, so only an untransformed one is taken over.
