@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -48,7 +50,7 @@ func (s *Store) probe(ctx context.Context) {
 	prev := s.serverID.Swap(&id)
 	if prev != nil && *prev != id {
 		s.log.Info("redis restarted: checking this node's windows against it",
-			zap.String("addr", s.opts.Redis.Addr), zap.String("run_id", id))
+			zap.String("addr", s.addr), zap.String("run_id", id))
 		if err := s.recheck(ctx); err != nil {
 			// Not all windows could be checked: check again next time.
 			s.serverID.CompareAndSwap(&id, prev)
@@ -56,8 +58,32 @@ func (s *Store) probe(ctx context.Context) {
 	}
 }
 
+// runID is the run_id of the master (on Sentinel, the current one: a
+// failover changes it, and windows holding writes the new master never
+// got are reloaded like after a restart), or on Cluster the run_ids of
+// all masters, sorted.
 func (s *Store) runID(ctx context.Context) (string, error) {
-	info, err := s.client.Info(ctx, "server").Result()
+	if s.cluster == nil {
+		return runIDOf(ctx, s.client)
+	}
+	var mu sync.Mutex
+	var ids []string
+	err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		id, err := runIDOf(ctx, c)
+		mu.Lock()
+		ids = append(ids, id)
+		mu.Unlock()
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	slices.Sort(ids)
+	return strings.Join(ids, ","), nil
+}
+
+func runIDOf(ctx context.Context, c redis.Cmdable) (string, error) {
+	info, err := c.Info(ctx, "server").Result()
 	if err != nil {
 		return "", err
 	}
