@@ -213,6 +213,9 @@ func clientDefaults(o *redis.Options) {
 // failoverDefaults is clientDefaults for Sentinel: the failover client
 // asks the sentinels for the master again whenever a dial fails.
 func failoverDefaults(o *redis.FailoverOptions) {
+	if o.Protocol == 0 {
+		o.Protocol = 2 // no push notifications to wait for
+	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = time.Second
 	}
@@ -231,6 +234,9 @@ func failoverDefaults(o *redis.FailoverOptions) {
 // follows MOVED and ASK for reads; writes that must not run twice go to
 // the slot's master without its retries (see Store.write).
 func clusterDefaults(o *redis.ClusterOptions) {
+	if o.Protocol == 0 {
+		o.Protocol = 2 // no push notifications to wait for
+	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = time.Second
 	}
