@@ -50,7 +50,13 @@ func (s *Server) Info(section string) (string, error) {
 // output.
 func (s *Server) CLI(args ...string) (string, error) {
 	host, port := hostPort(s.Addr)
-	out, err := exec.Command(cliBinary(s.t), append([]string{"-h", host, "-p", port}, args...)...).CombinedOutput()
+	cmd := exec.Command(cliBinary(s.t), append([]string{"-h", host, "-p", port}, args...)...)
+	for i, a := range s.args {
+		if a == "--requirepass" && i+1 < len(s.args) {
+			cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+s.args[i+1])
+		}
+	}
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
@@ -89,8 +95,9 @@ func (ss *Sentinels) Addrs() []string {
 // StartSentinels runs n sentinels (redis-server --sentinel) monitoring
 // master under name, with a quorum of n/2+1, declaring it down after a
 // second without an answer, and waits until each knows the replicas
-// (so that it can fail over) and the other sentinels.
-func StartSentinels(t testing.TB, master *Server, name string, n int, replicas int) *Sentinels {
+// (so that it can fail over) and the other sentinels. extra lines go into
+// each sentinel's configuration, e.g. "sentinel auth-pass <name> <pw>".
+func StartSentinels(t testing.TB, master *Server, name string, n int, replicas int, extra ...string) *Sentinels {
 	t.Helper()
 	bin := Binary(t)
 	host, port := hostPort(master.Addr)
@@ -105,7 +112,7 @@ func StartSentinels(t testing.TB, master *Server, name string, n int, replicas i
 				body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s %s %s %d\n"+
 					"sentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 4000\n"+
 					"sentinel parallel-syncs %s 1\n",
-					s.Port, s.dir, name, host, port, n/2+1, name, name, name)
+					s.Port, s.dir, name, host, port, n/2+1, name, name, name) + strings.Join(extra, "\n") + "\n"
 				if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 					t.Fatal(err)
 				}
