@@ -10,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/ssegate/caddy-sse/auth"
 	"github.com/ssegate/caddy-sse/stream"
 )
 
@@ -42,6 +44,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		on_gap        replay | live            # default replay
 //		reset_event   <name>                   # default reset
 //		close_event   <name>                   # default close
+//		expired_event <name>                   # default expired
 //		history {
 //			events <n>                         # default 1000
 //			size   <size>                      # default 16MiB
@@ -72,6 +75,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			event             <placeholder>    # default message
 //			max_body          <size>           # default 1MiB
 //			dedup_window      <duration>       # default 1h
+//			jwt { … }                          # see auth.JWT.UnmarshalCaddyfile; claim default sse.publish
+//		}
+//		subscribe {                            # default: none, every topic public
+//			jwt { … }
+//			signed_url <secret>
+//			public     <pattern...>
+//		}
+//		cors {                                 # default: none, no CORS headers
+//			origins <origin...> | *
+//			credentials
 //		}
 //		source <url> { … }                     # repeatable: an upstream pulled into topics (see unmarshalSource)
 //	}
@@ -176,6 +189,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.StoreRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
 		case "publish":
 			if err := h.unmarshalPublish(d); err != nil {
+				return err
+			}
+		case "subscribe":
+			h.Subscribe = new(auth.Subscribe)
+			if err := h.Subscribe.UnmarshalCaddyfile(d.NewFromNextSegment()); err != nil {
+				return err
+			}
+		case "cors":
+			h.CORS = new(auth.CORS)
+			if err := h.CORS.UnmarshalCaddyfile(d.NewFromNextSegment()); err != nil {
+				return err
+			}
+		case "expired_event":
+			if err := oneArg(d, &h.ExpiredEvent); err != nil {
 				return err
 			}
 		case "source":
@@ -301,6 +328,9 @@ func (h *Handler) unmarshalPublish(d *caddyfile.Dispenser) error {
 			err = sizeArg(d, &p.MaxBody)
 		case "dedup_window":
 			err = durationArg(d, &p.DedupWindow)
+		case "jwt":
+			p.JWT = new(auth.PublishJWT)
+			err = p.JWT.UnmarshalCaddyfile(d.NewFromNextSegment())
 		default:
 			err = d.Errf("unrecognized publish option %q", d.Val())
 		}

@@ -18,7 +18,7 @@ import (
 
 // With `compress`, the handler compresses each event once and every
 // subscriber gets the same bytes; a standard decoder must read the stream
-// incrementally (each event before the next is published) and, when the
+// incrementally (each event before the next is sitetest.Published) and, when the
 // topic closes, see a clean end of the compressed stream.
 func TestSharedCompressionDecodesIncrementallyAndEndsCleanly(t *testing.T) {
 	decoders := map[string]func(io.Reader) (io.Reader, error){

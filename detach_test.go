@@ -14,7 +14,7 @@ import (
 )
 
 // An HTTP/1.1 stream carries the same bytes whether or not it is detached
-// from net/http: each event flushed before the next is published, and a
+// from net/http: each event flushed before the next is sitetest.Published, and a
 // closed topic ends the chunked body properly, so a strict client sees a
 // clean end rather than a truncated response.
 func TestDetachedStreamEndsItsChunkedBodyCleanly(t *testing.T) {

@@ -7,21 +7,20 @@ package caddysse
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/ssegate/caddy-sse/auth"
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/stream"
+	"github.com/ssegate/caddy-sse/topic"
 	"github.com/ssegate/caddy-sse/webhook"
 	"github.com/ssegate/caddy-sse/wire"
 )
@@ -129,6 +128,25 @@ type Handler struct {
 	// Without it both answer 405.
 	Publish *Publish `json:"publish,omitempty"`
 
+	// Makes topics private: a subscription to a topic that is not public
+	// needs a JWT or a signed URL granting it (see auth.Subscribe). A
+	// refusal is a 401 or 403 with a JSON error and WWW-Authenticate, and a
+	// stream ends when its credential expires. Default: none, every topic
+	// is public.
+	Subscribe *auth.Subscribe `json:"subscribe,omitempty"`
+
+	// Lets pages on other origins subscribe and publish: preflights are
+	// answered, and every answer (refusals included) carries the CORS
+	// headers for an allowed origin (see auth.CORS). Default: none, no CORS
+	// headers.
+	CORS *auth.CORS `json:"cors,omitempty"`
+
+	// The name of the last event of a stream whose credential expired (a
+	// token's exp, a signed URL's expires). Its data is
+	// `{"reason":"credential expired"}`; the client refreshes its
+	// credential and reconnects with its last id. Default: `expired`.
+	ExpiredEvent string `json:"expired_event,omitempty"`
+
 	// Bounds on what clients can make the handler hold.
 	Limits *Limits `json:"limits,omitempty"`
 
@@ -205,6 +223,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 		h.verifier = v
+	}
+	if err := h.provisionPrivate(ctx); err != nil {
+		return err
 	}
 
 	if h.StoreRaw == nil {
@@ -306,11 +327,15 @@ func (h *Handler) Validate() error {
 	if h.Limits.EventSize*2 > cfg.MaxBytes {
 		return fmt.Errorf("limits: event_size %d does not fit twice in history size %d (an event is counted with its encoding)", h.Limits.EventSize, cfg.MaxBytes)
 	}
+	if err := h.validatePrivate(); err != nil {
+		return err
+	}
 	if p := h.Publish; p != nil {
-		if len(h.verifier) == 0 && !p.AllowUnauthenticated {
-			return fmt.Errorf("publish: no authentication configured; add bearer, hmac_sha256 or standard_webhooks, or say allow_unauthenticated to accept anyone's events")
+		authenticated := len(h.verifier) > 0 || p.JWT != nil
+		if !authenticated && !p.AllowUnauthenticated {
+			return fmt.Errorf("publish: no authentication configured; add bearer, hmac_sha256, standard_webhooks or jwt, or say allow_unauthenticated to accept anyone's events")
 		}
-		if len(h.verifier) > 0 && p.AllowUnauthenticated {
+		if authenticated && p.AllowUnauthenticated {
 			return fmt.Errorf("publish: allow_unauthenticated contradicts the authentication configured")
 		}
 		if p.MaxBody < 0 {
@@ -350,6 +375,10 @@ func (l stoppingListener) Handle(context.Context, caddy.Event) error {
 // ServeHTTP implements caddyhttp.MiddlewareHandler. The handler answers
 // every request it is given; next is never called.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	// CORS first, so that every answer carries it; a preflight ends here.
+	if h.CORS != nil && h.CORS.Apply(w, r) {
+		return nil
+	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	topic := repl.ReplaceAll(h.Topic, "")
 	if err := h.validateTopic(topic); err != nil {
@@ -375,21 +404,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	return writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; allowed: %s", r.Method, allow))
 }
 
-func (h *Handler) validateTopic(topic string) error {
-	switch {
-	case topic == "":
-		return errors.New("topic: empty topic name")
-	case len(topic) > h.Limits.TopicLength:
-		return fmt.Errorf("topic: name is %d bytes, longer than the limit of %d", len(topic), h.Limits.TopicLength)
-	case !utf8.ValidString(topic):
-		return errors.New("topic: name is not valid UTF-8")
-	}
-	for _, r := range topic {
-		if unicode.IsControl(r) {
-			return fmt.Errorf("topic: name contains control character %U", r)
-		}
-	}
-	return nil
+// validateTopic checks a topic name with the one rule every part of the
+// module uses (package topic).
+func (h *Handler) validateTopic(name string) error {
+	return topic.Validate(name, h.Limits.TopicLength)
 }
 
 // Interface guards

@@ -3,7 +3,9 @@ package caddysse_test
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"regexp"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
@@ -50,7 +53,7 @@ func publishBurst(t *testing.T, url string, n int) float64 {
 }
 
 // A subscriber that reads one byte a second while 10,000 events are
-// published never holds the publisher back, nor the other subscribers: its
+// sitetest.Published never holds the publisher back, nor the other subscribers: its
 // writes time out and it is cut off, and memory for it is only its cursor.
 func TestSlowConsumerSlowsNobody(t *testing.T) {
 	const n = 10000
@@ -58,7 +61,7 @@ func TestSlowConsumerSlowsNobody(t *testing.T) {
 	testcaddy.Load(t, overloadCaddyfile(adminPort, port))
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 
-	before := scrape(t, adminPort)
+	before := sitetest.Scrape(t, adminPort)
 	baseline := publishBurst(t, "http://"+addr+"/o/slow-baseline", n/4)
 
 	// The slow reader: a raw connection read one byte a second.
@@ -115,7 +118,7 @@ func TestSlowConsumerSlowsNobody(t *testing.T) {
 
 	// Its blocked write times out (write_timeout 2s) and it is cut off.
 	deadline := time.Now().Add(30 * time.Second)
-	for scrape(t, adminPort)["caddy_sse_slow_consumer_disconnects_total"]-before["caddy_sse_slow_consumer_disconnects_total"] < 1 {
+	for sitetest.Scrape(t, adminPort)["caddy_sse_slow_consumer_disconnects_total"]-before["caddy_sse_slow_consumer_disconnects_total"] < 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("the slow subscriber was not disconnected within 30s of a 2s write_timeout")
 		}
@@ -126,7 +129,7 @@ func TestSlowConsumerSlowsNobody(t *testing.T) {
 }
 
 // A subscriber whose cursor falls behind the retained history (it stops
-// reading while more than the history is published) gets a reset event and
+// reading while more than the history is sitetest.Published) gets a reset event and
 // continues with what is retained, ids still increasing.
 func TestSubscriberBehindHistoryGetsReset(t *testing.T) {
 	adminPort, port := testcaddy.FreePort(t), testcaddy.FreePort(t)
@@ -190,10 +193,10 @@ func TestMetricsOnAdminEndpoint(t *testing.T) {
 	// The counters are process-wide: streams of earlier tests' configs may
 	// still be draining (drain_window), and each adds what it delivered
 	// when it ends. Start once they are all gone.
-	before := scrape(t, adminPort)
+	before := sitetest.Scrape(t, adminPort)
 	for quiet := time.Now().Add(15 * time.Second); before["caddy_sse_subscribers"] != 0 && time.Now().Before(quiet); {
 		time.Sleep(50 * time.Millisecond)
-		before = scrape(t, adminPort)
+		before = sitetest.Scrape(t, adminPort)
 	}
 
 	s, err := ssetest.Dial(addr, "/o/metrics")
@@ -215,7 +218,7 @@ func TestMetricsOnAdminEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	during := scrape(t, adminPort)
+	during := sitetest.Scrape(t, adminPort)
 	s.Close()
 
 	var wg sync.WaitGroup
@@ -237,7 +240,7 @@ func TestMetricsOnAdminEndpoint(t *testing.T) {
 	// Deliveries are counted when a stream ends.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		after := scrape(t, adminPort)
+		after := sitetest.Scrape(t, adminPort)
 		if after["caddy_sse_events_delivered_total"]-before["caddy_sse_events_delivered_total"] == 3 &&
 			after["caddy_sse_subscribers"] == before["caddy_sse_subscribers"] {
 			break
@@ -249,25 +252,6 @@ func TestMetricsOnAdminEndpoint(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-var sampleLine = regexp.MustCompile(`^(caddy_sse_[a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$`)
-
-// scrape reads the admin /metrics endpoint into name{labels} → value.
-func scrape(t *testing.T, adminPort int) map[string]float64 {
-	t.Helper()
-	body := adminMetrics(t, adminPort)
-	values := map[string]float64{}
-	for _, line := range strings.Split(body, "\n") {
-		if m := sampleLine.FindStringSubmatch(line); m != nil {
-			v, _ := strconv.ParseFloat(m[2], 64)
-			values[m[1]] = v
-		}
-	}
-	if len(values) == 0 {
-		t.Fatalf("no caddy_sse_ metrics on the admin endpoint:\n%.2000s", body)
-	}
-	return values
 }
 
 // Past the process-wide subscriber limit a subscriber is turned away with a
@@ -310,7 +294,7 @@ func TestGlobalSubscriberLimit(t *testing.T) {
 	if !regexp.MustCompile(`^: subscriber limit of 3 reached\n\nretry: [0-9]+\n\n$`).Match(refused) {
 		t.Errorf("past the limit the stream carried %q, want a comment naming the limit and a retry hint", refused)
 	}
-	if got := scrape(t, adminPort)[`caddy_sse_subscribe_rejects_total{reason="subscribers"}`]; got < 1 {
+	if got := sitetest.Scrape(t, adminPort)[`caddy_sse_subscribe_rejects_total{reason="subscribers"}`]; got < 1 {
 		t.Errorf("subscribe_rejects_total{reason=subscribers} = %v, want at least 1", got)
 	}
 	if len(open) == 0 {
@@ -333,5 +317,92 @@ func TestGlobalSubscriberLimit(t *testing.T) {
 			t.Fatal("the slot of a closed stream never came back")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A subscriber that never reads does not slow down publishing, nor the
+// other subscribers: its writes time out and it is cut off.
+func TestStalledReaderDoesNotSlowPublisher(t *testing.T) {
+	const n = 3000
+	s := startSite(t, `
+	sse /s/* {
+		write_timeout 1s
+		history {
+			events 5000
+			size 128MiB
+		}
+		limits {
+			event_size 16KiB
+		}`+openPublish+`
+	}`)
+	payload := strings.Repeat("z", 8<<10)
+
+	// run publishes n events of 8 KiB while a reading subscriber checks it
+	// gets each one, in order; it returns the publish rate.
+	run := func(path string) float64 {
+		st := s.subscribe(path)
+		done := make(chan error, 1)
+		go func() {
+			r := ssetest.NewReader(st.resp.Body)
+			for i := range n {
+				e, err := r.Next()
+				if err != nil {
+					done <- fmt.Errorf("after %d events: %w", i, err)
+					return
+				}
+				if seq, _, _ := strings.Cut(e.Data, " "); seq != strconv.Itoa(i) {
+					done <- fmt.Errorf("event %d has data %.20q", i, e.Data)
+					return
+				}
+			}
+			done <- nil
+		}()
+		start := time.Now()
+		for i := range n {
+			r := s.do(http.MethodPost, path, strconv.Itoa(i)+" "+payload)
+			if r.status != http.StatusOK {
+				t.Fatalf("publish %d answered %d %s", i, r.status, r.body)
+			}
+		}
+		rate := float64(n) / time.Since(start).Seconds()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("reading subscriber: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("reading subscriber did not get all %d events", n)
+		}
+		return rate
+	}
+
+	baseline := run(topic(t, "/s/", "baseline"))
+
+	path := topic(t, "/s/", "stalled")
+	stalled, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	fmt.Fprintf(stalled, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, s.addr)
+	// Make sure it is subscribed before publishing: wait for the head.
+	head := make([]byte, 12)
+	_ = stalled.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := io.ReadFull(stalled, head); err != nil || string(head) != "HTTP/1.1 200" {
+		t.Fatalf("stalled subscriber: head %q, %v", head, err)
+	}
+	rate := run(path)
+	t.Logf("publishing %d events of 8 KiB: %.0f events/s with a reading subscriber, %.0f events/s with a stalled one besides (ratio %.2f)",
+		n, baseline, rate, rate/baseline)
+
+	// 24 MiB were sitetest.Published, more than the socket buffers hold: its write
+	// blocked, timed out, and the server closed the connection. (Reading
+	// before the timeout passed would unblock that write.)
+	time.Sleep(2 * time.Second)
+	_ = stalled.SetReadDeadline(time.Now().Add(waitLimit))
+	_, err = io.Copy(io.Discard, stalled)
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		t.Errorf("the stalled subscriber's connection is still open %v after the last publish", waitLimit)
 	}
 }

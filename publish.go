@@ -8,12 +8,12 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"time"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/ssegate/caddy-sse/auth"
 	"github.com/ssegate/caddy-sse/lines"
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/webhook"
@@ -45,6 +45,11 @@ type Publish struct {
 	// `Idempotency-Key`) is remembered: a repeat within this window appends
 	// nothing and answers with the original ids. Default: 1h.
 	DedupWindow caddy.Duration `json:"dedup_window,omitempty"`
+	// JWTs whose claim (default `sse.publish`; `mercure.publish` reads
+	// Mercure publisher tokens) grants the topic, read from the
+	// Authorization header by default (see auth.PublishJWT). A valid token
+	// that does not grant the topic is a 403.
+	JWT *auth.PublishJWT `json:"jwt,omitempty"`
 }
 
 // HMACSecret is a secret for GitHub-style signatures.
@@ -101,7 +106,7 @@ type publishResult struct {
 // readAuthenticated reads the bounded body and checks it against the
 // configured schemes. It writes the error response itself and returns
 // ok=false when the request must go no further.
-func (h *Handler) readAuthenticated(w http.ResponseWriter, r *http.Request) (body []byte, ok bool) {
+func (h *Handler) readAuthenticated(w http.ResponseWriter, r *http.Request, topic string) (body []byte, ok bool) {
 	if r.ContentLength > h.Publish.MaxBody {
 		// Refused before a byte is read, so a client that sent Expect:
 		// 100-continue is never told to go on, and the connection is
@@ -123,15 +128,8 @@ func (h *Handler) readAuthenticated(w http.ResponseWriter, r *http.Request) (bod
 		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
 		return nil, false
 	}
-	if len(h.verifier) > 0 {
-		if err := h.verifier.Verify(r.Header, body, time.Now()); err != nil {
-			metrics.rejects.WithLabelValues(rejectAuth).Inc()
-			if h.hasBearer() {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="sse"`)
-			}
-			writeError(w, http.StatusUnauthorized, "authentication failed: "+err.Error())
-			return nil, false
-		}
+	if !h.publishAllowed(w, r, topic, body) {
+		return nil, false
 	}
 	return body, true
 }
@@ -141,7 +139,7 @@ func (h *Handler) hasBearer() bool {
 }
 
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, topic string) error {
-	body, ok := h.readAuthenticated(w, r)
+	body, ok := h.readAuthenticated(w, r, topic)
 	if !ok {
 		return nil
 	}
@@ -257,7 +255,7 @@ func (h *Handler) splitNDJSON(body []byte, eventType string) ([]replay.Draft, er
 }
 
 func (h *Handler) closeTopic(w http.ResponseWriter, r *http.Request, topic string) error {
-	if _, ok := h.readAuthenticated(w, r); !ok {
+	if _, ok := h.readAuthenticated(w, r, topic); !ok {
 		return nil
 	}
 	err := h.store.CloseTopic(r.Context(), topic)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
@@ -39,10 +40,10 @@ http://127.0.0.1:%d {
 func postEvent(t testing.TB, client *http.Client, url, data string) string {
 	t.Helper()
 	key := fmt.Sprintf("%s-%d", t.Name(), postSeq.Add(1))
-	var res published
+	var res sitetest.Published
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		if res, err = sendPublish(client, http.MethodPost, url, data, "Authorization: Bearer reload-token", "Idempotency-Key: "+key); err == nil {
+		if res, err = sitetest.Publish(client, http.MethodPost, url, data, "Authorization: Bearer reload-token", "Idempotency-Key: "+key); err == nil {
 			break
 		}
 	}
@@ -50,7 +51,7 @@ func postEvent(t testing.TB, client *http.Client, url, data string) string {
 		t.Errorf("publishing: %v", err)
 		return ""
 	}
-	id, err := res.oneID()
+	id, err := res.OneID()
 	if err != nil {
 		t.Errorf("publishing: %v", err)
 		return ""
@@ -147,7 +148,7 @@ func TestReloadWithOpenStreamsLosesAndDuplicatesNothing(t *testing.T) {
 	publisher := &http.Client{Timeout: 10 * time.Second}
 
 	// Every client starts after this first event, so each must end with
-	// exactly the events published after it.
+	// exactly the events sitetest.Published after it.
 	first := postEvent(t, publisher, topicURL, "0")
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

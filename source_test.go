@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	caddysse "github.com/ssegate/caddy-sse"
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
@@ -118,7 +119,7 @@ func srcLoad(t *testing.T, sources string) string {
 // srcDial subscribes to path and fails the test unless it gets a stream.
 func srcDial(t *testing.T, addr, path string, headers ...string) *ssetest.Stream {
 	t.Helper()
-	s := dialStream(t, addr, path, headers...)
+	s := sitetest.DialStream(t, addr, path, headers...)
 	_ = s.Conn.SetReadDeadline(time.Now().Add(srcWait))
 	return s
 }

@@ -40,6 +40,10 @@ func cursorFrom(r *http.Request) string {
 }
 
 func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string) error {
+	grant, ok := h.authorize(w, r, []string{topic})
+	if !ok {
+		return nil
+	}
 	if n := subscribers.Add(1); n > int64(h.Limits.Subscribers) {
 		subscribers.Add(-1)
 		return h.turnAway(w, rejectSubscribers, fmt.Sprintf("subscriber limit of %d reached", h.Limits.Subscribers))
@@ -90,6 +94,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		return nil // the client is gone already
 	}
 	opts := h.streamOptions(enc)
+	opts.Expires = grant.Expires
 	if from == "" {
 		// A client that connected without a cursor gets one at once, so
 		// that a drop before the first event (a reload's drain, a proxy's
@@ -116,8 +121,9 @@ func (h *Handler) streamOptions(enc *stream.Encoding) stream.Options {
 		StopRetry: func() time.Duration {
 			return retry + mathrand.N(stopJitter)
 		},
-		Drain:    h.drainDelay,
-		Encoding: enc,
+		Drain:        h.drainDelay,
+		Encoding:     enc,
+		ExpiredEvent: h.ExpiredEvent,
 	}
 }
 

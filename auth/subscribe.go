@@ -150,6 +150,10 @@ func (s *Subscribe) Provision(ctx caddy.Context) error {
 		Reason:  ReasonMissing,
 		Message: "authentication required: send " + s.expected(),
 	}
+	if s.JWT == nil && len(s.secrets) == 0 {
+		// Only public patterns: no credential can open another topic.
+		s.missing.Message = "topic is not public, and no credential is accepted here"
+	}
 	s.missing.WWWAuthenticate = s.challenge(s.JWT != nil, "", "")
 	return nil
 }

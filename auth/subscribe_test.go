@@ -210,3 +210,14 @@ func TestProvisionErrors(t *testing.T) {
 		t.Errorf("env secret: %v", rej)
 	}
 }
+
+// A subscribe block with only public patterns refuses other topics with a
+// message that does not ask for a credential it has no way to accept.
+func TestSubscribePublicOnlyRefusalSaysWhy(t *testing.T) {
+	s := provisioned(t, &Subscribe{Public: []string{"/news/**"}})
+	_, rej := s.Authorize(request("/private"), []string{"/private"}, t0)
+	if rej == nil || rej.Status != http.StatusUnauthorized || rej.Reason != ReasonMissing ||
+		rej.Message != "topic is not public, and no credential is accepted here" {
+		t.Errorf("got %+v", rej)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"reflect"
 	"strconv"
 	"sync"
 	"syscall"
@@ -74,6 +75,7 @@ func detach(w http.ResponseWriter, r *http.Request) (*detached, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotDetachable, err)
 	}
+	conn = unwrapCounted(conn)
 	// Clear the server's read and write deadlines: the stream sets its own
 	// write deadlines and never reads.
 	_ = conn.SetDeadline(time.Time{})
@@ -87,6 +89,32 @@ func detach(w http.ResponseWriter, r *http.Request) (*detached, error) {
 		d.direct = d.raw != nil && tcp == conn && canWriteNow
 	}
 	return d, nil
+}
+
+// caddyCountedConn is the type of the connection Caddy's access log
+// recorder hands out on Hijack: it embeds the real connection as its field
+// Conn and adds what is written to the recorder's size.
+var caddyCountedConn = struct{ pkg, name string }{"github.com/caddyserver/caddy/v2/modules/caddyhttp", "hijackedConn"}
+
+// unwrapCounted returns the connection under Caddy's access log counter
+// (a site with `log`), and any other connection as it is. The counter's
+// size is read by the access log once the handler returns, while a
+// detached stream goes on writing from another goroutine (a data race),
+// and it hides the socket (syscall.Conn), without which a stream can
+// neither park nor notice a hang-up. The access log then records the
+// head's size, as it would anyway: it is written when the handler returns.
+func unwrapCounted(conn net.Conn) net.Conn {
+	v := reflect.ValueOf(conn)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return conn
+	}
+	if t := v.Elem().Type(); t.PkgPath() != caddyCountedConn.pkg || t.Name() != caddyCountedConn.name {
+		return conn
+	}
+	if inner, ok := v.Elem().FieldByName("Conn").Interface().(net.Conn); ok && inner != nil {
+		return inner
+	}
+	return conn
 }
 
 // serveDetached is serveInRequest for a detached stream: it delivers until the topic
@@ -117,10 +145,10 @@ func (d *detached) watch(onHangup func()) {
 }
 
 // close ends the stream's connection. After a clean end (the topic closed,
-// the server stopping) the last chunk ends the response body first, so the
-// client sees a complete response.
+// the server stopping, the credential expired) the last chunk ends the
+// response body first, so the client sees a complete response.
 func (d *detached) close(err error) {
-	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped)) {
+	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped) || errors.Is(err, ErrExpired)) {
 		_ = d.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = d.conn.Write(lastChunk)
 	}

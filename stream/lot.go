@@ -43,6 +43,14 @@ type lot struct {
 	wait    <-chan struct{} // the log change the driver waits for
 	running bool
 	wake    chan struct{}
+	// wakeAt is when the sleeping driver's timer fires (zero while a round
+	// runs), and expiring the earliest credential expiry among the streams
+	// parked since the running round took its batch (zero: none). A stream
+	// parked with an expiry before the driver would wake pokes it (see
+	// park); one parked during a round has its expiry folded into the
+	// driver's next wake-up.
+	wakeAt   time.Time
+	expiring time.Time
 }
 
 func (pk *parking) acquire(key string) *lot {
@@ -122,6 +130,10 @@ func (ps *parkedStream) serveOwn(opening bool, page *replay.Page) {
 			ps.end(s.end())
 			return
 		}
+		if !s.opts.Expires.IsZero() && s.opts.expiredAt(time.Now()) {
+			ps.end(s.expire())
+			return
+		}
 		if page == nil {
 			p, err := ps.cur.Next(s.opts.MaxBatch)
 			if err != nil {
@@ -179,8 +191,15 @@ func (ps *parkedStream) end(err error) {
 func (l *lot) park(ps *parkedStream, wait <-chan struct{}) {
 	l.mu.Lock()
 	l.parked[ps] = struct{}{}
-	// A stream parked after the stop must still be drained on time.
+	// A stream parked after the stop must still be drained on time, and one
+	// whose credential expires before the driver wakes must end on time.
 	stale := wait != l.wait || l.parking.stop.Err() != nil
+	if exp := ps.s.opts.Expires; !exp.IsZero() {
+		l.expiring = earliestSet(l.expiring, exp)
+		if !l.wakeAt.IsZero() && exp.Before(l.wakeAt) {
+			stale = true
+		}
+	}
 	start := !l.running
 	l.running = true
 	l.mu.Unlock()
@@ -208,6 +227,7 @@ func (l *lot) drive() {
 		for ps := range l.parked {
 			batch = append(batch, ps)
 		}
+		l.wakeAt, l.expiring = time.Time{}, time.Time{}
 		l.mu.Unlock()
 
 		wait, next, again := l.roundParallel(batch)
@@ -216,6 +236,10 @@ func (l *lot) drive() {
 		l.mu.Lock()
 		l.wait = wait
 		empty := len(l.parked) == 0
+		if !again && !empty {
+			next = earliestSet(next, l.expiring)
+			l.wakeAt = next
+		}
 		l.mu.Unlock()
 		if again || empty {
 			continue // an empty lot ends at the top of the loop
@@ -272,8 +296,9 @@ func (l *lot) roundParallel(batch []*parkedStream) (wait <-chan struct{}, next t
 }
 
 // round serves every parked stream once: new events, heartbeats due,
-// hang-ups and stops. It returns the log change to wait for, when the next
-// heartbeat or drain is due, and whether to look again at once.
+// hang-ups, stops and expired credentials. It returns the log change to
+// wait for, when the next heartbeat, drain or expiry is due, and whether to
+// look again at once.
 func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time, again bool) {
 	now := time.Now()
 	next = now.Add(time.Hour)
@@ -297,6 +322,16 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 		}
 		if !ps.drainAt.IsZero() {
 			next = earliest(next, ps.drainAt)
+		}
+		if exp := s.opts.Expires; !exp.IsZero() {
+			if !now.Before(exp) {
+				// The expired event and the end go through the stream's
+				// own goroutine, which can wait for the socket.
+				unpark(ps)
+				go ps.serveOwn(false, nil)
+				continue
+			}
+			next = earliest(next, exp)
 		}
 		page, err := ps.cur.Next(s.opts.MaxBatch)
 		switch {
@@ -357,6 +392,14 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 
 func earliest(a, b time.Time) time.Time {
 	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// earliestSet is earliest where the zero time means none.
+func earliestSet(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
 		return b
 	}
 	return a

@@ -48,6 +48,26 @@ type Options struct {
 	// Stop is closed: on a reload, streams end spread over a window instead
 	// of all reconnecting to the new config at once.
 	Drain func() time.Duration
+	// Expires, when set, is when the credential that opened the stream
+	// expires: then the stream writes an ExpiredEvent and ends cleanly
+	// (ErrExpired), so that its reader comes back with a fresh credential
+	// and resumes from its last id. The zero time means never.
+	Expires time.Time
+	// ExpiredEvent names that event; default "expired". Its data is
+	// {"reason":"credential expired"}.
+	ExpiredEvent string
+}
+
+// DefaultExpiredEvent is the name of the event that ends a stream whose
+// credential expired, when Options.ExpiredEvent is empty.
+const DefaultExpiredEvent = "expired"
+
+// expiredData is the data of the expired event.
+var expiredData = []byte(`{"reason":"credential expired"}`)
+
+// expiredAt reports whether the stream's credential has expired at now.
+func (o *Options) expiredAt(now time.Time) bool {
+	return !o.Expires.IsZero() && !now.Before(o.Expires)
 }
 
 // drainDelay is how long a stream goes on after Stop (see Drain).
@@ -68,6 +88,10 @@ var (
 	// ErrClientGone: a detached stream found its client had closed the
 	// connection.
 	ErrClientGone = errors.New("client closed the connection")
+	// ErrExpired: the credential that opened the stream expired (see
+	// Options.Expires); the client was sent the expired event, and the
+	// stream ended cleanly.
+	ErrExpired = errors.New("credential expired")
 	// ErrStoreRead: reading the topic failed under the stream; the client
 	// was sent back with a retry hint as on a stop (the error wraps
 	// ErrStopped too), and the store's error says why.
@@ -164,6 +188,16 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 		s.heartbeat = timer
 	}
 
+	// The expiry is checked after each delivery too (against the time of
+	// the write, which costs nothing), so that a stream kept busy by a
+	// steady flow of events does not outlive its credential.
+	var expiry <-chan time.Time
+	if !opts.Expires.IsZero() {
+		timer := time.NewTimer(time.Until(opts.Expires))
+		defer timer.Stop()
+		expiry = timer.C
+	}
+
 	for {
 		page, err := cur.Next(s.opts.MaxBatch)
 		if err != nil {
@@ -178,10 +212,15 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 			if page.Closed {
 				return s.stats, ErrTopicClosed
 			}
+			if opts.expiredAt(s.lastWrite) {
+				return s.stats, s.expire()
+			}
 			continue
 		}
 		select {
 		case <-page.Wait:
+		case <-expiry:
+			return s.stats, s.expire()
 		case now := <-idle:
 			if silent := now.Sub(s.lastWrite); silent < opts.Heartbeat {
 				s.heartbeat.Reset(opts.Heartbeat - silent)
@@ -266,6 +305,23 @@ func (s *subscriber) end() error {
 		return err
 	}
 	return ErrStopped
+}
+
+// expire writes the expired event that ends a stream whose credential
+// expired, ends the encoding, and returns ErrExpired.
+func (s *subscriber) expire() error {
+	name := s.opts.ExpiredEvent
+	if name == "" {
+		name = DefaultExpiredEvent
+	}
+	b := s.plain(nil, wire.EncodeEvent("", name, expiredData))
+	if s.enc != nil {
+		b = s.enc.trailer(b)
+	}
+	if err := s.write(b); err != nil {
+		return err
+	}
+	return ErrExpired
 }
 
 type subscriber struct {

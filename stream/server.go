@@ -49,7 +49,8 @@ func NewServer(stop context.Context, detach bool) *Server {
 
 // Serve delivers cur to the client of w and r, whose response head
 // WriteHead has sent, until the topic closes, the client leaves, a write
-// fails or times out, or the server stops; then done is called, once, with
+// fails or times out, the server stops, or the credential that opened the
+// stream expires (Options.Expires); then done is called, once, with
 // what was delivered and why the stream ended. Serve returns as soon as the
 // stream no longer needs the request: at its end, or once it is detached
 // from net/http. key names the topic the stream's lot is shared by.

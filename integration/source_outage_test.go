@@ -1,4 +1,4 @@
-package caddysse_test
+package integration_test
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ssegate/caddy-sse/internal/redistest"
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
@@ -282,7 +283,7 @@ http://127.0.0.1:%d {
 	time.Sleep(500 * time.Millisecond) // room for a late duplicate to show
 	checkOnceInOrder(t, "the live subscriber", reader.received(), last)
 
-	replay := dialStream(t, addr, "/e/feed?lastEventId=earliest")
+	replay := sitetest.DialStream(t, addr, "/e/feed?lastEventId=earliest")
 	_ = replay.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var all []ssetest.Event
 	for len(all) < last {
@@ -299,7 +300,7 @@ http://127.0.0.1:%d {
 	checkOnceInOrder(t, "a replay of the topic", all, last)
 
 	// Waiting for the store is not skipping.
-	for _, line := range strings.Split(adminMetrics(t, adminPort), "\n") {
+	for _, line := range strings.Split(sitetest.AdminMetrics(t, adminPort), "\n") {
 		if strings.HasPrefix(line, "caddy_sse_source_lines_skipped_total{") && !strings.HasSuffix(line, " 0") {
 			t.Errorf("lines counted as skipped: %s", line)
 		}
@@ -334,7 +335,7 @@ http://127.0.0.1:%d {
 	}
 }
 `, adminPort, port, upstream.URL))
-	s := dialStream(t, fmt.Sprintf("127.0.0.1:%d", port), "/e/skips?lastEventId=earliest")
+	s := sitetest.DialStream(t, fmt.Sprintf("127.0.0.1:%d", port), "/e/skips?lastEventId=earliest")
 	_ = s.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for _, want := range []string{"ok", "ok"} {
 		ev, err := s.Next()
@@ -343,7 +344,7 @@ http://127.0.0.1:%d {
 		}
 	}
 	series := map[string]string{}
-	for _, line := range strings.Split(adminMetrics(t, adminPort), "\n") {
+	for _, line := range strings.Split(sitetest.AdminMetrics(t, adminPort), "\n") {
 		if rest, ok := strings.CutPrefix(line, `caddy_sse_source_lines_skipped_total{reason="`); ok {
 			reason, _, _ := strings.Cut(rest, `"`)
 			series[reason] = line[strings.LastIndexByte(line, ' ')+1:]

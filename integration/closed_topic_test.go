@@ -1,4 +1,4 @@
-package caddysse_test
+package integration_test
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
@@ -28,7 +29,7 @@ func publishAndClose(t *testing.T, client *http.Client, addr, path string) close
 		}
 		ct.ids = append(ct.ids, id)
 	}
-	if _, err := sendPublish(client, http.MethodDelete, "http://"+addr+path, "", "Authorization: Bearer file-token"); err != nil {
+	if _, err := sitetest.Publish(client, http.MethodDelete, "http://"+addr+path, "", "Authorization: Bearer file-token"); err != nil {
 		t.Fatal(err)
 	}
 	return ct

@@ -1,4 +1,4 @@
-package caddysse_test
+package integration_test
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ssegate/caddy-sse/internal/redistest"
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
@@ -40,20 +41,20 @@ http://127.0.0.1:%d {
 
 // redisPost sends a publish with the site's token and headers given as
 // "Name: value".
-func redisPost(t *testing.T, client *http.Client, method, addr, topic, data string, headers ...string) published {
+func redisPost(t *testing.T, client *http.Client, method, addr, topic, data string, headers ...string) sitetest.Published {
 	t.Helper()
-	res, err := sendPublish(client, method, "http://"+addr+topic, data, append([]string{"Authorization: Bearer redis-token"}, headers...)...)
+	res, err := sitetest.Publish(client, method, "http://"+addr+topic, data, append([]string{"Authorization: Bearer redis-token"}, headers...)...)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, topic, err)
 	}
 	return res
 }
 
-func redisPublish(t *testing.T, client *http.Client, addr, topic, data string, headers ...string) published {
+func redisPublish(t *testing.T, client *http.Client, addr, topic, data string, headers ...string) sitetest.Published {
 	t.Helper()
 	res := redisPost(t, client, http.MethodPost, addr, topic, data, headers...)
-	if res.status != http.StatusOK || len(res.IDs) != 1 {
-		t.Fatalf("publishing %q to %s%s: status %d, ids %q", data, addr, topic, res.status, res.IDs)
+	if res.Status != http.StatusOK || len(res.IDs) != 1 {
+		t.Fatalf("publishing %q to %s%s: status %d, ids %q", data, addr, topic, res.Status, res.IDs)
 	}
 	return res
 }
@@ -78,7 +79,7 @@ func redisXLen(t *testing.T, srv *redistest.Server, key string) string {
 	return reply
 }
 
-// Two Caddy processes on one Redis: what is published on one is delivered
+// Two Caddy processes on one Redis: what is sitetest.Published on one is delivered
 // by the other, a subscriber moves between them with Last-Event-ID without
 // gap or duplicate, a delivery id is deduplicated across them, a close on
 // one ends the other's streams, and the history bound holds in Redis.
@@ -91,7 +92,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 
 	t.Run("publish on A, subscribe on B, resume on A", func(t *testing.T) {
-		onB := dialStream(t, b, "/r/room")
+		onB := sitetest.DialStream(t, b, "/r/room")
 		var ids []string
 		for i := range 10 {
 			ids = append(ids, redisPublish(t, client, a, "/r/room", fmt.Sprintf("m%d", i)).IDs[0])
@@ -107,7 +108,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 			ids = append(ids, redisPublish(t, client, b, "/r/room", fmt.Sprintf("m%d", i)).IDs[0])
 		}
 		// ...and its EventSource reconnects, landing on A.
-		onA := dialStream(t, a, "/r/room", "Last-Event-ID: "+ids[5])
+		onA := sitetest.DialStream(t, a, "/r/room", "Last-Event-ID: "+ids[5])
 		for i := 6; i < 15; i++ {
 			e := redisNext(t, onA)
 			if e.ID != ids[i] || e.Data != fmt.Sprintf("m%d", i) || e.Type != "message" {
@@ -140,7 +141,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 		if n := redisXLen(t, srv, "node-test:{/r/trim}:log"); n != ":20" {
 			t.Fatalf("XLEN = %s with history events 20", n)
 		}
-		s := dialStream(t, b, "/r/trim", "Last-Event-ID: "+ids[3])
+		s := sitetest.DialStream(t, b, "/r/trim", "Last-Event-ID: "+ids[3])
 		reset := redisNext(t, s)
 		if reset.Type != "reset" || !strings.Contains(reset.Data, `"reason":"expired"`) || !strings.Contains(reset.Data, ids[3]) {
 			t.Fatalf("resuming after a trimmed id: first event %+v, want a reset (expired)", reset)
@@ -153,13 +154,13 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 	})
 
 	t.Run("closing on A ends B's streams and later GETs", func(t *testing.T) {
-		onB := dialStream(t, b, "/r/end")
+		onB := sitetest.DialStream(t, b, "/r/end")
 		id := redisPublish(t, client, a, "/r/end", "last words").IDs[0]
 		if e := redisNext(t, onB); e.ID != id {
 			t.Fatalf("B delivered %+v", e)
 		}
-		if res := redisPost(t, client, http.MethodDelete, a, "/r/end", ""); res.status != http.StatusNoContent {
-			t.Fatalf("DELETE answered %d", res.status)
+		if res := redisPost(t, client, http.MethodDelete, a, "/r/end", ""); res.Status != http.StatusNoContent {
+			t.Fatalf("DELETE answered %d", res.Status)
 		}
 		if e := redisNext(t, onB); e.Type != "close" {
 			t.Fatalf("after the close B delivered %+v, want a close event", e)
@@ -172,8 +173,8 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 		if s.Response.StatusCode != http.StatusNoContent {
 			t.Fatalf("GET on B after the close: %s, want 204", s.Response.Status)
 		}
-		if res := redisPost(t, client, http.MethodPost, b, "/r/end", "late"); res.status != http.StatusGone {
-			t.Fatalf("publish on B after the close: %d, want 410", res.status)
+		if res := redisPost(t, client, http.MethodPost, b, "/r/end", "late"); res.Status != http.StatusGone {
+			t.Fatalf("publish on B after the close: %d, want 410", res.Status)
 		}
 	})
 
@@ -182,8 +183,8 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 			redisPublish(t, client, a, "/r/job", "step").IDs[0],
 			redisPublish(t, client, a, "/r/job", "exit 0").IDs[0],
 		}
-		if res := redisPost(t, client, http.MethodDelete, a, "/r/job", ""); res.status != http.StatusNoContent {
-			t.Fatalf("DELETE answered %d", res.status)
+		if res := redisPost(t, client, http.MethodDelete, a, "/r/job", ""); res.Status != http.StatusNoContent {
+			t.Fatalf("DELETE answered %d", res.Status)
 		}
 		for _, node := range []string{a, b} {
 			for _, x := range []struct {
@@ -197,7 +198,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 				if x.header != "" {
 					headers = append(headers, x.header)
 				}
-				s := dialStream(t, node, x.path, headers...)
+				s := sitetest.DialStream(t, node, x.path, headers...)
 				for _, id := range x.want {
 					if e := redisNext(t, s); e.ID != id {
 						t.Fatalf("%s%s (%s): got %+v, want %s", node, x.path, x.header, e, id)
@@ -224,7 +225,7 @@ func TestRedisStoreTwoNodes(t *testing.T) {
 }
 
 // Redis restarts (keeping its data) under a running Caddy: subscribers stay
-// connected on heartbeats and get what is published after the restart;
+// connected on heartbeats and get what is sitetest.Published after the restart;
 // publishes meanwhile get 503 with Retry-After; every publish answered 200
 // is delivered, once, in order.
 //
@@ -239,7 +240,7 @@ func TestRedisStoreRestart(t *testing.T) {
 	metric := func(name string) string {
 		t.Helper()
 		prefix := name + `{addr="` + srv.Addr + `"} `
-		for _, line := range strings.Split(adminMetrics(t, adminPort), "\n") {
+		for _, line := range strings.Split(sitetest.AdminMetrics(t, adminPort), "\n") {
 			if v, ok := strings.CutPrefix(line, prefix); ok {
 				return v
 			}
@@ -255,7 +256,7 @@ func TestRedisStoreRestart(t *testing.T) {
 	const subscribers = 3
 	streams := make([]*ssetest.Stream, subscribers)
 	for i := range streams {
-		streams[i] = dialStream(t, addr, "/r/live")
+		streams[i] = sitetest.DialStream(t, addr, "/r/live")
 	}
 
 	var (
@@ -270,17 +271,17 @@ func TestRedisStoreRestart(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		attempted[data] = true
-		switch res.status {
+		switch res.Status {
 		case http.StatusOK:
 			acked = append(acked, res.IDs[0]+" "+data)
 			return true
 		case http.StatusServiceUnavailable:
 			refused++
-			if res.header.Get("Retry-After") == "" {
+			if res.Header.Get("Retry-After") == "" {
 				noRetry++
 			}
 		default:
-			t.Errorf("publish answered %d", res.status)
+			t.Errorf("publish answered %d", res.Status)
 		}
 		return false
 	}
@@ -368,47 +369,6 @@ func TestRedisStoreRestart(t *testing.T) {
 	}
 }
 
-// Mistakes in `store redis` are reported with their line; a bad URL fails
-// the config without showing its password.
-func TestRedisStoreCaddyfileErrors(t *testing.T) {
-	for _, c := range []struct{ block, says string }{
-		{"store redis", "store redis: missing the URL"},
-		{"store redis redis://127.0.0.1:6379 {\n\tmode ring\n}", `mode: "ring" is not standalone, sentinel or cluster`},
-		{"store redis redis://127.0.0.1:6379 {\n\tmode cluster\n\tmode cluster\n}", `option "mode" given twice`},
-		{"store redis redis://127.0.0.1:6379 {\n\tmin_replicas_ack\n}", "min_replicas_ack: want <n> [<timeout>]"},
-		{"store redis redis://127.0.0.1:6379 {\n\tmin_replicas_ack one\n}", `min_replicas_ack: "one" is not a non-negative integer`},
-		{"store redis redis://127.0.0.1:6379 {\n\tmin_replicas_ack 1 soon\n}", `min_replicas_ack: timeout "soon"`},
-		{"store redis redis://127.0.0.1:6379 {\n\tbogus 1\n}", `unrecognized redis store option "bogus"`},
-		{"store redis redis://127.0.0.1:6379 {\n\tpool_size many\n}", `pool_size: "many" is not a non-negative integer`},
-		{"store redis redis://127.0.0.1:6379 {\n\tdial_timeout soon\n}", "dial_timeout:"},
-		{"store redis redis://127.0.0.1:6379 {\n\tprefix a:\n\tprefix b:\n}", `option "prefix" given twice`},
-	} {
-		text := "http://localhost:8080 {\n\tsse {\n\t\t" + strings.ReplaceAll(c.block, "\n", "\n\t\t") + "\n\t}\n}\n"
-		if _, err := adapt(text); err == nil || !strings.Contains(err.Error(), c.says) {
-			t.Errorf("%q: error %v, want one saying %q", c.block, err, c.says)
-		}
-	}
-	for _, c := range []struct{ url, says string }{
-		{"http://127.0.0.1:6379", "redis store: url"},
-		{"redis://user:hunter2@127.0.0.1:notaport", "redis store: url"},
-		{"redis://127.0.0.1:6379 {\n\tprefix a{b}\n}", "must not contain braces"},
-		{"redis://127.0.0.1:6379 redis://127.0.0.1:6380", "several URLs need mode sentinel or cluster"},
-		{"redis://127.0.0.1:26379 {\n\tmode sentinel\n}", "mode sentinel needs master <name>"},
-		{"redis://127.0.0.1:7000 {\n\tmode cluster\n\tmaster m\n}", "master, sentinel_username and sentinel_password are for mode sentinel"},
-		{"redis://127.0.0.1:7000/2 {\n\tmode cluster\n}", "cluster mode has no databases"},
-		{"redis://127.0.0.1:7000 {\n\tmin_replicas_ack 1 3s\n}", "must be shorter than read_timeout"},
-		{"redis://127.0.0.1:7000 redis://u:hunter2@127.0.0.1:notaport {\n\tmode cluster\n}", "redis store: url 2"},
-	} {
-		text := "{\n\tadmin off\n}\nhttp://localhost:8080 {\n\tsse {\n\t\tstore redis " + c.url + "\n\t}\n}\n"
-		err := testcaddy.ValidateCaddyfile(text)
-		if err == nil || !strings.Contains(err.Error(), c.says) {
-			t.Errorf("%q: error %v, want one saying %q", c.url, err, c.says)
-		} else if strings.Contains(err.Error(), "hunter2") {
-			t.Errorf("the error shows the password: %v", err)
-		}
-	}
-}
-
 // A Redis that does not answer at start is reported as down, not as up, and
 // Caddy starts all the same: the store serves once Redis is there.
 func TestRedisStoreDownAtStart(t *testing.T) {
@@ -425,14 +385,14 @@ func TestRedisStoreDownAtStart(t *testing.T) {
 		t.Fatalf("the store's opening was logged as %q, want a warning with \"up\":false\n%s", opened, p.Log())
 	}
 	res := redisPost(t, &http.Client{Timeout: 10 * time.Second}, http.MethodPost, fmt.Sprintf("127.0.0.1:%d", port), "/r/x", "d")
-	if res.status != http.StatusServiceUnavailable {
-		t.Fatalf("publishing with Redis down answered %d, want 503", res.status)
+	if res.Status != http.StatusServiceUnavailable {
+		t.Fatalf("publishing with Redis down answered %d, want 503", res.Status)
 	}
 }
 
 // Redis restarts without its data under two Caddy nodes that both hold the
 // topic's events: neither serves them any more. A client resuming with an
-// old id gets the same reset on both, then what is published afterwards.
+// old id gets the same reset on both, then what is sitetest.Published afterwards.
 func TestRedisStoreLostData(t *testing.T) {
 	srv := redistest.Start(t, "--appendonly", "no") // and no RDB: nothing survives
 	portA, portB := testcaddy.FreePort(t), testcaddy.FreePort(t)
@@ -445,7 +405,7 @@ func TestRedisStoreLostData(t *testing.T) {
 		ids = append(ids, redisPublish(t, client, a, "/r/lost", fmt.Sprintf("old%d", i)).IDs[0])
 	}
 	for _, node := range []string{a, b} { // both nodes read the topic
-		s := dialStream(t, node, "/r/lost", "Last-Event-ID: "+ids[0])
+		s := sitetest.DialStream(t, node, "/r/lost", "Last-Event-ID: "+ids[0])
 		for _, id := range ids[1:] {
 			if e := redisNext(t, s); e.ID != id {
 				t.Fatalf("%s delivered %+v, want %s", node, e, id)

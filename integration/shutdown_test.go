@@ -1,4 +1,4 @@
-package caddysse_test
+package integration_test
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package caddysse_test
+package integration_test
 
 import (
 	"fmt"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
@@ -39,11 +40,11 @@ type filePublished struct {
 
 // filePublish POSTs data to topic and returns the id when the answer is 200.
 func filePublish(client *http.Client, addr, topic, data string) (string, error) {
-	res, err := sendPublish(client, http.MethodPost, "http://"+addr+topic, data, "Authorization: Bearer file-token")
+	res, err := sitetest.Publish(client, http.MethodPost, "http://"+addr+topic, data, "Authorization: Bearer file-token")
 	if err != nil {
 		return "", err
 	}
-	return res.oneID()
+	return res.OneID()
 }
 
 // fileReadUntil subscribes to topic after from and returns the events up to

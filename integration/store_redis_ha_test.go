@@ -1,4 +1,4 @@
-package caddysse_test
+package integration_test
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ssegate/caddy-sse/internal/redistest"
+	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
@@ -66,19 +67,19 @@ func (p *haPublisher) publish(i int) {
 	deadline := time.Now().Add(30 * time.Second)
 	for attempt := 0; ; attempt++ {
 		node := p.nodes[(i+attempt)%len(p.nodes)]
-		res, err := sendPublish(p.client, http.MethodPost, "http://"+node+p.topic, data,
+		res, err := sitetest.Publish(p.client, http.MethodPost, "http://"+node+p.topic, data,
 			"Authorization: Bearer redis-token", "Idempotency-Key: "+data)
 		switch {
-		case err == nil && res.status == http.StatusOK && len(res.IDs) == 1:
+		case err == nil && res.Status == http.StatusOK && len(res.IDs) == 1:
 			p.acked = append(p.acked, res.IDs[0]+" "+data)
 			return
-		case err == nil && res.status == http.StatusServiceUnavailable:
-			if res.header.Get("Retry-After") == "" {
+		case err == nil && res.Status == http.StatusServiceUnavailable:
+			if res.Header.Get("Retry-After") == "" {
 				p.t.Errorf("503 without Retry-After")
 			}
 			p.refused++
 		default:
-			p.t.Fatalf("publishing %s on %s: %v (status %d)", data, node, err, res.status)
+			p.t.Fatalf("publishing %s on %s: %v (status %d)", data, node, err, res.Status)
 		}
 		if time.Now().After(deadline) {
 			p.t.Fatalf("%s not acknowledged within 30s (%d refusals)", data, p.refused)
@@ -131,7 +132,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	streams := map[string]*ssetest.Stream{}
 	for i, n := range nodes {
-		streams[fmt.Sprint("node ", i)] = dialStream(t, n, "/r/live")
+		streams[fmt.Sprint("node ", i)] = sitetest.DialStream(t, n, "/r/live")
 	}
 	p := &haPublisher{t: t, client: client, nodes: nodes, topic: "/r/live"}
 	const total = 60
@@ -160,7 +161,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	}
 	for _, n := range nodes {
 		id := p.acked[10][:strings.IndexByte(p.acked[10], ' ')]
-		expectStream(t, "resumed on "+n, dialStream(t, n, "/r/live", "Last-Event-ID: "+id), p.acked[11:])
+		expectStream(t, "resumed on "+n, sitetest.DialStream(t, n, "/r/live", "Last-Event-ID: "+id), p.acked[11:])
 	}
 	t.Logf("%d publishes refused (503) during the failover", p.refused)
 }
@@ -247,7 +248,7 @@ func TestRedisClusterNodes(t *testing.T) {
 	var subs []*sub
 	for i, topic := range topics {
 		for j, n := range nodes {
-			subs = append(subs, &sub{name: fmt.Sprintf("%s on node %d", topic, j), s: dialStream(t, n, topic+"?lastEventId=earliest"), topic: i})
+			subs = append(subs, &sub{name: fmt.Sprintf("%s on node %d", topic, j), s: sitetest.DialStream(t, n, topic+"?lastEventId=earliest"), topic: i})
 		}
 	}
 	// readLines checks that sub gets lines of its topic in order, each
@@ -300,7 +301,7 @@ func TestRedisClusterNodes(t *testing.T) {
 	// node 1.
 	x := subs[2]
 	id := readLines(x, 160)
-	resumed := &sub{name: "resumed on node 1", s: dialStream(t, nodes[1], topics[1], "Last-Event-ID: "+id), topic: 1, next: x.next}
+	resumed := &sub{name: "resumed on node 1", s: sitetest.DialStream(t, nodes[1], topics[1], "Last-Event-ID: "+id), topic: 1, next: x.next}
 	readLines(resumed, 200)
 	// Plain publishes go to every master too.
 	client := &http.Client{Timeout: 10 * time.Second}
