@@ -44,6 +44,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		on_gap        replay | live            # default replay
 //		reset_event   <name>                   # default reset
 //		close_event   <name>                   # default close
+//		multi_topic_param      <name> | off    # default topic: ?topic=/a&topic=/b
+//		multi_topic_event_name type | topic    # default type
 //		expired_event <name>                   # default expired
 //		history {
 //			events <n>                         # default 1000
@@ -56,6 +58,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			subscribers_per_topic <n>          # default 0: none
 //			event_size            <size>       # default 1MiB
 //			topic_length          <n>          # default 256 bytes
+//			topics_per_stream     <n>          # default 64
 //		}
 //		store memory [<name>]                  # default: memory default
 //		store file <path>                      # bbolt file: history survives restarts
@@ -174,6 +177,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.CloseEvent); err != nil {
 				return err
 			}
+		case "multi_topic_param":
+			if err := oneArg(d, &h.MultiTopicParam); err != nil {
+				return err
+			}
+		case "multi_topic_event_name":
+			if err := oneArg(d, &h.MultiTopicEventName); err != nil {
+				return err
+			}
+			if v := h.MultiTopicEventName; v != "type" && v != "topic" {
+				return d.Errf("multi_topic_event_name: %q is neither type nor topic", v)
+			}
 		case "history":
 			if err := h.unmarshalHistory(d); err != nil {
 				return err
@@ -217,7 +231,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Sources = append(h.Sources, sc)
 		default:
-			return d.Errf("unrecognized sse option %q", d.Val())
+			return unknownOption(d, "sse", d.Val(), sseOptions)
 		}
 	}
 	return nil
@@ -244,7 +258,7 @@ func (h *Handler) unmarshalHistory(d *caddyfile.Dispenser) error {
 		case "age":
 			err = durationArg(d, &h.History.Age)
 		default:
-			err = d.Errf("unrecognized history option %q", d.Val())
+			err = unknownOption(d, "history", d.Val(), historyOptions)
 		}
 		if err != nil {
 			return err
@@ -277,8 +291,10 @@ func (h *Handler) unmarshalLimits(d *caddyfile.Dispenser) error {
 			err = sizeArg(d, &h.Limits.EventSize)
 		case "topic_length":
 			err = intArg(d, &h.Limits.TopicLength)
+		case "topics_per_stream":
+			err = intArg(d, &h.Limits.TopicsPerStream)
 		default:
-			err = d.Errf("unrecognized limits option %q", d.Val())
+			err = unknownOption(d, "limits", d.Val(), limitsOptions)
 		}
 		if err != nil {
 			return err
@@ -337,7 +353,7 @@ func (h *Handler) unmarshalPublish(d *caddyfile.Dispenser) error {
 			p.JWT = new(auth.PublishJWT)
 			err = p.JWT.UnmarshalCaddyfile(d.NewFromNextSegment())
 		default:
-			err = d.Errf("unrecognized publish option %q", d.Val())
+			err = unknownOption(d, "publish", d.Val(), publishOptions)
 		}
 		if err != nil {
 			return err

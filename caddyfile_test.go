@@ -97,6 +97,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"block given twice", "sse {\n\thistory {\n\t\tevents 5\n\t}\n\thistory {\n\t\tage 1m\n\t}\n}", 6, `sse: option "history" given twice`},
 		{"limits option given twice", "sse {\n\tlimits {\n\t\ttopics 3\n\t\ttopics 4\n\t}\n}", 5, `limits: option "topics" given twice`},
 		{"publish option given twice", "sse {\n\tpublish {\n\t\tbearer a\n\t\tbearer b\n\t\tmax_body 1KiB\n\t\tmax_body 2KiB\n\t}\n}", 7, `publish: option "max_body" given twice`},
+		{"a typo of an option", "sse {\n\thearbeat 5s\n}", 3, `unrecognized sse option "hearbeat"; did you mean heartbeat?`},
+		{"a dash for an underscore", "sse {\n\twrite-timeout 5s\n}", 3, `did you mean write_timeout?`},
+		{"a singular for a plural", "sse {\n\tlimits {\n\t\tsubscriber 3\n\t}\n}", 4, `did you mean subscribers?`},
+		{"a typo in publish", "sse {\n\tpublish {\n\t\tberaer x\n\t}\n}", 4, `did you mean bearer?`},
+		{"nothing close", "sse {\n\tbogus 1\n}", 3, `known options: topic, retry, heartbeat`},
 		{"hmac_sha256 with three values", "sse {\n\tpublish {\n\t\thmac_sha256 a b c\n\t}\n}", 4, "wrong argument count"},
 	}
 	for _, c := range cases {

@@ -158,6 +158,9 @@ type Handler struct {
 	// SourceConfig.
 	Sources []*SourceConfig `json:"sources,omitempty"`
 
+	// Several topics on one connection (see MultiTopicOptions).
+	MultiTopicOptions
+
 	store     replay.Store
 	encodings []*stream.Encoding
 	verifier  webhook.Any
@@ -190,6 +193,8 @@ type Limits struct {
 	EventSize int64 `json:"event_size,omitempty"`
 	// Longest topic name in bytes. Default: 256.
 	TopicLength int `json:"topic_length,omitempty"`
+	// Most topics one multi-topic stream may list. Default: 64.
+	TopicsPerStream int `json:"topics_per_stream,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -259,6 +264,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := events.(*caddyevents.App).On("stopping", stoppingListener{h}); err != nil {
 		return fmt.Errorf("subscribing to stopping event: %w", err)
 	}
+	h.register() // for the admin API (admin.go)
 	return nil
 }
 
@@ -323,6 +329,9 @@ func (h *Handler) Validate() error {
 	if wire.SanitizeName(h.ResetEvent) != h.ResetEvent || wire.SanitizeName(h.CloseEvent) != h.CloseEvent {
 		return fmt.Errorf("reset_event and close_event must be plain event names")
 	}
+	if err := h.validateMultiTopic(); err != nil {
+		return err
+	}
 	cfg := h.storeConfig()
 	if h.Limits.EventSize*2 > cfg.MaxBytes {
 		return fmt.Errorf("limits: event_size %d does not fit twice in history size %d (an event is counted with its encoding)", h.Limits.EventSize, cfg.MaxBytes)
@@ -349,6 +358,7 @@ func (h *Handler) Validate() error {
 // exits it waits (briefly) for detached streams to write their retry hint
 // and end their response, as Caddy waits for streams in a request.
 func (h *Handler) Cleanup() error {
+	h.unregister()
 	h.endStreams()
 	if h.streams != nil && (caddy.Exiting() || h.DrainWindow < 0) {
 		h.streams.Wait(detachedExitWait)
@@ -379,6 +389,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if h.CORS != nil && h.CORS.Apply(w, r) {
 		return nil
 	}
+	if r.Method == http.MethodGet {
+		if handled, err := h.serveMultiTopic(w, r); handled {
+			return err
+		}
+	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	topic := repl.ReplaceAll(h.Topic, "")
 	if err := h.validateTopic(topic); err != nil {
@@ -387,6 +402,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	switch r.Method {
 	case http.MethodGet:
 		return h.subscribe(w, r, topic)
+	case http.MethodHead:
+		return h.head(w, r, topic)
 	case http.MethodPost:
 		if h.Publish != nil {
 			return h.publish(w, r, repl, topic)
@@ -396,12 +413,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			return h.closeTopic(w, r, topic)
 		}
 	}
-	allow := "GET"
-	if h.Publish != nil {
-		allow = "GET, POST, DELETE"
-	}
-	w.Header().Set("Allow", allow)
-	return writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; allowed: %s", r.Method, allow))
+	return h.notAllowed(w, r)
 }
 
 // validateTopic checks a topic name with the one rule every part of the

@@ -148,6 +148,7 @@ func (h *Handler) publishAllowed(w http.ResponseWriter, r *http.Request, topic s
 		reasons = append(reasons, auth.SchemeJWT+": "+rej.Message)
 	}
 	metrics.rejects.WithLabelValues(rejectAuth).Inc()
+	h.logAuthFailure(r, strings.Join(reasons, "; "))
 	switch {
 	case rej != nil:
 		w.Header().Set("WWW-Authenticate", rej.WWWAuthenticate)

@@ -63,21 +63,33 @@ type HMACSecret struct {
 func (p *Publish) verifiers(repl *caddy.Replacer) (webhook.Any, error) {
 	var schemes webhook.Any
 	for i, token := range p.Bearer {
-		v, err := webhook.NewBearer(repl.ReplaceKnown(token, ""))
+		token, err := secret(repl, token)
+		if err != nil {
+			return nil, fmt.Errorf("publish: bearer token %d: %w", i, err)
+		}
+		v, err := webhook.NewBearer(token)
 		if err != nil {
 			return nil, fmt.Errorf("publish: bearer token %d: %w", i, err)
 		}
 		schemes = append(schemes, v)
 	}
 	for i, s := range p.HMACSHA256 {
-		v, err := webhook.NewHMACSHA256(repl.ReplaceKnown(s.Secret, ""), s.Header)
+		key, err := secret(repl, s.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("publish: hmac_sha256 secret %d: %w", i, err)
+		}
+		v, err := webhook.NewHMACSHA256(key, s.Header)
 		if err != nil {
 			return nil, fmt.Errorf("publish: hmac_sha256 secret %d: %w", i, err)
 		}
 		schemes = append(schemes, v)
 	}
 	for i, s := range p.StandardWebhooks {
-		v, err := webhook.NewStandardWebhooks(repl.ReplaceKnown(s, ""), 0)
+		key, err := secret(repl, s)
+		if err != nil {
+			return nil, fmt.Errorf("publish: standard_webhooks secret %d: %w", i, err)
+		}
+		v, err := webhook.NewStandardWebhooks(key, 0)
 		if err != nil {
 			return nil, fmt.Errorf("publish: standard_webhooks secret %d: %w", i, err)
 		}
@@ -143,12 +155,17 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 	if !ok {
 		return nil
 	}
+	return h.appendBody(w, r, topic, body, wire.SanitizeName(repl.ReplaceAll(h.Publish.Event, "")))
+}
+
+// appendBody appends the events of an admitted publish body (one event, or
+// one per line of NDJSON) to topic and answers with their ids.
+func (h *Handler) appendBody(w http.ResponseWriter, r *http.Request, topic string, body []byte, eventType string) error {
 	key, _, err := webhook.DeliveryID(r.Header)
 	if err != nil {
 		metrics.rejects.WithLabelValues(rejectBadInput).Inc()
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}
-	eventType := wire.SanitizeName(repl.ReplaceAll(h.Publish.Event, ""))
 
 	var drafts []replay.Draft
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -258,6 +275,11 @@ func (h *Handler) closeTopic(w http.ResponseWriter, r *http.Request, topic strin
 	if _, ok := h.readAuthenticated(w, r, topic); !ok {
 		return nil
 	}
+	return h.endTopic(w, r, topic)
+}
+
+// endTopic closes topic in the store and answers 204, or says why not.
+func (h *Handler) endTopic(w http.ResponseWriter, r *http.Request, topic string) error {
 	err := h.store.CloseTopic(r.Context(), topic)
 	switch {
 	case errors.Is(err, replay.ErrTopicClosed):

@@ -101,11 +101,14 @@ func TestWithoutPublishOnlyGET(t *testing.T) {
 	path := topic(t, "/s/", "t")
 	for _, method := range []string{http.MethodPost, http.MethodDelete, http.MethodPut} {
 		r := s.do(method, path, "data")
-		if r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") != "GET" {
-			t.Errorf("%s answered %d with Allow %q, want 405 with Allow: GET", method, r.status, r.header.Get("Allow"))
+		if r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s answered %d with Allow %q, want 405 with Allow: GET, HEAD", method, r.status, r.header.Get("Allow"))
 		}
 		if !strings.Contains(r.errorMessage(), method) {
 			t.Errorf("%s: error %q does not name the method", method, r.body)
+		}
+		if method != http.MethodPut && !strings.Contains(r.errorMessage(), "add a publish block") {
+			t.Errorf("%s: error %q does not say how to publish here", method, r.body)
 		}
 	}
 	s.subscribe(path)

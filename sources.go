@@ -433,7 +433,7 @@ func unmarshalSource(d *caddyfile.Dispenser) (*SourceConfig, error) {
 			}
 			sc.CloseWhen = &SourceCloseWhen{Field: args[0], Value: args[1]}
 		default:
-			err = d.Errf("unrecognized source option %q", opt)
+			err = unknownOption(d, "source", opt, sourceOptions)
 		}
 		if err != nil {
 			return nil, err

@@ -31,6 +31,7 @@ func acquireStore[T caddy.Destructor](key string, open func() (T, error)) (store
 	if err != nil {
 		return store, false, err
 	}
+	storeLabels.Store(v, key) // the admin API's name for it
 	return v.(T), loaded, nil
 }
 
@@ -41,7 +42,16 @@ func releaseStore(key string) (closed bool, err error) {
 	if key == "" {
 		return false, nil
 	}
-	return stores.Delete(key)
+	closed, err = stores.Delete(key)
+	if closed {
+		storeLabels.Range(func(store, k any) bool {
+			if k == key {
+				storeLabels.Delete(store)
+			}
+			return true
+		})
+	}
+	return closed, err
 }
 
 // History bounds a topic's log. The oldest events are pruned first when any

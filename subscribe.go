@@ -23,7 +23,11 @@ var subscribers atomic.Int64
 // cursorFrom reads where the client wants to resume: the Last-Event-ID
 // header its EventSource sends on reconnection, or a query parameter for a
 // first connection and for polyfills. The header wins.
-func cursorFrom(r *http.Request) string {
+func cursorFrom(r *http.Request) string { return cursorFromLimit(r, maxCursorLength) }
+
+// cursorFromLimit is cursorFrom with a length limit of its own (a
+// multi-topic cursor may be longer).
+func cursorFromLimit(r *http.Request, limit int) string {
 	from := r.Header.Get("Last-Event-ID")
 	if from == "" {
 		q := r.URL.Query()
@@ -32,9 +36,9 @@ func cursorFrom(r *http.Request) string {
 			from = q.Get("last_event_id")
 		}
 	}
-	if len(from) > maxCursorLength {
+	if len(from) > limit {
 		// Never matches an id; the client gets a reset.
-		from = from[:maxCursorLength]
+		from = from[:limit]
 	}
 	return from
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -606,6 +607,100 @@ func TestResetForIDOlderThanHistory(t *testing.T) {
 		if e.ID == nil || *e.ID != reset.ResumeAfter || reset.ResumeAfter != ids[6] {
 			t.Errorf("reset %s with lastEventId %v: want lastEventId and resume_after the id of event 7, %s", *e.Data, e.ID, ids[6])
 		}
+	}
+}
+
+// Scenario 6: one EventSource follows ten topics over HTTP/1.1, beside five
+// single-topic ones: six connections, the most a browser opens to one
+// origin (a seventh EventSource stays CONNECTING). Each event reaches the
+// page named after its topic; after a reload, the browser's own
+// reconnection with Last-Event-ID resumes all ten topics exactly.
+func TestOneEventSourceOnTenTopics(t *testing.T) {
+	b := newBrowser(t)
+	opts := "retry 500ms\ndrain_window 0\nmulti_topic_event_name topic"
+	s := startServer(t, "http", "", opts)
+	b.open(s.origin + "/")
+	for i := range 5 {
+		b.do(fmt.Sprintf(`subscribe("s%d", "/t/single-%d")`, i, i))
+	}
+	var topics []string
+	q := url.Values{}
+	for i := range 10 {
+		topics = append(topics, fmt.Sprintf("/t/m%d", i))
+		q.Add("topic", topics[i])
+	}
+	list, _ := json.Marshal(topics)
+	b.do(fmt.Sprintf(`subscribe("multi", "/t/all?%s")`, q.Encode()))
+	b.do(fmt.Sprintf(`listen("multi", %s)`, list))
+	b.waitFor("six streams open", func(events []seen) bool {
+		open := 0
+		for _, e := range events {
+			if e.Kind == "open" {
+				open++
+			}
+		}
+		return open == 6
+	})
+	b.do(`subscribe("seventh", "/t/seventh")`)
+
+	// got returns the multi stream's events as "topic data" in order.
+	got := func(events []seen) []string {
+		var out []string
+		for _, e := range events {
+			if e.Name == "multi" && strings.HasPrefix(e.Kind, "topic ") && e.Data != nil {
+				out = append(out, strings.TrimPrefix(e.Kind, "topic ")+" "+*e.Data)
+			}
+		}
+		return out
+	}
+	var want []string
+	publishRound := func(from, to int) {
+		for k := from; k < to; k++ {
+			tp := topics[(k*7)%10]
+			data := fmt.Sprint("e", k)
+			s.publish(tp, data)
+			want = append(want, tp+" "+data)
+		}
+	}
+	publishRound(0, 20)
+	for i := range 5 {
+		s.publish(fmt.Sprintf("/t/single-%d", i), "single")
+	}
+	b.waitFor("twenty events over ten topics, named after them", func(events []seen) bool {
+		return slices.Equal(got(events), want)
+	})
+	for i := range 5 {
+		b.waitForMessages(fmt.Sprintf("s%d", i), []string{"single"})
+	}
+	if st := b.evalInt(`state("seventh")`); st != 0 {
+		t.Errorf("the seventh EventSource on the origin has readyState %d, want 0 (CONNECTING): the browser's limit did not apply", st)
+	}
+	if n := len(messages(b.seen(), "multi")); n != 0 {
+		t.Errorf("%d events of the multi-topic stream reached onmessage; named events should not", n)
+	}
+	b.do(`window.sources["seventh"].close()`)
+
+	b.holdRequests("*/t/all*")
+	testcaddy.Reload(t, s.caddyfile("http", "", opts+"\nheartbeat 20s"))
+	b.waitFor("the multi-topic stream dropped", func(events []seen) bool {
+		return slices.ContainsFunc(events, func(e seen) bool { return e.Name == "multi" && e.Kind == "error" && e.State == 0 })
+	})
+	held := b.nextHeld()
+	publishRound(20, 40)
+	b.release(held)
+	b.waitFor("every event once, in order, after the reconnection", func(events []seen) bool {
+		return slices.Equal(got(events), want)
+	})
+	var resumed bool
+	b.mu.Lock()
+	for _, r := range b.extra {
+		if header(r.Headers, "Last-Event-ID") != "" {
+			resumed = true
+		}
+	}
+	b.mu.Unlock()
+	if !resumed {
+		t.Error("no reconnection carried Last-Event-ID")
 	}
 }
 

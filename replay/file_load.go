@@ -212,7 +212,7 @@ func (f *File) read(tx *bolt.Tx) (state fileState, err error) {
 		// Every record written so far has no checksum.
 		f.checksummedAfter = seq
 	}
-	f.seq.Store(seq)
+	f.resetSeq(seq)
 	f.durable.Store(seq)
 	f.forgotten = forgotten
 	topics := tx.Bucket(bucketTopics)

@@ -121,6 +121,10 @@ type Gap struct {
 	// ResumeAfter is the cursor after which delivery continues: the events
 	// that follow are the first ones the client gets.
 	ResumeAfter string `json:"resume_after"`
+	// Topic, on a multi-topic cursor (see SubscribeMany), names the one
+	// topic the gap is in: the other topics continue exactly. Empty when
+	// the gap is the whole cursor's (an id that is not one of its own).
+	Topic string `json:"topic,omitempty"`
 }
 
 // GapPolicy chooses where a cursor continues when it hits a gap.
@@ -147,6 +151,19 @@ type Page struct {
 	// that happens between the read and the wait. It may be closed already:
 	// then there is more to read at once.
 	Wait <-chan struct{}
+
+	// The fields below are set by multi-topic cursors only (SubscribeMany);
+	// their slices are valid until the cursor's next read.
+
+	// Topics names the topic of each event (as long as Events).
+	Topics []string
+	// IDs, when set, is the cursor's id after each event (as long as
+	// Events), to be sent instead of the event's own id: a cursor whose
+	// position is not the id of the event it last read (see Compose).
+	IDs []string
+	// ClosedTopics are topics that ended after their last event in Events
+	// (or before): the others go on. Closed is set with the last of them.
+	ClosedTopics []string
 }
 
 // FellBehind records in p that its cursor fell behind the retained history

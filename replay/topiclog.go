@@ -22,6 +22,79 @@ type timeline struct {
 	// live is where a live cursor starts and where GapLive resumes: seq
 	// itself in Memory, the highest seq made durable in File.
 	live *atomic.Uint64
+
+	// settled is the store-wide mark multi-topic cursors merge up to:
+	// every event with a seq at or below it is in its topic's log (or
+	// never will be, its append having failed). Appends to different
+	// topics take their seqs under different locks and reach their logs
+	// in any order, so seq alone does not say that a smaller seq cannot
+	// still appear; settled does (see take and settle).
+	settled  atomic.Uint64
+	settleMu sync.Mutex
+	inflight []uint64      // first seq of each batch taken, not yet settled; ascending
+	settleCh chan struct{} // closed when settled moves; nil when nobody waits
+
+	// fans wake multi-topic cursors (see SubscribeMany).
+	fans fans
+}
+
+// take reserves n seqs for a batch and returns the one before the first.
+// The batch must be settled (settle) once its events are in the log, or
+// once its append failed.
+func (tl *timeline) take(n int) uint64 {
+	tl.settleMu.Lock()
+	defer tl.settleMu.Unlock()
+	base := tl.seq.Load()
+	tl.seq.Store(base + uint64(n))
+	if n > 0 {
+		tl.inflight = append(tl.inflight, base+1)
+	}
+	return base
+}
+
+// settle marks the batch whose first seq is first as in its log (or
+// abandoned), moving settled as far as no earlier batch is pending.
+func (tl *timeline) settle(first uint64) {
+	tl.settleMu.Lock()
+	defer tl.settleMu.Unlock()
+	for i, s := range tl.inflight {
+		if s == first {
+			tl.inflight = append(tl.inflight[:i], tl.inflight[i+1:]...)
+			break
+		}
+	}
+	mark := tl.seq.Load()
+	if len(tl.inflight) > 0 {
+		mark = tl.inflight[0] - 1
+	}
+	if mark > tl.settled.Load() {
+		tl.settled.Store(mark)
+		if tl.settleCh != nil {
+			close(tl.settleCh)
+			tl.settleCh = nil
+		}
+	}
+}
+
+// settledAfter returns a channel closed once settled passes mark (at once
+// if it has).
+func (tl *timeline) settledAfter(mark uint64) <-chan struct{} {
+	tl.settleMu.Lock()
+	defer tl.settleMu.Unlock()
+	if tl.settled.Load() > mark {
+		return readAgain
+	}
+	if tl.settleCh == nil {
+		tl.settleCh = make(chan struct{})
+	}
+	return tl.settleCh
+}
+
+// resetSeq sets the timeline's seq when a store is loaded: nothing is in
+// flight, so everything up to it is settled.
+func (tl *timeline) resetSeq(seq uint64) {
+	tl.seq.Store(seq)
+	tl.settled.Store(seq)
 }
 
 func (tl *timeline) id(seq uint64) string {
@@ -46,13 +119,14 @@ func (tl *timeline) parseID(id string) (uint64, bool) {
 // long as drafts; the caller's, so that Memory's can stay on the stack),
 // returning their total cost. A batch that alone exceeds the topic's bounds
 // fails with ErrBatchTooLarge; the seqs it took are simply never used (ids
-// need not be dense). Callers hold the topic's lock, so within a topic seqs
+// need not be dense), and settled. A batch that succeeds here must be
+// settled by the caller (see timeline.take). Callers hold the topic's lock, so within a topic seqs
 // rise in append order.
 func (tl *timeline) newEvents(cfg *Config, events []*Event, drafts []Draft, now time.Time) (int64, error) {
 	if len(drafts) > cfg.MaxEvents {
 		return 0, ErrBatchTooLarge
 	}
-	base := tl.seq.Add(uint64(len(drafts))) - uint64(len(drafts))
+	base := tl.take(len(drafts))
 	var total int64
 	for i, d := range drafts {
 		seq := base + uint64(i) + 1
@@ -60,6 +134,7 @@ func (tl *timeline) newEvents(cfg *Config, events []*Event, drafts []Draft, now 
 		total += events[i].size()
 	}
 	if total > cfg.MaxBytes {
+		tl.settle(base + 1)
 		return 0, ErrBatchTooLarge
 	}
 	return total, nil
@@ -97,6 +172,11 @@ type topicLog struct {
 	subscribers int
 	active      time.Time // last append, subscribe, unsubscribe or close
 	wake        chan struct{}
+	// changes counts wakeAll calls, so that a multi-topic cursor can skip
+	// reading a topic that has not changed since it last read it.
+	changes atomic.Uint64
+	// fans are the multi-topic wait groups following this topic.
+	fans []*fan
 
 	dedup      map[string]*dedupEntry
 	dedupOrder []dedupRef
@@ -156,6 +236,10 @@ type dedupRef struct {
 func (t *topicLog) wakeAll() {
 	close(t.wake)
 	t.wake = make(chan struct{})
+	t.changes.Add(1)
+	for _, f := range t.fans {
+		f.fire()
+	}
 }
 
 // push appends events after the newest. Callers hold t.mu.

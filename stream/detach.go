@@ -121,8 +121,8 @@ func unwrapCounted(conn net.Conn) net.Conn {
 // closes, a write fails or times out, the client is seen gone, or
 // opts.Stop ends it, then ends the HTTP body properly when it can and
 // closes the connection.
-func serveDetached(d *detached, cur replay.Cursor, opts Options) (Stats, error) {
-	ctx, hangup := context.WithCancelCause(context.Background())
+func serveDetached(parent context.Context, d *detached, cur replay.Cursor, opts Options) (Stats, error) {
+	ctx, hangup := context.WithCancelCause(parent)
 	defer hangup(nil)
 	d.watch(func() { hangup(ErrClientGone) })
 	stats, err := serve(ctx, d, cur, opts)

@@ -88,17 +88,25 @@ type parkedStream struct {
 	lot  *lot
 	done func(Stats, error)
 
-	gone    atomic.Bool // the client hung up
-	drainAt time.Time   // once the server is stopping; owned like s
+	gone atomic.Bool // the client hung up
+	// kicked holds the reason given to Server.Disconnect, once it is.
+	kicked  atomic.Pointer[string]
+	drainAt time.Time // once the server is stopping; owned like s
 }
 
-// serve serves a detached stream that canPark through the lot of topic key,
-// and returns at once; done is called once, from whichever goroutine ends
-// the stream, with what it delivered and why it ended.
-func (pk *parking) serve(key string, d *detached, cur replay.Cursor, opts Options, done func(Stats, error)) {
+// newStream makes a detached stream that canPark, to be served through the
+// lot of topic key once started (see start); done is called once, from
+// whichever goroutine ends the stream, with what it delivered and why it
+// ended.
+func (pk *parking) newStream(key string, d *detached, cur replay.Cursor, opts Options, done func(Stats, error)) *parkedStream {
 	ps := &parkedStream{d: d, cur: cur, lot: pk.acquire(key), done: done}
 	ps.s = newSubscriber(d, opts)
-	d.watch(func() {
+	return ps
+}
+
+// start serves the stream; it returns at once.
+func (ps *parkedStream) start() {
+	ps.d.watch(func() {
 		ps.gone.Store(true)
 		ps.lot.poke()
 	})
@@ -126,6 +134,10 @@ func (ps *parkedStream) serveOwn(opening bool, page *replay.Page) {
 			ps.end(ErrClientGone)
 			return
 		}
+		if reason := ps.kicked.Load(); reason != nil {
+			ps.end(s.disconnect(*reason))
+			return
+		}
 		if ps.stopDue() {
 			ps.end(s.end())
 			return
@@ -142,7 +154,7 @@ func (ps *parkedStream) serveOwn(opening bool, page *replay.Page) {
 			}
 			page = &p
 		}
-		if page.Gap == nil && len(page.Events) == 0 && !page.Closed {
+		if !deliverable(page) {
 			d.park()
 			ps.lot.park(ps, page.Wait)
 			return
@@ -315,7 +327,7 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 			ps.end(ErrClientGone)
 			continue
 		}
-		if ps.stopDue() {
+		if ps.stopDue() || ps.kicked.Load() != nil {
 			unpark(ps)
 			go ps.serveOwn(false, nil)
 			continue
@@ -339,7 +351,7 @@ func (l *lot) round(batch []*parkedStream) (wait <-chan struct{}, next time.Time
 			unpark(ps)
 			go ps.fail(err)
 			continue
-		case page.Gap != nil, page.Closed:
+		case page.Gap != nil, page.Closed, len(page.ClosedTopics) > 0:
 			// Rare and possibly long: the stream's own goroutine
 			// delivers the page. (A copy, so that page itself does not
 			// escape and cost an allocation per delivery.)

@@ -48,6 +48,9 @@ type Options struct {
 	// Stop is closed: on a reload, streams end spread over a window instead
 	// of all reconnecting to the new config at once.
 	Drain func() time.Duration
+	// TopicEvents names every event of a multi-topic cursor (one whose
+	// pages carry Topics) after its topic instead of its own type.
+	TopicEvents bool
 	// Expires, when set, is when the credential that opened the stream
 	// expires: then the stream writes an ExpiredEvent and ends cleanly
 	// (ErrExpired), so that its reader comes back with a fresh credential
@@ -205,7 +208,7 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 			// the server stops): send the client back like a stop does.
 			return s.stats, s.storeFailed(err)
 		}
-		if page.Gap != nil || len(page.Events) > 0 || page.Closed {
+		if deliverable(&page) {
 			if err := s.deliver(page); err != nil {
 				return s.stats, err
 			}
@@ -234,12 +237,20 @@ func serve(ctx context.Context, out sink, cur replay.Cursor, opts Options) (Stat
 			}
 			s.heartbeat.Reset(opts.Heartbeat)
 		case <-ctx.Done():
+			if reason, ok := disconnectReason(context.Cause(ctx)); ok {
+				return s.stats, s.disconnect(reason)
+			}
 			if err := context.Cause(ctx); err != ErrStopped {
 				return s.stats, err
 			}
 			return s.stats, s.end()
 		}
 	}
+}
+
+// deliverable reports a page with something to write.
+func deliverable(p *replay.Page) bool {
+	return p.Gap != nil || len(p.Events) > 0 || p.Closed || len(p.ClosedTopics) > 0
 }
 
 func newSubscriber(out sink, opts Options) *subscriber {
@@ -355,7 +366,8 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return
 // deliver writes a page in one write and one flush: a reader that is behind
 // catches up with one syscall per batch rather than one per event.
 func (s *subscriber) deliver(p replay.Page) error {
-	if p.Gap == nil && !p.Closed && len(p.Events) == 1 {
+	own := s.ownFrames(&p)
+	if p.Gap == nil && !p.Closed && len(p.Events) == 1 && !own && len(p.ClosedTopics) == 0 {
 		// The live path: the shared bytes go out as they are, uncopied.
 		s.stats.Events++
 		if s.enc != nil {
@@ -373,12 +385,25 @@ func (s *subscriber) deliver(p replay.Page) error {
 		buf = s.plain(buf, wire.EncodeEvent(p.Gap.ResumeAfter, s.opts.ResetEvent, data))
 		s.stats.Resets++
 	}
-	for _, e := range p.Events {
-		buf = s.frame(buf, e)
+	for i, e := range p.Events {
+		if own {
+			buf = s.ownFrame(buf, &p, i)
+		} else {
+			buf = s.frame(buf, e)
+		}
 	}
 	s.stats.Events += len(p.Events)
+	for _, topic := range p.ClosedTopics {
+		data, err := json.Marshal(topicClosed{Reason: "topic closed", Topic: topic})
+		if err != nil {
+			return fmt.Errorf("encoding close event: %w", err)
+		}
+		buf = s.plain(buf, wire.EncodeEvent("", s.opts.CloseEvent, data))
+	}
 	if p.Closed {
-		buf = s.plain(buf, wire.EncodeEvent("", s.opts.CloseEvent, []byte(`{"reason":"topic closed"}`)))
+		if len(p.ClosedTopics) == 0 {
+			buf = s.plain(buf, wire.EncodeEvent("", s.opts.CloseEvent, []byte(`{"reason":"topic closed"}`)))
+		}
 		if s.enc != nil {
 			buf = s.enc.trailer(buf)
 		}
@@ -389,6 +414,50 @@ func (s *subscriber) deliver(p replay.Page) error {
 		batchPool.Put(bp)
 	}
 	return err
+}
+
+// topicClosed is the data of a multi-topic stream's close event: which of
+// its topics ended.
+type topicClosed struct {
+	Reason string `json:"reason"`
+	Topic  string `json:"topic"`
+}
+
+// ownFrames reports whether p's events need frames of this stream's own:
+// named after their topic (Options.TopicEvents), or with the cursor's id
+// instead of their own (Page.IDs).
+func (s *subscriber) ownFrames(p *replay.Page) bool {
+	return p.IDs != nil || (s.opts.TopicEvents && p.Topics != nil)
+}
+
+// ownFrame appends event i of p with this stream's fields: the shared frame
+// without its final blank line, then an event field (the topic) and an id
+// field (the cursor's), which win over the frame's own since a parser
+// keeps the last of each, then the blank line. The data is not encoded
+// again. Compressed streams compress these bytes on their own.
+func (s *subscriber) ownFrame(dst []byte, p *replay.Page, i int) []byte {
+	frame := p.Events[i].Frame
+	if n := len(frame); n < 2 || frame[n-1] != '\n' || frame[n-2] != '\n' {
+		return s.frame(dst, p.Events[i]) // not an SSE frame: as it is
+	}
+	start := len(dst)
+	dst = append(dst, frame[:len(frame)-1]...)
+	if s.opts.TopicEvents && p.Topics != nil {
+		dst = append(dst, "event: "...)
+		dst = append(dst, p.Topics[i]...)
+		dst = append(dst, '\n')
+	}
+	if p.IDs != nil {
+		dst = append(dst, "id: "...)
+		dst = append(dst, p.IDs[i]...)
+		dst = append(dst, '\n')
+	}
+	dst = append(dst, '\n')
+	if s.enc == nil {
+		return dst
+	}
+	plain := append([]byte(nil), dst[start:]...)
+	return s.enc.own(dst[:start], plain)
 }
 
 // write sends b and flushes it through every layer (encode's compressor

@@ -23,6 +23,8 @@ type Server struct {
 	outside sync.WaitGroup
 	modes   [numModes]atomic.Int64
 	noPark  bool // tests: serve detached streams as TLS ones are
+	// roster knows each topic's open streams (see presence.go).
+	roster roster
 }
 
 // Mode is how a stream is served (see the package doc).
@@ -65,22 +67,35 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 				mode = Parked
 			}
 			sv.modes[mode].Add(1)
+			m := &member{transport: tDetached}
 			end := func(stats Stats, err error) {
+				sv.roster.leave(key, m)
 				sv.modes[mode].Add(-1)
 				done(stats, err)
 				sv.outside.Done()
 			}
 			if mode == Parked {
-				sv.parking.serve(key, d, cur, opts, end)
+				ps := sv.parking.newStream(key, d, cur, opts, end)
+				m.transport, m.disconnect = tParked, ps.disconnect
+				sv.roster.enter(key, m)
+				ps.start()
 			} else {
-				go func() { end(serveDetached(d, cur, opts)) }()
+				ctx, disconnect := disconnectable(context.Background())
+				m.disconnect = disconnect
+				sv.roster.enter(key, m)
+				go func() { end(serveDetached(ctx, d, cur, opts)) }()
 			}
 			return
 		}
 	}
 	sv.modes[InRequest].Add(1)
 	defer sv.modes[InRequest].Add(-1)
-	done(serveInRequest(r.Context(), w, cur, opts))
+	ctx, disconnect := disconnectable(r.Context())
+	m := &member{transport: inRequestTransport(r), disconnect: disconnect}
+	sv.roster.enter(key, m)
+	stats, err := serveInRequest(ctx, w, cur, opts)
+	sv.roster.leave(key, m)
+	done(stats, err)
 }
 
 // Streams reports how many streams are open in mode m.
