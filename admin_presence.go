@@ -179,7 +179,6 @@ func listenDisconnects(ctx context.Context, store replay.Store) {
 	}
 }
 
-//
 // The keys share the hash tag {presence}: on Redis Cluster they are in one
 // slot, so the report's transaction runs there.
 func presenceKeys(ps presenceStore, n string) (hash, nodes string) {
