@@ -1,9 +1,11 @@
 package integration_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -200,9 +202,10 @@ func (u *routingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Two Caddy processes on a Redis Cluster of three masters, each with a
 // replica. One source, under a lease, routes upstream lines by a field to
 // topics on every master (fenced in each topic's own slot). Subscribers
-// on both nodes get each topic's lines exactly once, in order, across the
-// failover of one master; publishes through the HTTP endpoint go on, and
-// a client resumes on the other node.
+// on both nodes, and one multi-topic stream over the three topics, get
+// each topic's lines exactly once, in order, across the failover of one
+// master; publishes through the HTTP endpoint go on, and a client resumes
+// on the other node.
 func TestRedisClusterNodes(t *testing.T) {
 	t.Parallel()
 	c := redistest.StartCluster(t, 3, 1)
@@ -278,9 +281,51 @@ func TestRedisClusterNodes(t *testing.T) {
 			x.next++
 		}
 	}
+	// One stream over the three topics (three slots, three masters).
+	q := url.Values{"topic": topics, "lastEventId": {"earliest"}}
+	multi := sitetest.DialStream(t, nodes[0], "/r/all?"+q.Encode())
+	multiNext := map[string]int{}
+	readMulti := func(until int) {
+		t.Helper()
+		_ = multi.Conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		done := func() bool {
+			all := true
+			for i, topic := range topics {
+				k := max(multiNext[topic], 1)
+				for k%len(topics) != i {
+					k++
+				}
+				multiNext[topic] = k
+				all = all && k > until
+			}
+			return all
+		}
+		for !done() {
+			e, err := multi.Next()
+			if err != nil {
+				t.Fatalf("multi-topic stream: %v", err)
+			}
+			if e.Type == "reset" {
+				t.Fatalf("multi-topic stream: reset %s", e.Data)
+			}
+			var line struct {
+				T string
+				N int
+			}
+			if json.Unmarshal([]byte(e.Data), &line) != nil || line.T == "" {
+				continue
+			}
+			if line.N != multiNext[line.T] {
+				t.Fatalf("multi-topic stream: %s line %d, want %d (lost, repeated or reordered)", line.T, line.N, multiNext[line.T])
+			}
+			multiNext[line.T]++
+			done() // the topic's next line
+		}
+	}
 	for _, x := range subs {
 		readLines(x, 30)
 	}
+	readMulti(30)
 	key0 := prefix + "{" + topics[0] + "}:log"
 	victim := c.MasterOf(key0)
 	victim.Crash()
@@ -297,6 +342,7 @@ func TestRedisClusterNodes(t *testing.T) {
 	for _, x := range subs {
 		readLines(x, 150)
 	}
+	readMulti(150)
 	// A client that read topics[1] up to some id on node 0 resumes on
 	// node 1.
 	x := subs[2]

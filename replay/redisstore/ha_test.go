@@ -71,6 +71,11 @@ func TestSentinelConformance(t *testing.T) {
 			return openStore(t, sentinelMode(ss), cfg, minReplicasAck(1))
 		})
 	})
+	t.Run("RunMulti", func(t *testing.T) {
+		replaytest.RunMulti(t, func(t *testing.T, cfg replay.Config) replay.Store {
+			return openStore(t, sentinelMode(ss), cfg)
+		}, false)
+	})
 	t.Run("RunDurable", func(t *testing.T) {
 		replaytest.RunDurable(t, func(t *testing.T, cfg replay.Config) (replay.Store, func() replay.Store) {
 			cur := openStore(t, sentinelMode(ss), cfg)
@@ -104,6 +109,11 @@ func TestClusterConformance(t *testing.T) {
 				return cur
 			}
 		})
+	})
+	t.Run("RunMulti", func(t *testing.T) {
+		replaytest.RunMulti(t, func(t *testing.T, cfg replay.Config) replay.Store {
+			return openStore(t, clusterMode(c), cfg)
+		}, false)
 	})
 	t.Run("LeaseAcrossSlots", func(t *testing.T) { testLeaseAcrossSlots(t, c) })
 	t.Run("TopicsOnEveryMaster", func(t *testing.T) { testTopicsOnEveryMaster(t, c) })
