@@ -113,7 +113,6 @@ func expectStream(t *testing.T, name string, s *ssetest.Stream, want []string) {
 // connected and get every acknowledged event exactly once, in order; a
 // client resuming on either node gets the rest.
 func TestRedisSentinelFailover(t *testing.T) {
-	t.Parallel()
 	const pw = "s3cret"
 	auth := []string{"--requirepass", pw, "--masterauth", pw}
 	master := redistest.Start(t, auth...)
