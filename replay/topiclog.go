@@ -76,6 +76,14 @@ func (tl *timeline) settle(first uint64) {
 	}
 }
 
+// settleEvents settles the batch of events (see settle); an empty batch
+// took no seqs, so there is nothing to settle.
+func (tl *timeline) settleEvents(events []*Event) {
+	if len(events) > 0 {
+		tl.settle(events[0].seq)
+	}
+}
+
 // settledAfter returns a channel closed once settled passes mark (at once
 // if it has).
 func (tl *timeline) settledAfter(mark uint64) <-chan struct{} {
