@@ -188,9 +188,15 @@
 // appear (it is on the master, and may reach the replicas later). A
 // repeated append with the same idempotency key also waits: its script
 // writes (refreshes the key's expiry), so WAIT covers the first append
-// too. A master with fewer than n replicas connected refuses every append
-// this way: after a failover, until a replica (often the old master,
-// restarted) follows the new master. Subscribers may see an event before
+// too. n is capped at the number of replicas the master has connected, as
+// the janitor reads it every second (INFO replication): a master left
+// without replicas, as the promoted replica of a one-replica setup is,
+// acknowledges on its own, since no failover could promote anything (a
+// later failover of it has nothing to promote either); until the janitor
+// has seen the new master, its publishes wait for n and fail. While a
+// replica that is still configured is disconnected from the master (a
+// network blip), the master does not count it, so appends acknowledged
+// meanwhile are on the master alone. Subscribers may see an event before
 // WAIT confirmed it; if the master dies before any replica got it, nodes
 // that delivered it give those subscribers a reset (GapUnknown), as after
 // Redis lost data.

@@ -35,6 +35,31 @@ type written struct {
 	// waitErr why it did not answer.
 	replicas int64
 	waitErr  error
+	// target is how many replicas WAIT asked for (0: no WAIT).
+	target int
+}
+
+// ackTarget is how many replicas a write to c's master must reach:
+// MinReplicasAck, but no more than the replicas the master has connected,
+// as the janitor read them within the last second. A master left without
+// replicas (its replica was promoted away from it, or after a failover
+// the new master has none yet) acknowledges on its own: there is nothing a
+// failover could promote, and refusing every publish until a replica
+// returns would turn one failure into an outage. Until the janitor has
+// read a master, the full MinReplicasAck applies.
+func (s *Store) ackTarget(c *redis.Client) int {
+	n := s.opts.MinReplicasAck
+	if n == 0 {
+		return 0
+	}
+	addr := ""
+	if s.cluster != nil {
+		addr = c.Options().Addr
+	}
+	if v, ok := s.replicas.Load(addr); ok {
+		n = min(n, v.(int))
+	}
+	return n
 }
 
 // runWrite runs a write script whose keys share one slot, on that slot's
@@ -47,8 +72,9 @@ func (s *Store) runWrite(ctx context.Context, script *redis.Script, keys []strin
 		c, err := s.writer(ctx, keys[0])
 		var w written
 		if err == nil {
-			if s.opts.MinReplicasAck > 0 {
-				w, err = s.runAcked(ctx, c, script, keys, args)
+			if target := s.ackTarget(c); target > 0 {
+				w, err = s.runAcked(ctx, c, script, keys, args, target)
+				w.target = target
 			} else {
 				w.res, err = script.Run(ctx, c, keys, args...).StringSlice()
 			}
@@ -86,12 +112,12 @@ func isDialError(err error) bool {
 // runAcked runs the script and WAIT in one pipeline: one connection, so
 // WAIT counts the replicas that hold this script's writes (and, as the
 // replication stream is ordered, everything written before them).
-func (s *Store) runAcked(ctx context.Context, c *redis.Client, script *redis.Script, keys []string, args []any) (written, error) {
+func (s *Store) runAcked(ctx context.Context, c *redis.Client, script *redis.Script, keys []string, args []any, target int) (written, error) {
 	timeout := s.opts.ReplicaAckTimeout
 	for range 2 {
 		pipe := c.Pipeline()
 		ev := script.EvalSha(ctx, pipe, keys, args...)
-		wait := pipe.Do(ctx, "WAIT", s.opts.MinReplicasAck, timeout.Milliseconds())
+		wait := pipe.Do(ctx, "WAIT", target, timeout.Milliseconds())
 		_, _ = pipe.Exec(ctx)
 		if err := ev.Err(); err != nil {
 			if strings.HasPrefix(err.Error(), "NOSCRIPT") {
@@ -118,15 +144,15 @@ func (s *Store) runAcked(ctx context.Context, c *redis.Client, script *redis.Scr
 
 // acked checks what WAIT said about a write that Redis applied.
 func (s *Store) acked(w written) error {
-	if s.opts.MinReplicasAck == 0 {
+	if w.target == 0 {
 		return nil
 	}
 	err := w.waitErr
-	if err == nil && w.replicas >= int64(s.opts.MinReplicasAck) {
+	if err == nil && w.replicas >= int64(w.target) {
 		return nil
 	}
 	if err == nil {
-		err = fmt.Errorf("%w: %d of %d within %v", errNotReplicated, w.replicas, s.opts.MinReplicasAck, s.opts.ReplicaAckTimeout)
+		err = fmt.Errorf("%w: %d of %d within %v", errNotReplicated, w.replicas, w.target, s.opts.ReplicaAckTimeout)
 	}
 	return fmt.Errorf("%w: redis at %s: %v (the write may still survive)", replay.ErrUnavailable, s.addr, err)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -64,12 +65,12 @@ func (s *Store) probe(ctx context.Context) {
 // all masters, sorted.
 func (s *Store) runID(ctx context.Context) (string, error) {
 	if s.cluster == nil {
-		return runIDOf(ctx, s.client)
+		return s.runIDOf(ctx, s.client, "")
 	}
 	var mu sync.Mutex
 	var ids []string
 	err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		id, err := runIDOf(ctx, c)
+		id, err := s.runIDOf(ctx, c, c.Options().Addr)
 		mu.Lock()
 		ids = append(ids, id)
 		mu.Unlock()
@@ -82,17 +83,33 @@ func (s *Store) runID(ctx context.Context) (string, error) {
 	return strings.Join(ids, ","), nil
 }
 
-func runIDOf(ctx context.Context, c redis.Cmdable) (string, error) {
-	info, err := c.Info(ctx, "server").Result()
+// runIDOf reads the run_id of one master and, when MinReplicasAck is set,
+// how many replicas it has connected (see ackTarget); addr names the
+// master on Cluster ("" otherwise).
+func (s *Store) runIDOf(ctx context.Context, c redis.Cmdable, addr string) (string, error) {
+	sections := []string{"server"}
+	if s.opts.MinReplicasAck > 0 {
+		sections = append(sections, "replication")
+	}
+	info, err := c.Info(ctx, sections...).Result()
 	if err != nil {
 		return "", err
 	}
+	id := ""
 	for line := range strings.Lines(info) {
 		if v, ok := strings.CutPrefix(line, "run_id:"); ok {
-			return strings.TrimSpace(v), nil
+			id = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(line, "connected_slaves:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+				s.replicas.Store(addr, n)
+			}
 		}
 	}
-	return "", errors.New("redisstore: INFO server has no run_id")
+	if id == "" {
+		return "", errors.New("redisstore: INFO server has no run_id")
+	}
+	return id, nil
 }
 
 // recheck compares every window with Redis after a restart and reloads

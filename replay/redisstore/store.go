@@ -98,6 +98,9 @@ type Store struct {
 	// its ACL refuses INFO (see probe).
 	serverID   atomic.Pointer[string]
 	infoDenied atomic.Bool
+	// replicas: master address ("" off Cluster) -> replicas connected to
+	// it, as the janitor last read (MinReplicasAck only).
+	replicas sync.Map
 }
 
 // New returns a store on the Redis opts.Redis names. It does not wait for
