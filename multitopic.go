@@ -194,6 +194,7 @@ func (h *Handler) subscribeMulti(w http.ResponseWriter, r *http.Request, topics 
 	opts := h.streamOptions(enc)
 	opts.TopicEvents = h.MultiTopicEventName == "topic"
 	opts.Expires = grant.Expires
+	opts.Topics = topics // a subscriber of each, for the admin API
 	if from == "" {
 		opts.Position = cur.Position()
 	}

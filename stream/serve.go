@@ -59,6 +59,10 @@ type Options struct {
 	// ExpiredEvent names that event; default "expired". Its data is
 	// {"reason":"credential expired"}.
 	ExpiredEvent string
+	// Topics are the topics the stream is counted under (Server.Presence)
+	// and ended by (Server.Disconnect): a multi-topic stream is a
+	// subscriber of each. Default: the key Serve is given.
+	Topics []string
 }
 
 // DefaultExpiredEvent is the name of the event that ends a stream whose

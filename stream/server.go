@@ -67,9 +67,9 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 				mode = Parked
 			}
 			sv.modes[mode].Add(1)
-			m := &member{transport: tDetached}
+			m := newMember(key, &opts, tDetached)
 			end := func(stats Stats, err error) {
-				sv.roster.leave(key, m)
+				sv.roster.leave(m)
 				sv.modes[mode].Add(-1)
 				done(stats, err)
 				sv.outside.Done()
@@ -77,12 +77,12 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 			if mode == Parked {
 				ps := sv.parking.newStream(key, d, cur, opts, end)
 				m.transport, m.disconnect = tParked, ps.disconnect
-				sv.roster.enter(key, m)
+				sv.roster.enter(m)
 				ps.start()
 			} else {
 				ctx, disconnect := disconnectable(context.Background())
 				m.disconnect = disconnect
-				sv.roster.enter(key, m)
+				sv.roster.enter(m)
 				go func() { end(serveDetached(ctx, d, cur, opts)) }()
 			}
 			return
@@ -91,10 +91,11 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 	sv.modes[InRequest].Add(1)
 	defer sv.modes[InRequest].Add(-1)
 	ctx, disconnect := disconnectable(r.Context())
-	m := &member{transport: inRequestTransport(r), disconnect: disconnect}
-	sv.roster.enter(key, m)
+	m := newMember(key, &opts, inRequestTransport(r))
+	m.disconnect = disconnect
+	sv.roster.enter(m)
 	stats, err := serveInRequest(ctx, w, cur, opts)
-	sv.roster.leave(key, m)
+	sv.roster.leave(m)
 	done(stats, err)
 }
 
