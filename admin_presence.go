@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ssegate/caddy-sse/replay"
+	"github.com/ssegate/caddy-sse/replay/redisstore"
 	"github.com/ssegate/caddy-sse/stream"
 )
 
@@ -30,9 +31,13 @@ const (
 
 // presenceStore is a store whose presence the admin API records in Redis.
 type presenceStore interface {
-	Client() *redis.Client
+	Client() redis.UniversalClient
 	Prefix() string
 }
+
+// The Redis store is one (a compile-time check: a mismatch would turn
+// presence off silently, as the store is only asserted to be one).
+var _ presenceStore = (*redisstore.Store)(nil)
 
 // node names this process among the nodes sharing a store: its host name
 // and process id.
@@ -132,7 +137,7 @@ type disconnectMsg struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-func disconnectChannel(ps presenceStore) string { return ps.Prefix() + "presence:disconnect" }
+func disconnectChannel(ps presenceStore) string { return ps.Prefix() + "{presence}:disconnect" }
 
 // askOthersToDisconnect publishes a disconnect for the other nodes.
 func (sv *storeView) askOthersToDisconnect(ctx context.Context, topic, reason string) error {
@@ -174,8 +179,10 @@ func listenDisconnects(ctx context.Context, store replay.Store) {
 	}
 }
 
+// The keys share the hash tag {presence}: on Redis Cluster they are in one
+// slot, so the report's transaction runs there.
 func presenceKeys(ps presenceStore, n string) (hash, nodes string) {
-	return ps.Prefix() + "presence:" + n, ps.Prefix() + "presence:nodes"
+	return ps.Prefix() + "{presence}:" + n, ps.Prefix() + "{presence}:nodes"
 }
 
 // report writes this node's counts for the store's topics.

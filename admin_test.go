@@ -410,6 +410,38 @@ func TestAdminTailsATopicAndServesTheInspector(t *testing.T) {
 	wantError(t, "unknown route", status, body, http.StatusNotFound, "/sse/topics")
 }
 
+// A stream of several topics is a subscriber of each: counted under each,
+// and ended by disconnecting any of them.
+func TestAdminCountsMultiTopicStreams(t *testing.T) {
+	admin, site := adminCaddy(t)
+	multi := sitetest.DialStream(t, site, "/m/?topic=/m/a&topic=/m/b")
+	for _, name := range []string{"/m/a", "/m/b"} {
+		var one adminTopic
+		waitFor(t, name+" counted", func() bool {
+			status, body := adminDo(t, http.MethodGet, topicURL(admin, name), "")
+			if status != http.StatusOK {
+				return false
+			}
+			adminJSONBody(t, body, &one)
+			return one.Subscribers == 1
+		})
+	}
+	var list adminList
+	adminJSON(t, admin+"/sse/topics?prefix=/m/", &list)
+	for _, tp := range list.Topics {
+		if strings.ContainsRune(tp.Topic, 0) {
+			t.Errorf("listed a stream key as a topic: %q", tp.Topic)
+		}
+	}
+	status, body := adminDo(t, http.MethodDelete, topicURL(admin, "/m/b")+"/subscribers?reason=bye", "")
+	if status != http.StatusOK || !strings.Contains(body, `"disconnected":1`) {
+		t.Fatalf("disconnect: %d %s", status, body)
+	}
+	if got, ended := multi.ReadToEnd(10 * time.Second); !ended || !strings.Contains(string(got), ": bye\n") {
+		t.Errorf("multi-topic stream got %q (ended %v)", got, ended)
+	}
+}
+
 // A multi-topic stream counts under each of its topics, and disconnecting
 // any of them ends it; it resumes them all.
 func TestAdminCountsMultiTopicStreamsUnderEachTopic(t *testing.T) {

@@ -62,7 +62,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		store memory [<name>]                  # default: memory default
 //		store file <path>                      # bbolt file: history survives restarts
-//		store redis <url> {                    # Redis Streams: several nodes share topics
+//		store redis <url> [<url>...] {         # Redis Streams: several nodes share topics
+//			mode          standalone|sentinel|cluster  # default standalone
+//			master        <name>               # sentinel: the monitored master
+//			sentinel_username <user>
+//			sentinel_password <password>
+//			min_replicas_ack <n> [<timeout>]   # default 0; acknowledge after WAIT
 //			prefix        <string>             # default sse:
 //			pool_size     <n>
 //			dial_timeout  <duration>

@@ -129,7 +129,11 @@ func TestCaddyfileErrors(t *testing.T) {
 func TestRedisStoreCaddyfileErrors(t *testing.T) {
 	for _, c := range []struct{ block, says string }{
 		{"store redis", "store redis: missing the URL"},
-		{"store redis redis://127.0.0.1:6379 extra", "wrong argument count"},
+		{"store redis redis://127.0.0.1:6379 {\n\tmode ring\n}", `mode: "ring" is not standalone, sentinel or cluster`},
+		{"store redis redis://127.0.0.1:6379 {\n\tmode cluster\n\tmode cluster\n}", `option "mode" given twice`},
+		{"store redis redis://127.0.0.1:6379 {\n\tmin_replicas_ack\n}", "min_replicas_ack: want <n> [<timeout>]"},
+		{"store redis redis://127.0.0.1:6379 {\n\tmin_replicas_ack one\n}", `min_replicas_ack: "one" is not a non-negative integer`},
+		{"store redis redis://127.0.0.1:6379 {\n\tmin_replicas_ack 1 soon\n}", `min_replicas_ack: timeout "soon"`},
 		{"store redis redis://127.0.0.1:6379 {\n\tbogus 1\n}", `unrecognized redis store option "bogus"`},
 		{"store redis redis://127.0.0.1:6379 {\n\tpool_size many\n}", `pool_size: "many" is not a non-negative integer`},
 		{"store redis redis://127.0.0.1:6379 {\n\tdial_timeout soon\n}", "dial_timeout:"},
@@ -144,6 +148,12 @@ func TestRedisStoreCaddyfileErrors(t *testing.T) {
 		{"http://127.0.0.1:6379", "redis store: url"},
 		{"redis://user:hunter2@127.0.0.1:notaport", "redis store: url"},
 		{"redis://127.0.0.1:6379 {\n\tprefix a{b}\n}", "must not contain braces"},
+		{"redis://127.0.0.1:6379 redis://127.0.0.1:6380", "several URLs need mode sentinel or cluster"},
+		{"redis://127.0.0.1:26379 {\n\tmode sentinel\n}", "mode sentinel needs master <name>"},
+		{"redis://127.0.0.1:7000 {\n\tmode cluster\n\tmaster m\n}", "master, sentinel_username and sentinel_password are for mode sentinel"},
+		{"redis://127.0.0.1:7000/2 {\n\tmode cluster\n}", "cluster mode has no databases"},
+		{"redis://127.0.0.1:7000 {\n\tmin_replicas_ack 1 3s\n}", "must be shorter than read_timeout"},
+		{"redis://127.0.0.1:7000 redis://u:hunter2@127.0.0.1:notaport {\n\tmode cluster\n}", "redis store: url 2"},
 	} {
 		text := "{\n\tadmin off\n}\nhttp://localhost:8080 {\n\tsse {\n\t\tstore redis " + c.url + "\n\t}\n}\n"
 		err := testcaddy.ValidateCaddyfile(text)

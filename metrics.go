@@ -214,7 +214,7 @@ func (redisCollector) Collect(ch chan<- prometheus.Metric) {
 		if !ok {
 			return true
 		}
-		addr := st.Client().Options().Addr
+		addr := st.Addr()
 		s := byAddr[addr]
 		if s == nil {
 			s = &state{up: true}

@@ -115,9 +115,10 @@ type Handler struct {
 
 	// Take plain HTTP/1.x streams over from net/http once their head is
 	// sent, so that an idle subscriber holds a few KiB (its connection and
-	// cursor; caught-up plain-TCP streams wait parked, without a goroutine,
-	// served by one goroutine per topic) instead of the ~38 KiB of a
-	// request in flight. Streams over HTTP/2 and HTTP/3, and streams that encode
+	// cursor; caught-up plain-TCP streams, and TLS ones when the server's
+	// listener has the sse wrapper before tls, wait parked, without a
+	// goroutine, served by one goroutine per topic) instead of the ~38 KiB
+	// of a request in flight. Streams over HTTP/2 and HTTP/3, and streams that encode
 	// compresses, are never detached. A detached stream is logged by
 	// Caddy's access log when it starts (with that duration), and notices
 	// a client that left by a failed write or at the next heartbeat.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,7 +37,12 @@ func init() {
 //
 // Caddyfile:
 //
-//	store redis <url> {
+//	store redis <url> [<url>...] {
+//		mode          standalone | sentinel | cluster  # default standalone
+//		master        <name>         # sentinel: the monitored master's name
+//		sentinel_username <user>     # sentinel: if the sentinels require it
+//		sentinel_password <password> # sentinel: if the sentinels require it
+//		min_replicas_ack <n> [<timeout>] # default 0; timeout default 1s
 //		prefix        <key prefix>   # default sse:
 //		pool_size     <n>            # default 10 per CPU
 //		dial_timeout  <duration>     # default 1s
@@ -45,12 +51,42 @@ func init() {
 //		lease_ttl     <duration>     # default 10s
 //	}
 //
-// The URL is redis://[[user]:password@]host[:port][/db] or rediss:// for
+// A URL is redis://[[user]:password@]host[:port][/db] or rediss:// for
 // TLS, and may hold placeholders such as {env.REDIS_PASSWORD}, expanded when
-// the config loads.
+// the config loads. In standalone mode there is one URL, the server's. In
+// sentinel mode the URLs are the sentinels' addresses, and the user,
+// password, TLS and db of the first URL are those of the master (and its
+// replicas); sentinels that require a password of their own take
+// sentinel_username and sentinel_password. In cluster mode the URLs are
+// seed nodes, and the first one's user, password and TLS apply to every
+// node.
 type RedisStore struct {
-	// URL of the Redis server (redis:// or rediss://). Required.
+	// URL of the Redis server (redis:// or rediss://): in sentinel mode
+	// of a sentinel, in cluster mode of a seed node. Required.
 	URL string `json:"url,omitempty"`
+	// URLs are more sentinels, or more cluster seed nodes. Their
+	// addresses are used; credentials and TLS come from URL.
+	URLs []string `json:"urls,omitempty"`
+	// Mode is standalone (one server; the default), sentinel (a master
+	// that Redis Sentinel fails over; Master names it) or cluster (Redis
+	// Cluster).
+	Mode string `json:"mode,omitempty"`
+	// Master is the name of the master the sentinels monitor (sentinel
+	// mode; required there).
+	Master string `json:"master,omitempty"`
+	// SentinelUsername and SentinelPassword authenticate to the
+	// sentinels, when they require it (sentinel mode).
+	SentinelUsername string `json:"sentinel_username,omitempty"`
+	SentinelPassword string `json:"sentinel_password,omitempty"`
+	// MinReplicasAck, when positive, acknowledges a publish (or a
+	// close) only once Redis's WAIT reports that this many replicas hold
+	// it; otherwise the publisher gets 503 with Retry-After, and the
+	// event may still appear. Default 0: acknowledged once the master has
+	// it (replication is asynchronous: a failover may lose it).
+	MinReplicasAck int `json:"min_replicas_ack,omitempty"`
+	// ReplicaAckTimeout bounds that wait. Default 1s; it must be shorter
+	// than ReadTimeout.
+	ReplicaAckTimeout caddy.Duration `json:"replica_ack_timeout,omitempty"`
 	// Prefix of every key the store writes. Nodes share topics when they
 	// use the same Redis and prefix. Default `sse:`.
 	Prefix string `json:"prefix,omitempty"`
@@ -96,11 +132,12 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	s.addr = opts.Redis.Addr
+	s.addr = s.describe()
 	// Every setting is in the key: a reload that changes one opens a new
 	// store (history is in Redis, so nothing is lost).
-	key := fmt.Sprintf("redis:%s|%s|%d|%d|%d|%d|%d", s.expandedURL(), opts.Prefix, s.PoolSize,
-		s.DialTimeout, s.ReadTimeout, s.WriteTimeout, s.LeaseTTL)
+	key := fmt.Sprintf("redis:%s|%q|%s|%s|%s|%s|%s|%d|%d|%d|%d|%d|%d|%d", expand(s.URL), s.expandedURLs(), s.mode(),
+		expand(s.Master), expand(s.SentinelUsername), expand(s.SentinelPassword), opts.Prefix, s.PoolSize,
+		s.DialTimeout, s.ReadTimeout, s.WriteTimeout, s.LeaseTTL, s.MinReplicasAck, s.ReplicaAckTimeout)
 	store, loaded, err := acquireStore(key, func() (*redisstore.Store, error) {
 		opts.Logger = s.logger
 		// The handler configures the real bounds right after.
@@ -125,20 +162,65 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-func (s *RedisStore) expandedURL() string {
-	return caddy.NewReplacer().ReplaceKnown(s.URL, "")
+// expand replaces placeholders known when the config loads ({env.*}).
+func expand(v string) string {
+	return caddy.NewReplacer().ReplaceKnown(v, "")
+}
+
+func (s *RedisStore) expandedURLs() []string {
+	out := make([]string, len(s.URLs))
+	for i, u := range s.URLs {
+		out[i] = expand(u)
+	}
+	return out
+}
+
+// Redis store modes.
+const (
+	redisStandalone = "standalone"
+	redisSentinel   = "sentinel"
+	redisCluster    = "cluster"
+)
+
+func (s *RedisStore) mode() string {
+	if s.Mode == "" {
+		return redisStandalone
+	}
+	return s.Mode
+}
+
+// describe names the Redis for logs, without credentials.
+func (s *RedisStore) describe() string {
+	var addrs []string
+	for _, u := range append([]string{s.URL}, s.URLs...) {
+		if ro, err := redis.ParseURL(expand(u)); err == nil {
+			addrs = append(addrs, ro.Addr)
+		}
+	}
+	switch s.mode() {
+	case redisSentinel:
+		return "sentinel " + expand(s.Master) + "@" + strings.Join(addrs, ",")
+	case redisCluster:
+		return "cluster " + strings.Join(addrs, ",")
+	}
+	return strings.Join(addrs, ",")
 }
 
 // options turns the configuration into the store's.
 func (s *RedisStore) options() (redisstore.Options, error) {
-	if s.URL == "" {
-		return redisstore.Options{}, errors.New("redis store: url is required")
+	if err := s.Validate(); err != nil {
+		return redisstore.Options{}, err
 	}
-	ro, err := redis.ParseURL(s.expandedURL())
-	if err != nil {
-		// The URL may hold a password: name only what is wrong.
-		return redisstore.Options{}, fmt.Errorf("redis store: url: %v", redactedError(err, s.expandedURL()))
+	var all []*redis.Options
+	for i, u := range append([]string{s.URL}, s.URLs...) {
+		ro, err := redis.ParseURL(expand(u))
+		if err != nil {
+			// The URL may hold a password: name only what is wrong.
+			return redisstore.Options{}, fmt.Errorf("redis store: url %d: %v", i+1, redactedError(err, expand(u)))
+		}
+		all = append(all, ro)
 	}
+	ro := all[0]
 	if s.PoolSize > 0 {
 		ro.PoolSize = s.PoolSize
 	}
@@ -151,15 +233,54 @@ func (s *RedisStore) options() (redisstore.Options, error) {
 	if s.WriteTimeout > 0 {
 		ro.WriteTimeout = time.Duration(s.WriteTimeout)
 	}
-	prefix := caddy.NewReplacer().ReplaceKnown(s.Prefix, "")
+	prefix := expand(s.Prefix)
 	if strings.ContainsAny(prefix, "{}") {
 		return redisstore.Options{}, fmt.Errorf("redis store: prefix %q must not contain braces", prefix)
 	}
-	return redisstore.Options{
-		Redis:    ro,
-		Prefix:   prefix,
-		LeaseTTL: time.Duration(s.LeaseTTL),
-	}, nil
+	opts := redisstore.Options{
+		Prefix:            prefix,
+		LeaseTTL:          time.Duration(s.LeaseTTL),
+		MinReplicasAck:    s.MinReplicasAck,
+		ReplicaAckTimeout: time.Duration(s.ReplicaAckTimeout),
+	}
+	addrs := make([]string, len(all))
+	for i, o := range all {
+		addrs[i] = o.Addr
+	}
+	switch s.mode() {
+	case redisStandalone:
+		opts.Redis = ro
+	case redisSentinel:
+		opts.Sentinel = &redis.FailoverOptions{
+			MasterName:       expand(s.Master),
+			SentinelAddrs:    addrs,
+			SentinelUsername: expand(s.SentinelUsername),
+			SentinelPassword: expand(s.SentinelPassword),
+			Username:         ro.Username,
+			Password:         ro.Password,
+			DB:               ro.DB,
+			TLSConfig:        ro.TLSConfig,
+			PoolSize:         ro.PoolSize,
+			DialTimeout:      ro.DialTimeout,
+			ReadTimeout:      ro.ReadTimeout,
+			WriteTimeout:     ro.WriteTimeout,
+		}
+	case redisCluster:
+		if ro.DB != 0 {
+			return redisstore.Options{}, errors.New("redis store: cluster mode has no databases: leave the db out of the URL")
+		}
+		opts.Cluster = &redis.ClusterOptions{
+			Addrs:        addrs,
+			Username:     ro.Username,
+			Password:     ro.Password,
+			TLSConfig:    ro.TLSConfig,
+			PoolSize:     ro.PoolSize,
+			DialTimeout:  ro.DialTimeout,
+			ReadTimeout:  ro.ReadTimeout,
+			WriteTimeout: ro.WriteTimeout,
+		}
+	}
+	return opts, nil
 }
 
 // Validate checks the configuration.
@@ -169,6 +290,36 @@ func (s *RedisStore) Validate() error {
 	}
 	if s.PoolSize < 0 {
 		return errors.New("redis store: pool_size must not be negative")
+	}
+	if s.MinReplicasAck < 0 {
+		return errors.New("redis store: min_replicas_ack must not be negative")
+	}
+	switch s.mode() {
+	case redisStandalone:
+		if len(s.URLs) > 0 {
+			return errors.New("redis store: several URLs need mode sentinel or cluster")
+		}
+	case redisSentinel:
+		if s.Master == "" {
+			return errors.New("redis store: mode sentinel needs master <name>")
+		}
+	case redisCluster:
+	default:
+		return fmt.Errorf("redis store: mode %q is not standalone, sentinel or cluster", s.Mode)
+	}
+	if s.mode() != redisSentinel && (s.Master != "" || s.SentinelUsername != "" || s.SentinelPassword != "") {
+		return errors.New("redis store: master, sentinel_username and sentinel_password are for mode sentinel")
+	}
+	read := time.Duration(s.ReadTimeout)
+	if read == 0 {
+		read = 2 * time.Second
+	}
+	ack := time.Duration(s.ReplicaAckTimeout)
+	if ack == 0 {
+		ack = redisstore.DefaultReplicaAck
+	}
+	if s.MinReplicasAck > 0 && ack >= read {
+		return fmt.Errorf("redis store: the min_replicas_ack timeout (%v) must be shorter than read_timeout (%v)", ack, read)
 	}
 	return nil
 }
@@ -192,7 +343,12 @@ func (s *RedisStore) Store() replay.Store { return s.store }
 
 // UnmarshalCaddyfile sets up the Redis store. Syntax:
 //
-//	store redis <url> {
+//	store redis <url> [<url>...] {
+//		mode          standalone | sentinel | cluster
+//		master        <name>
+//		sentinel_username <user>
+//		sentinel_password <password>
+//		min_replicas_ack <n> [<timeout>]
 //		prefix        <key prefix>
 //		pool_size     <n>
 //		dial_timeout  <duration>
@@ -206,8 +362,8 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Errf("store redis: missing the URL of the Redis server")
 	}
 	s.URL = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
+	for d.NextArg() {
+		s.URLs = append(s.URLs, d.Val())
 	}
 	seen := optionsSeen{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -216,6 +372,34 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		var err error
 		switch d.Val() {
+		case "mode":
+			err = oneArg(d, &s.Mode)
+			if err == nil && s.Mode != redisStandalone && s.Mode != redisSentinel && s.Mode != redisCluster {
+				err = d.Errf("mode: %q is not standalone, sentinel or cluster", s.Mode)
+			}
+		case "master":
+			err = oneArg(d, &s.Master)
+		case "sentinel_username":
+			err = oneArg(d, &s.SentinelUsername)
+		case "sentinel_password":
+			err = oneArg(d, &s.SentinelPassword)
+		case "min_replicas_ack":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.Errf("min_replicas_ack: want <n> [<timeout>]")
+			}
+			n, perr := strconv.Atoi(args[0])
+			if perr != nil || n < 0 {
+				return d.Errf("min_replicas_ack: %q is not a non-negative integer", args[0])
+			}
+			s.MinReplicasAck = n
+			if len(args) == 2 {
+				dur, perr := caddy.ParseDuration(args[1])
+				if perr != nil || dur <= 0 {
+					return d.Errf("min_replicas_ack: timeout %q is not a positive duration", args[1])
+				}
+				s.ReplicaAckTimeout = caddy.Duration(dur)
+			}
 		case "prefix":
 			err = oneArg(d, &s.Prefix)
 		case "pool_size":

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/ssegate/caddy-sse/replay"
@@ -105,8 +106,26 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		// idle cut) resumes exactly instead of missing what came between.
 		opts.Position = cur.Position()
 	}
+	if opts.WriteTimeout > 0 {
+		w = pastIdleWriter(w, r)
+	}
 	h.streams.Serve(w, r, topic, cur, opts, sub.ended)
 	return nil
+}
+
+// pastIdleWriter returns the writer beneath Caddy's write idle timeout when
+// that is the writer the stream was given. The stream bounds its own
+// writes (write_timeout), and Caddy's idle writer moves the write deadline
+// before and clears it after every write and every flush: on HTTP/2 each
+// of those is a message to the connection's goroutine and a timer, a
+// quarter of the CPU of a delivery. Any other writer above it (an access
+// log's recorder, encode) keeps the whole chain as it is.
+func pastIdleWriter(w http.ResponseWriter, r *http.Request) http.ResponseWriter {
+	_, idle := caddyhttp.IdleTimeoutsFromContext(r.Context())
+	if iw, ok := w.(*caddyhttp.IdleTimeoutWriter); !ok || iw != idle || iw.ResponseWriterWrapper == nil {
+		return w
+	}
+	return idle.ResponseWriter
 }
 
 func (h *Handler) streamOptions(enc *stream.Encoding) stream.Options {

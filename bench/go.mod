@@ -9,6 +9,7 @@ require (
 	github.com/dunglas/mercure/caddy v0.24.2
 	github.com/klauspost/compress v1.20.1
 	github.com/ssegate/caddy-sse v0.0.0-00010101000000-000000000000
+	golang.org/x/net v0.60.0
 	gonum.org/v1/plot v0.16.0
 )
 
@@ -194,7 +195,6 @@ require (
 	golang.org/x/crypto/x509roots/fallback v0.0.0-20261030153154-30a33513ff6d // indirect
 	golang.org/x/exp v0.0.0-20260908205506-85c1c2202aba // indirect
 	golang.org/x/image v0.25.0 // indirect
-	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/oauth2 v0.37.0 // indirect
 	golang.org/x/sync v0.23.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect

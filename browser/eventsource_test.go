@@ -279,6 +279,7 @@ type server struct {
 	root   string
 	port   int
 	client *http.Client
+	global string // extra global options
 }
 
 // caddyfile renders a site serving the page from root and sse for /t/*
@@ -289,7 +290,7 @@ func (s *server) caddyfile(scheme, site, sseOptions string) string {
 	skip_install_trust
 	local_certs
 	default_sni 127.0.0.1
-}
+%s}
 
 %s://127.0.0.1:%d {
 	%s
@@ -302,16 +303,22 @@ func (s *server) caddyfile(scheme, site, sseOptions string) string {
 	root * %s
 	file_server
 }
-`, scheme, s.port, site, sseOptions, s.root))
+`, s.global, scheme, s.port, site, sseOptions, s.root))
 }
 
 func startServer(t *testing.T, scheme, site, sseOptions string) *server {
+	t.Helper()
+	return startServerWith(t, "", scheme, site, sseOptions)
+}
+
+// startServerWith is startServer with extra global options.
+func startServerWith(t *testing.T, global, scheme, site, sseOptions string) *server {
 	t.Helper()
 	root, err := filepath.Abs("testdata")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, root: root, port: testcaddy.FreePort(t)}
+	s := &server{t: t, root: root, port: testcaddy.FreePort(t), global: global}
 	s.origin = fmt.Sprintf("%s://127.0.0.1:%d", scheme, s.port)
 	// A connection per publish: a kept-alive connection to a server that a
 	// reload is shutting down can be reset under a POST, which net/http
@@ -453,6 +460,36 @@ func TestHTTP2MultiplexesEightStreams(t *testing.T) {
 	if len(conns) != 1 {
 		t.Errorf("the eight streams used %d connections, want one", len(conns))
 	}
+}
+
+// Over HTTPS limited to HTTP/1.1, with the sse listener wrapper before tls
+// (the lean path: streams parked), the browser gets every event in order,
+// and after a reload resumes with Last-Event-ID exactly where it was.
+func TestHTTPSOverTheListenerWrapper(t *testing.T) {
+	b := newBrowser(t)
+	s := startServerWith(t, "\tauto_https disable_redirects\n\tservers {\n\t\tprotocols h1\n\t\tlistener_wrappers {\n\t\t\tsse\n\t\t\ttls\n\t\t}\n\t}\n",
+		"https", "tls internal", "retry 300ms\ndrain_window 0")
+	b.open(s.origin + "/")
+	b.do(`subscribe("a", "/t/tls")`)
+	b.waitFor("the stream open", func(events []seen) bool { return len(events) > 0 && events[0].Kind == "open" })
+	var want []string
+	for i := 1; i <= 5; i++ {
+		want = append(want, fmt.Sprintf("event %d", i))
+		s.publish("/t/tls", want[i-1])
+	}
+	b.waitForMessages("a", want)
+	resps := b.responsesFor("/t/tls")
+	if len(resps) == 0 || resps[0].Response.Protocol != "http/1.1" {
+		t.Fatalf("the stream's protocol: %+v, want http/1.1 over TLS", resps)
+	}
+	// A reload ends the stream; the browser comes back by itself and
+	// resumes.
+	testcaddy.Reload(t, s.caddyfile("https", "tls internal", "retry 300ms\ndrain_window 0\nheartbeat 10s"))
+	for i := 6; i <= 8; i++ {
+		want = append(want, fmt.Sprintf("event %d", i))
+		s.publish("/t/tls", want[i-1])
+	}
+	b.waitForMessages("a", want)
 }
 
 // Scenario 3: the server drops the stream (a config reload ends it with a

@@ -21,7 +21,22 @@ import (
 // stops counting a node that went away; publishing, disconnecting and
 // closing through either node's admin API act on the shared topic.
 func TestAdminAcrossNodesOnRedis(t *testing.T) {
-	redis := redistest.Start(t)
+	testAdminAcrossNodes(t, redistest.Start(t).URL(), "")
+}
+
+// The same on a Redis Cluster of three masters: presence keys share one
+// slot, the disconnect request crosses the cluster's Pub/Sub.
+func TestAdminAcrossNodesOnRedisCluster(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t, 3, 0)
+	var urls []string
+	for _, a := range c.Addrs() {
+		urls = append(urls, "redis://"+a)
+	}
+	testAdminAcrossNodes(t, strings.Join(urls, " "), "mode cluster")
+}
+
+func testAdminAcrossNodes(t *testing.T, urls, mode string) {
 	start := func() (*testcaddy.Process, string) {
 		port := testcaddy.FreePort(t)
 		p := testcaddy.Start(t, fmt.Sprintf(`{
@@ -32,10 +47,11 @@ http://127.0.0.1:%d {
 	sse /events/* {
 		store redis %s {
 			prefix admin-cluster:
+			%s
 		}
 	}
 }
-`, port, redis.URL()))
+`, port, urls, mode))
 		return p, fmt.Sprintf("127.0.0.1:%d", port)
 	}
 	a, _ := start()

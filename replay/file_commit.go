@@ -46,7 +46,7 @@ func (f *File) Append(_ context.Context, topic string, b Batch) (Appended, error
 			// Claimed before the commit and kept if it fails: the
 			// topic is forgotten, and its slot freed, once idle.
 			if err := t.claimSlot(cfg); err != nil {
-				f.settleBatch(events)
+				f.settleEvents(events)
 				return err
 			}
 			op = &fileOp{topic: t, name: t.name, initPruned: t.pruned, events: events, done: make(chan error, 1)}
@@ -61,7 +61,7 @@ func (f *File) Append(_ context.Context, topic string, b Batch) (Appended, error
 				op.dropKeys = t.dedupRemember(b.Key, &dedupEntry{ids: res.IDs, at: now, op: op}, cfg)
 			}
 			if err := f.enqueue(op); err != nil {
-				f.settleBatch(events)
+				f.settleEvents(events)
 				return err
 			}
 			t.pending++
@@ -350,7 +350,7 @@ func (f *File) complete(op *fileOp, err error) {
 		} else {
 			t.apply(op)
 		}
-		f.settleBatch(op.events)
+		f.settleEvents(op.events)
 		t.mu.Unlock()
 	}
 	if err != nil {

@@ -150,12 +150,12 @@ func (m *Memory) Append(_ context.Context, topic string, b Batch) (Appended, err
 			return err
 		}
 		if err := t.claimSlot(cfg); err != nil {
-			m.settleBatch(events)
+			m.settleEvents(events)
 			return err
 		}
 		res.IDs = eventIDs(events)
 		t.push(events, total)
-		m.settleBatch(events)
+		m.settleEvents(events)
 		t.active = now
 		if b.Key != "" {
 			t.dedupRemember(b.Key, &dedupEntry{ids: res.IDs, at: now}, cfg)

@@ -52,14 +52,6 @@ func (tl *timeline) take(n int) uint64 {
 	return base
 }
 
-// settleBatch settles the batch of events (see settle); an empty batch
-// took no seq.
-func (tl *timeline) settleBatch(events []*Event) {
-	if len(events) > 0 {
-		tl.settle(events[0].seq)
-	}
-}
-
 // settle marks the batch whose first seq is first as in its log (or
 // abandoned), moving settled as far as no earlier batch is pending.
 func (tl *timeline) settle(first uint64) {
@@ -81,6 +73,14 @@ func (tl *timeline) settle(first uint64) {
 			close(tl.settleCh)
 			tl.settleCh = nil
 		}
+	}
+}
+
+// settleEvents settles the batch of events (see settle); an empty batch
+// took no seqs, so there is nothing to settle.
+func (tl *timeline) settleEvents(events []*Event) {
+	if len(events) > 0 {
+		tl.settle(events[0].seq)
 	}
 }
 

@@ -34,26 +34,25 @@ type detached struct {
 	chunked bool
 	raw     syscall.RawConn // of the TCP socket; nil when the conn has none
 	// direct: conn is the socket itself (not TLS) and the platform lets
-	// bytes be written to raw without blocking (see sendNow), which is what
-	// lets a stream wait parked (canPark).
+	// bytes be written to raw without blocking (see rawWriter), which is
+	// what lets a stream wait parked (canPark).
 	direct bool
+	// pc: conn is TLS over a ParkableListener's connection, whose writes
+	// can be made non-blocking: the stream parks too.
+	pc *parkConn
 
 	// unwatch ends the hang-up watch (see watch); nil without one.
 	unwatch func()
 
 	// While parked, writes never block: what the socket does not take at
-	// once is kept in pending and written by a goroutine (see Lot).
+	// once is kept pending in w (pc's, over TLS: encrypted bytes) and
+	// written by the stream's own goroutine (see Lot).
 	nonblocking bool
-	pending     []byte
-	// sendNow's state, kept here so that a write allocates nothing.
-	writeNow func(fd uintptr) bool
-	rawBuf   []byte
-	rawN     int
-	rawErr   error
+	w           *rawWriter
 }
 
 // canPark reports whether d can wait parked in a lot.
-func (d *detached) canPark() bool { return d.direct }
+func (d *detached) canPark() bool { return d.direct || d.pc != nil }
 
 // ErrNotDetachable is returned by detach for a stream that must stay with
 // net/http: HTTP/2 and HTTP/3 multiplex streams over one connection.
@@ -83,10 +82,17 @@ func detach(w http.ResponseWriter, r *http.Request) (*detached, error) {
 	tcp := conn
 	if tc, ok := conn.(*tls.Conn); ok {
 		tcp = tc.NetConn()
+		releaseReadBuffers(tc)
 	}
 	if sc, ok := tcp.(syscall.Conn); ok {
 		d.raw, _ = sc.SyscallConn()
 		d.direct = d.raw != nil && tcp == conn && canWriteNow
+	}
+	switch pc, ok := tcp.(*parkConn); {
+	case ok && tcp != conn:
+		d.pc, d.w = pc, &pc.w
+	case d.direct:
+		d.w = &rawWriter{raw: d.raw}
 	}
 	return d, nil
 }
@@ -147,9 +153,17 @@ func (d *detached) watch(onHangup func()) {
 // close ends the stream's connection. After a clean end (the topic closed,
 // the server stopping, the credential expired) the last chunk ends the
 // response body first, so the client sees a complete response.
+//
+// A parked stream that ends otherwise (its client gone, a write failed)
+// ends from the lot, whose writes must not wait: over TLS the close alert
+// is then left unsent.
 func (d *detached) close(err error) {
 	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped) || errors.Is(err, ErrExpired)) {
-		_ = d.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		deadline := time.Now().Add(time.Second)
+		if d.nonblocking {
+			_ = d.unpark(deadline)
+		}
+		_ = d.conn.SetWriteDeadline(deadline)
 		_, _ = d.conn.Write(lastChunk)
 	}
 	// The watch goes before the socket: its descriptor may be reused at once.
@@ -187,9 +201,10 @@ func (d *detached) send(b []byte, deadline time.Time) (int, error) {
 		buf = append(buf, b...)
 	}
 	var err error
-	if d.nonblocking {
-		err = d.sendNow(buf)
+	if d.nonblocking && d.pc == nil {
+		err = d.w.writeNow(buf)
 	} else {
+		// Over TLS while parked, the parkConn beneath never blocks.
 		_, err = d.conn.Write(buf)
 	}
 	if cap(buf) <= 64<<10 {
@@ -209,22 +224,28 @@ func (d *detached) park() {
 	// passed; they never wait, so they need none.
 	_ = d.conn.SetWriteDeadline(time.Time{})
 	d.nonblocking = true
+	if d.pc != nil {
+		d.pc.nonblocking = true
+	}
 }
 
 // hasPending reports bytes a parked write left for the stream's own
 // goroutine to write.
-func (d *detached) hasPending() bool { return len(d.pending) > 0 }
+func (d *detached) hasPending() bool { return d.w != nil && len(d.w.pending) > 0 }
 
 // unpark makes writes blocking again, for the stream's own goroutine, and
 // writes what a parked write left, waiting for the socket up to deadline.
 func (d *detached) unpark(deadline time.Time) error {
-	d.nonblocking = false
-	if len(d.pending) == 0 {
+	if !d.nonblocking {
 		return nil
 	}
-	_ = d.conn.SetWriteDeadline(deadline)
-	_, err := d.conn.Write(d.pending)
-	d.pending = nil
+	d.nonblocking = false
+	var err error
+	if d.pc != nil {
+		err = d.pc.flush(deadline)
+	} else {
+		err = flushPending(d.conn, d.w, deadline)
+	}
 	if err != nil {
 		return fmt.Errorf("writing to subscriber: %w", err)
 	}

@@ -2,28 +2,45 @@
 
 package stream
 
-import "syscall"
+import (
+	"net"
+	"syscall"
+)
 
 // canWriteNow: this platform can write to a socket without waiting (see
-// sendNow), so plain TCP streams park.
+// rawWriter), so plain TCP streams, and TLS streams over a ParkableListener,
+// park.
 const canWriteNow = true
 
-// sendNow writes buf without waiting: what the socket does not take at once
-// is kept in pending.
-func (d *detached) sendNow(buf []byte) error {
-	if len(d.pending) > 0 {
-		d.pending = append(d.pending, buf...)
+// rawWriter writes to a socket without ever waiting for it: what the socket
+// does not take at once is kept in pending, for the stream's own goroutine
+// to write (flush) with a deadline. Its state lives here so that a write
+// allocates nothing.
+type rawWriter struct {
+	raw     syscall.RawConn
+	pending []byte
+
+	fn  func(fd uintptr) bool // writeRaw, bound once
+	buf []byte
+	n   int
+	err error
+}
+
+// writeNow writes buf without waiting.
+func (w *rawWriter) writeNow(buf []byte) error {
+	if len(w.pending) > 0 {
+		w.pending = append(w.pending, buf...)
 		return nil
 	}
-	if d.writeNow == nil {
+	if w.fn == nil {
 		// Bound once per stream: a closure made per write would cost an
 		// allocation per delivery.
-		d.writeNow = d.writeRaw
+		w.fn = w.writeRaw
 	}
-	d.rawBuf = buf
-	err := d.raw.Write(d.writeNow)
-	n, werr := d.rawN, d.rawErr
-	d.rawBuf, d.rawErr = nil, nil
+	w.buf = buf
+	err := w.raw.Write(w.fn)
+	n, werr := w.n, w.err
+	w.buf, w.err = nil, nil
 	switch {
 	case err != nil:
 		return err
@@ -33,18 +50,32 @@ func (d *detached) sendNow(buf []byte) error {
 		return werr
 	}
 	if n < len(buf) {
-		d.pending = append([]byte(nil), buf[n:]...)
+		w.pending = append([]byte(nil), buf[n:]...)
 	}
 	return nil
 }
 
-// writeRaw is the RawConn callback of sendNow: one write of rawBuf that
-// never waits for the socket to become writable.
-func (d *detached) writeRaw(fd uintptr) bool {
+// writeRaw is the RawConn callback of writeNow: one write of buf that never
+// waits for the socket to become writable.
+func (w *rawWriter) writeRaw(fd uintptr) bool {
 	for {
-		d.rawN, d.rawErr = syscall.Write(int(fd), d.rawBuf)
-		if d.rawErr != syscall.EINTR {
+		w.n, w.err = syscall.Write(int(fd), w.buf)
+		if w.err != syscall.EINTR {
 			return true
 		}
 	}
+}
+
+// wrapParkable makes c a parkConn when it is a socket (see
+// ParkableListener).
+func wrapParkable(c net.Conn) net.Conn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return c
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	return &parkConn{Conn: c, w: rawWriter{raw: raw}}
 }

@@ -13,7 +13,8 @@
 //     once the response head is sent (see detach.go), so the request's
 //     goroutine, buffers and Caddy's per-request state are released.
 //   - parked: a detached stream whose socket can be written without
-//     blocking (plain TCP) and that has sent everything there is waits with
+//     blocking (plain TCP, or TLS over a ParkableListener's connection,
+//     see parkable.go) and that has sent everything there is waits with
 //     no goroutine of its own. One goroutine per topic (its lot) waits for
 //     the log to change, then reads every parked cursor and writes to each
 //     socket without blocking. A delivery then costs a cursor read and a

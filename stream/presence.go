@@ -57,6 +57,7 @@ func inRequestTransport(r *http.Request) transport {
 
 // member is one open stream in the server's table of topics.
 type member struct {
+	topics    []string // the topics it counts under
 	transport transport
 	// disconnect ends the stream with reason and a retry hint.
 	disconnect func(reason string)
@@ -69,13 +70,14 @@ type roster struct {
 	topics map[string]map[*member]struct{}
 }
 
-func (ro *roster) enter(keys []string, m *member) {
+// enter counts m under each of its topics.
+func (ro *roster) enter(m *member) {
 	ro.mu.Lock()
 	defer ro.mu.Unlock()
 	if ro.topics == nil {
 		ro.topics = make(map[string]map[*member]struct{})
 	}
-	for _, key := range keys {
+	for _, key := range m.topics {
 		set := ro.topics[key]
 		if set == nil {
 			set = make(map[*member]struct{})
@@ -85,16 +87,25 @@ func (ro *roster) enter(keys []string, m *member) {
 	}
 }
 
-func (ro *roster) leave(keys []string, m *member) {
+func (ro *roster) leave(m *member) {
 	ro.mu.Lock()
 	defer ro.mu.Unlock()
-	for _, key := range keys {
+	for _, key := range m.topics {
 		set := ro.topics[key]
 		delete(set, m)
 		if len(set) == 0 {
 			delete(ro.topics, key)
 		}
 	}
+}
+
+// newMember is a stream of Serve's key (or opts.Topics) in the roster.
+func newMember(key string, opts *Options, t transport) *member {
+	topics := opts.Topics
+	if len(topics) == 0 {
+		topics = []string{key}
+	}
+	return &member{topics: topics, transport: t}
 }
 
 // Presence counts the streams open on the topic key.

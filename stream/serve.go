@@ -51,10 +51,6 @@ type Options struct {
 	// TopicEvents names every event of a multi-topic cursor (one whose
 	// pages carry Topics) after its topic instead of its own type.
 	TopicEvents bool
-	// Topics, set for a multi-topic stream, are the topics it follows:
-	// presence counts it under each, and a Disconnect of any of them
-	// ends it (its client resumes them all).
-	Topics []string
 	// Expires, when set, is when the credential that opened the stream
 	// expires: then the stream writes an ExpiredEvent and ends cleanly
 	// (ErrExpired), so that its reader comes back with a fresh credential
@@ -63,6 +59,10 @@ type Options struct {
 	// ExpiredEvent names that event; default "expired". Its data is
 	// {"reason":"credential expired"}.
 	ExpiredEvent string
+	// Topics are the topics the stream is counted under (Server.Presence)
+	// and ended by (Server.Disconnect): a multi-topic stream is a
+	// subscriber of each. Default: the key Serve is given.
+	Topics []string
 }
 
 // DefaultExpiredEvent is the name of the event that ends a stream whose

@@ -68,9 +68,9 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 				mode = Parked
 			}
 			sv.modes[mode].Add(1)
-			m := &member{transport: tDetached}
+			m := newMember(key, &opts, tDetached)
 			end := func(stats Stats, err error) {
-				sv.roster.leave(rosterKeys(key, opts), m)
+				sv.roster.leave(m)
 				sv.modes[mode].Add(-1)
 				done(stats, err)
 				sv.outside.Done()
@@ -78,12 +78,12 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 			if mode == Parked {
 				ps := sv.parking.newStream(key, d, cur, opts, end)
 				m.transport, m.disconnect = tParked, ps.disconnect
-				sv.roster.enter(rosterKeys(key, opts), m)
+				sv.roster.enter(m)
 				ps.start()
 			} else {
 				ctx, disconnect := disconnectable(context.Background())
 				m.disconnect = disconnect
-				sv.roster.enter(rosterKeys(key, opts), m)
+				sv.roster.enter(m)
 				go func() { end(serveDetached(ctx, d, cur, opts)) }()
 			}
 			return
@@ -92,10 +92,11 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 	sv.modes[InRequest].Add(1)
 	defer sv.modes[InRequest].Add(-1)
 	ctx, disconnect := disconnectable(r.Context())
-	m := &member{transport: inRequestTransport(r), disconnect: disconnect}
-	sv.roster.enter(rosterKeys(key, opts), m)
+	m := newMember(key, &opts, inRequestTransport(r))
+	m.disconnect = disconnect
+	sv.roster.enter(m)
 	stats, err := serveInRequest(ctx, w, cur, opts)
-	sv.roster.leave(rosterKeys(key, opts), m)
+	sv.roster.leave(m)
 	done(stats, err)
 }
 
@@ -119,13 +120,4 @@ func (sv *Server) Wait(timeout time.Duration) bool {
 	case <-t.C:
 		return false
 	}
-}
-
-// rosterKeys are the topics a stream counts under: its key, or the topics
-// of a multi-topic stream.
-func rosterKeys(key string, opts Options) []string {
-	if opts.Topics != nil {
-		return opts.Topics
-	}
-	return []string{key}
 }

@@ -34,6 +34,8 @@ type Server struct {
 	// Addr is host:port.
 	Addr string
 	args []string
+	// argv, when set, replaces the default command line (sentinels).
+	argv func() []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -63,7 +65,11 @@ func Binary(t testing.TB) string {
 // e.g. "--appendfsync", "everysec".
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
-	s := &Server{t: t, bin: Binary(t), dir: t.TempDir(), args: args}
+	return startServer(t, &Server{t: t, bin: Binary(t), dir: t.TempDir(), args: args})
+}
+
+func startServer(t testing.TB, s *Server) *Server {
+	t.Helper()
 	t.Cleanup(s.kill)
 	var lastErr error
 	for range 5 {
@@ -83,7 +89,7 @@ func (s *Server) URL() string { return "redis://" + s.Addr }
 func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cmd := exec.Command(s.bin, append([]string{
+	argv := append([]string{
 		"--port", strconv.Itoa(s.Port),
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
@@ -93,7 +99,11 @@ func (s *Server) start() error {
 		"--daemonize", "no",
 		"--protected-mode", "no",
 		"--loglevel", "warning",
-	}, s.args...)...)
+	}, s.args...)
+	if s.argv != nil {
+		argv = s.argv()
+	}
+	cmd := exec.Command(s.bin, argv...)
 	log := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

@@ -30,6 +30,11 @@ func (s *Store) Append(ctx context.Context, name string, b replay.Batch) (replay
 		if !ok || l.s != s {
 			return replay.Appended{}, fmt.Errorf("redisstore: a fenced append with a lease of another store (%T)", b.Lease)
 		}
+		if !l.valid() {
+			// No answer from Redis confirmed the hold for a lease time:
+			// it may have expired there, and another node taken over.
+			l.markLost()
+		}
 		if l.isLost() {
 			return replay.Appended{}, replay.ErrLeaseLost
 		}
@@ -50,22 +55,23 @@ func (s *Store) Append(ctx context.Context, name string, b replay.Batch) (replay
 
 	k := s.topicKeys(name)
 	keys := []string{k.log, k.meta, k.dedup, k.dedupOrder}
-	token, cursor := "", ""
+	fence, leaseName := "", ""
 	if l != nil {
-		keys = append(keys, l.key, l.cursorKey)
-		token, cursor = l.token, b.Cursor
+		keys = append(keys, k.fences)
+		fence, leaseName = l.fenceArg(), l.name
 	}
 	args := make([]any, 0, 11+3*len(b.Events))
 	args = append(args, cfg.MaxEvents, cfg.MaxBytes, cfg.MaxAge.Milliseconds(), cfg.DedupWindow.Milliseconds(),
-		cfg.MaxDedupKeys, boolArg(tooLarge), b.Key, token, cursor, cfg.MaxAge.Milliseconds(), len(b.Events))
+		cfg.MaxDedupKeys, boolArg(tooLarge), b.Key, fence, leaseName, cfg.MaxAge.Milliseconds(), len(b.Events))
 	for i, d := range b.Events {
 		args = append(args, d.Type, d.Data, costs[i])
 	}
-	res, err := appendScript.Run(ctx, s.client, keys, args...).StringSlice()
+	w, err := s.runWrite(ctx, appendScript, keys, args...)
 	if err != nil {
 		return replay.Appended{}, s.fail(ctx, err)
 	}
 	s.health.ok()
+	res := w.res
 	if len(res) == 0 {
 		return replay.Appended{}, errors.New("redisstore: empty answer to append")
 	}
@@ -85,6 +91,9 @@ func (s *Store) Append(ctx context.Context, name string, b replay.Batch) (replay
 		if len(ids) > 0 {
 			ids = ids[1:] // the time it was recorded
 		}
+		if err := s.acked(w); err != nil {
+			return replay.Appended{}, err
+		}
 		return replay.Appended{IDs: ids, Duplicate: true}, nil
 	case "ok":
 	default:
@@ -95,8 +104,10 @@ func (s *Store) Append(ctx context.Context, name string, b replay.Batch) (replay
 	}
 	ids := res[2:]
 	if l != nil {
+		l.recordCursor(ctx, b.Cursor)
 		l.setCursor(b.Cursor)
 	}
+	ackErr := s.acked(w)
 	if len(ids) > 0 {
 		entries := make([]rawEntry, len(ids))
 		prev := mustID(res[1])
@@ -106,6 +117,11 @@ func (s *Store) Append(ctx context.Context, name string, b replay.Batch) (replay
 			prev = sid
 		}
 		s.localSync(name, entries)
+	}
+	if ackErr != nil {
+		// Stored on the master, but not acknowledged: the publisher
+		// may send it again (with its idempotency key, safely).
+		return replay.Appended{}, ackErr
 	}
 	return replay.Appended{IDs: ids}, nil
 }
@@ -129,11 +145,12 @@ func (s *Store) CloseTopic(ctx context.Context, name string) error {
 		return err
 	}
 	k := s.topicKeys(name)
-	res, err := closeScript.Run(ctx, s.client, []string{k.log, k.meta}, cfg.MaxAge.Milliseconds()).StringSlice()
+	w, err := s.runWrite(ctx, closeScript, []string{k.log, k.meta}, cfg.MaxAge.Milliseconds())
 	if err != nil {
 		return s.fail(ctx, err)
 	}
 	s.health.ok()
+	res := w.res
 	switch {
 	case len(res) == 1 && res[0] == "closed":
 		return replay.ErrTopicClosed
@@ -142,7 +159,7 @@ func (s *Store) CloseTopic(ctx context.Context, name string) error {
 		return fmt.Errorf("redisstore: unexpected answer %q to close", res)
 	}
 	s.localSync(name, []rawEntry{{id: mustID(res[2]), prev: mustID(res[1]), marker: true}})
-	return nil
+	return s.acked(w)
 }
 
 // localSync puts what this node just wrote into the topic's window, if the

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ssegate/caddy-sse/replay"
@@ -12,11 +14,18 @@ import (
 
 // lease is this node's hold on a named lease.
 type lease struct {
-	s                *Store
-	name             string
-	key, cursorKey   string
-	token            string
-	ttl              time.Duration
+	s              *Store
+	name           string
+	key, cursorKey string
+	fenceKey       string
+	token          string
+	// fence is the fencing token Redis handed out with this hold: higher
+	// than any earlier holder's.
+	fence int64
+	ttl   time.Duration
+	// validUntil (unix ns) is the lease's expiry as of the last answer
+	// from Redis that confirmed it, reckoned from when it was asked.
+	validUntil       atomic.Int64
 	lost, stop, done chan struct{}
 	lostOnce         sync.Once
 	releaseOnce      sync.Once
@@ -25,9 +34,9 @@ type lease struct {
 	cursor string
 }
 
-func (s *Store) leaseKeys(name string) (key, cursorKey string) {
+func (s *Store) leaseKeys(name string) (key, cursorKey, fenceKey string) {
 	key = s.opts.Prefix + "lease:{" + hashTag(name) + "}"
-	return key, key + ":cursor"
+	return key, key + ":cursor", key + ":fence"
 }
 
 // Lease implements replay.Shared: it polls every fifth of the lease time
@@ -46,7 +55,7 @@ func (s *Store) Lease(ctx context.Context, name string) (replay.Lease, error) {
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	l.key, l.cursorKey = s.leaseKeys(name)
+	l.key, l.cursorKey, l.fenceKey = s.leaseKeys(name)
 	poll := time.NewTimer(0)
 	defer poll.Stop()
 	for {
@@ -62,7 +71,7 @@ func (s *Store) Lease(ctx context.Context, name string) (replay.Lease, error) {
 		}
 		sent := time.Now()
 		octx, cancel := s.opCtx(ctx)
-		res, err := acquireScript.Run(octx, s.client, []string{l.key, l.cursorKey}, l.token, l.ttl.Milliseconds()).Slice()
+		res, err := acquireScript.Run(octx, s.client, []string{l.key, l.cursorKey, l.fenceKey}, l.token, l.ttl.Milliseconds()).Slice()
 		if err != nil {
 			_ = s.fail(octx, err)
 		}
@@ -70,9 +79,11 @@ func (s *Store) Lease(ctx context.Context, name string) (replay.Lease, error) {
 		if err == nil {
 			s.health.ok()
 			if n, _ := res[0].(int64); n == 1 {
-				if len(res) > 1 {
+				if len(res) > 2 {
 					l.cursor, _ = res[1].(string)
+					l.fence, _ = res[2].(int64)
 				}
+				l.confirmed(sent)
 				s.mu.Lock()
 				if s.closed.Load() {
 					s.mu.Unlock()
@@ -120,6 +131,7 @@ func (l *lease) renew(lastOK time.Time) {
 		case err == nil && n == 1:
 			l.s.health.ok()
 			lastOK = sent
+			l.confirmed(sent)
 		case err == nil:
 			l.s.health.ok()
 			l.markLost() // expired, and maybe someone else holds it
@@ -128,6 +140,35 @@ func (l *lease) renew(lastOK time.Time) {
 			l.markLost() // it has expired in Redis by now
 			return
 		}
+	}
+}
+
+// confirmed records that Redis confirmed the hold, asked at sent.
+func (l *lease) confirmed(sent time.Time) {
+	l.validUntil.Store(sent.Add(l.ttl).UnixNano())
+}
+
+// valid reports whether the lease cannot have expired in Redis yet.
+func (l *lease) valid() bool {
+	return time.Now().UnixNano() < l.validUntil.Load()
+}
+
+// fenceArg is the fencing token as a script argument.
+func (l *lease) fenceArg() string { return strconv.FormatInt(l.fence, 10) }
+
+// recordCursor stores the upstream position reached by a fenced append,
+// for the next holder, unless another holder has the lease by now.
+func (l *lease) recordCursor(ctx context.Context, cursor string) {
+	n, err := cursorScript.Run(ctx, l.s.client, []string{l.key, l.cursorKey}, l.token, cursor).Int()
+	if err != nil {
+		// The append went in; a later one records its cursor, and a
+		// new holder resuming from an older one finds the lines it
+		// reads again already appended (their idempotency keys).
+		_ = l.s.fail(ctx, err)
+		return
+	}
+	if n == 0 {
+		l.markLost()
 	}
 }
 

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -48,7 +51,7 @@ func (s *Store) probe(ctx context.Context) {
 	prev := s.serverID.Swap(&id)
 	if prev != nil && *prev != id {
 		s.log.Info("redis restarted: checking this node's windows against it",
-			zap.String("addr", s.opts.Redis.Addr), zap.String("run_id", id))
+			zap.String("addr", s.addr), zap.String("run_id", id))
 		if err := s.recheck(ctx); err != nil {
 			// Not all windows could be checked: check again next time.
 			s.serverID.CompareAndSwap(&id, prev)
@@ -56,17 +59,57 @@ func (s *Store) probe(ctx context.Context) {
 	}
 }
 
+// runID is the run_id of the master (on Sentinel, the current one: a
+// failover changes it, and windows holding writes the new master never
+// got are reloaded like after a restart), or on Cluster the run_ids of
+// all masters, sorted.
 func (s *Store) runID(ctx context.Context) (string, error) {
-	info, err := s.client.Info(ctx, "server").Result()
+	if s.cluster == nil {
+		return s.runIDOf(ctx, s.client, "")
+	}
+	var mu sync.Mutex
+	var ids []string
+	err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		id, err := s.runIDOf(ctx, c, c.Options().Addr)
+		mu.Lock()
+		ids = append(ids, id)
+		mu.Unlock()
+		return err
+	})
 	if err != nil {
 		return "", err
 	}
+	slices.Sort(ids)
+	return strings.Join(ids, ","), nil
+}
+
+// runIDOf reads the run_id of one master and, when MinReplicasAck is set,
+// how many replicas it has connected (see ackTarget); addr names the
+// master on Cluster ("" otherwise).
+func (s *Store) runIDOf(ctx context.Context, c redis.Cmdable, addr string) (string, error) {
+	sections := []string{"server"}
+	if s.opts.MinReplicasAck > 0 {
+		sections = append(sections, "replication")
+	}
+	info, err := c.Info(ctx, sections...).Result()
+	if err != nil {
+		return "", err
+	}
+	id := ""
 	for line := range strings.Lines(info) {
 		if v, ok := strings.CutPrefix(line, "run_id:"); ok {
-			return strings.TrimSpace(v), nil
+			id = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(line, "connected_slaves:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+				s.replicas.Store(addr, n)
+			}
 		}
 	}
-	return "", errors.New("redisstore: INFO server has no run_id")
+	if id == "" {
+		return "", errors.New("redisstore: INFO server has no run_id")
+	}
+	return id, nil
 }
 
 // recheck compares every window with Redis after a restart and reloads

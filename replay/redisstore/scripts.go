@@ -4,8 +4,7 @@ import "github.com/redis/go-redis/v9"
 
 // The Lua scripts below are each one atomic step in Redis. Every key a
 // script touches is passed in KEYS, and the keys of one call share a hash
-// tag (one topic, or one lease), except the fenced append, which also names
-// the lease's keys.
+// tag (one topic, or one lease), so each runs on one slot of a Cluster.
 //
 // Scripts answer with arrays whose first element says what happened, so a
 // refusal (a closed topic, a duplicate) is an answer, not a Redis error.
@@ -13,21 +12,29 @@ import "github.com/redis/go-redis/v9"
 // appendScript appends a batch.
 //
 // KEYS: 1 log, 2 meta, 3 dedup (hash: key -> "<ms> <id> <id>..."),
-// 4 dedup order (zset: key by insertion counter), 5 lease, 6 lease cursor
-// (5 and 6 only for a fenced append).
+// 4 dedup order (zset: key by insertion counter), 5 fences (hash: lease
+// name -> highest fencing token seen; only for a fenced append).
 //
 // ARGV: 1 max events, 2 max bytes, 3 max age (ms), 4 dedup window (ms),
 // 5 max dedup keys, 6 "1" if the batch is too large for the bounds, 7 dedup
-// key or "", 8 lease token or "", 9 lease cursor, 10 ttl of log and meta
+// key or "", 8 fencing token or "", 9 lease name, 10 ttl of log and meta
 // (ms), 11 n, then n times: type, data, cost.
 //
 // Answers {"closed"}, {"leaselost"}, {"dup", "<ms> <ids>"}, {"toolarge"} or
 // {"ok", <id before the first>, <ids>...}.
 var appendScript = redis.NewScript(`
 local log, meta = KEYS[1], KEYS[2]
+local fence = ARGV[8]
+if fence ~= '' then
+	-- A holder that took the lease after this one has written here.
+	local seen = redis.call('HGET', KEYS[5], ARGV[9])
+	if seen and tonumber(seen) > tonumber(fence) then return {'leaselost'} end
+end
 if redis.call('HEXISTS', meta, 'closed') == 1 then return {'closed'} end
-local token = ARGV[8]
-if token ~= '' and redis.call('GET', KEYS[5]) ~= token then return {'leaselost'} end
+if fence ~= '' then
+	redis.call('HSET', KEYS[5], ARGV[9], fence)
+	redis.call('PEXPIRE', KEYS[5], ARGV[10])
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local key = ARGV[7]
@@ -35,6 +42,9 @@ local window = tonumber(ARGV[4])
 if key ~= '' then
 	local v = redis.call('HGET', KEYS[3], key)
 	if v and tonumber(string.match(v, '^(%d+)')) >= now - window then
+		-- A write, so that a WAIT after a repeated append covers the
+		-- first one (the replication stream is ordered).
+		redis.call('PEXPIRE', KEYS[3], window)
 		return {'dup', v}
 	end
 end
@@ -111,7 +121,6 @@ if key ~= '' then
 	redis.call('PEXPIRE', d, window)
 	redis.call('PEXPIRE', z, window)
 end
-if token ~= '' then redis.call('SET', KEYS[6], ARGV[9]) end
 return res
 `)
 
@@ -149,15 +158,27 @@ end
 return 1
 `)
 
-// acquireScript takes a lease if it is free.
+// acquireScript takes a lease if it is free, with the next fencing token.
 //
-// KEYS: 1 lease, 2 lease cursor. ARGV: 1 token, 2 ttl (ms).
-// Answers {1, <cursor>} or {0}.
+// KEYS: 1 lease, 2 lease cursor, 3 fencing counter. ARGV: 1 token, 2 ttl
+// (ms). Answers {1, <cursor>, <fencing token>} or {0}.
 var acquireScript = redis.NewScript(`
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-	return {1, redis.call('GET', KEYS[2]) or ''}
+	local fence = redis.call('INCR', KEYS[3])
+	return {1, redis.call('GET', KEYS[2]) or '', fence}
 end
 return {0}
+`)
+
+// cursorScript records a lease's upstream position for its holder.
+// KEYS: 1 lease, 2 lease cursor. ARGV: 1 token, 2 cursor. Answers 1, or 0
+// when someone else holds the lease.
+var cursorScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+	redis.call('SET', KEYS[2], ARGV[2])
+	return 1
+end
+return 0
 `)
 
 // renewScript extends a lease its holder still holds. KEYS: 1 lease.

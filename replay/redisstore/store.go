@@ -18,11 +18,25 @@ import (
 
 // Options configure a Store.
 type Options struct {
-	// Redis is the client configuration, typically from redis.ParseURL.
-	// Required. Unset timeouts get short defaults (dial 1s, read and write
+	// Redis is the client configuration of one Redis server, typically
+	// from redis.ParseURL. Exactly one of Redis, Sentinel and Cluster is
+	// required. Unset timeouts get short defaults (dial 1s, read and write
 	// 2s) so that an unreachable Redis fails requests fast; retries are
 	// turned off, since retrying an append could store it twice.
 	Redis *redis.Options
+	// Sentinel names a master monitored by Redis Sentinel: the store
+	// follows it through failovers (go-redis's failover client).
+	Sentinel *redis.FailoverOptions
+	// Cluster names seed nodes of a Redis Cluster (go-redis's cluster
+	// client). Every key of a topic is in one hash slot; see the package
+	// doc for leases and tails.
+	Cluster *redis.ClusterOptions
+	// MinReplicasAck, when positive, acknowledges an append or a close
+	// only once WAIT reports that many replicas hold it; otherwise the
+	// call fails with ErrUnavailable (the write may still survive).
+	MinReplicasAck int
+	// ReplicaAckTimeout bounds that WAIT. Default 1s.
+	ReplicaAckTimeout time.Duration
 	// Prefix of every key. Default "sse:". It must not contain braces.
 	Prefix string
 	// Logger for outages and failures. Default: none.
@@ -49,6 +63,7 @@ const (
 	DefaultLinger         = 5 * time.Second
 	DefaultLeaseTTL       = 10 * time.Second
 	DefaultOpTimeout      = 3 * time.Second
+	DefaultReplicaAck     = time.Second
 )
 
 // tailRegistration is how long the janitor registers a topic this node
@@ -57,8 +72,11 @@ const tailRegistration = time.Minute
 
 // Store is a replay.Store and replay.Shared kept in Redis.
 type Store struct {
-	opts     Options
-	client   *redis.Client
+	opts   Options
+	client redis.UniversalClient
+	// cluster is the client when the store runs on Redis Cluster.
+	cluster  *redis.ClusterClient
+	addr     string // what logs and errors name: the address(es) in use
 	log      *zap.Logger
 	registry string
 
@@ -80,6 +98,9 @@ type Store struct {
 	// its ACL refuses INFO (see probe).
 	serverID   atomic.Pointer[string]
 	infoDenied atomic.Bool
+	// replicas: master address ("" off Cluster) -> replicas connected to
+	// it, as the janitor last read (MinReplicasAck only).
+	replicas sync.Map
 }
 
 // New returns a store on the Redis opts.Redis names. It does not wait for
@@ -87,8 +108,20 @@ type Store struct {
 // is back. New asks Redis once, within the dial timeout (and ctx): Up
 // reports the answer, and a failure is logged as a warning.
 func New(ctx context.Context, opts Options, cfg replay.Config) (*Store, error) {
-	if opts.Redis == nil {
-		return nil, errors.New("redisstore: no Redis options")
+	n := 0
+	for _, set := range []bool{opts.Redis != nil, opts.Sentinel != nil, opts.Cluster != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, errors.New("redisstore: exactly one of Redis, Sentinel and Cluster options is required")
+	}
+	if opts.MinReplicasAck < 0 {
+		return nil, errors.New("redisstore: MinReplicasAck must not be negative")
+	}
+	if opts.ReplicaAckTimeout <= 0 {
+		opts.ReplicaAckTimeout = DefaultReplicaAck
 	}
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
@@ -114,13 +147,7 @@ func New(ctx context.Context, opts Options, cfg replay.Config) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	ro := *opts.Redis
-	clientDefaults(&ro)
-	opts.Redis = &ro
-
 	s := &Store{
-		opts:     opts,
-		client:   redis.NewClient(&ro),
 		log:      opts.Logger,
 		registry: opts.Prefix + "topics",
 		done:     make(chan struct{}),
@@ -128,13 +155,36 @@ func New(ctx context.Context, opts Options, cfg replay.Config) (*Store, error) {
 		leases:   make(map[*lease]struct{}),
 		reg:      make(map[string]time.Time),
 	}
-	s.health.init(opts.Logger, ro.Addr)
+	var dial time.Duration
+	switch {
+	case opts.Redis != nil:
+		ro := *opts.Redis
+		clientDefaults(&ro)
+		opts.Redis = &ro
+		s.client = redis.NewClient(&ro)
+		s.addr, dial = ro.Addr, ro.DialTimeout
+	case opts.Sentinel != nil:
+		fo := *opts.Sentinel
+		failoverDefaults(&fo)
+		opts.Sentinel = &fo
+		s.client = redis.NewFailoverClient(&fo)
+		s.addr, dial = "sentinel "+fo.MasterName+"@"+strings.Join(fo.SentinelAddrs, ","), fo.DialTimeout
+	default:
+		co := *opts.Cluster
+		clusterDefaults(&co)
+		opts.Cluster = &co
+		s.cluster = redis.NewClusterClient(&co)
+		s.client = s.cluster
+		s.addr, dial = "cluster "+strings.Join(co.Addrs, ","), co.DialTimeout
+	}
+	s.opts = opts
+	s.health.init(opts.Logger, s.addr)
 	s.Configure(cfg)
 
 	// Bounded by the dial timeout: a Redis that is down at start delays
 	// the start by no more than that, and is reported (Up, and a warning)
 	// rather than taken for up until the janitor's first probe.
-	pctx, cancel := context.WithTimeout(ctx, ro.DialTimeout)
+	pctx, cancel := context.WithTimeout(ctx, dial)
 	s.probe(pctx)
 	cancel()
 
@@ -163,14 +213,64 @@ func clientDefaults(o *redis.Options) {
 	}
 }
 
+// failoverDefaults is clientDefaults for Sentinel: the failover client
+// asks the sentinels for the master again whenever a dial fails.
+func failoverDefaults(o *redis.FailoverOptions) {
+	if o.Protocol == 0 {
+		o.Protocol = 2 // no push notifications to wait for
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = time.Second
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = 2 * time.Second
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = 2 * time.Second
+	}
+	o.MaxRetries = -1
+	o.DialerRetries = 1
+	o.ContextTimeoutEnabled = true
+}
+
+// clusterDefaults is clientDefaults for Cluster. The cluster client still
+// follows MOVED and ASK for reads; writes that must not run twice go to
+// the slot's master without its retries (see Store.write).
+func clusterDefaults(o *redis.ClusterOptions) {
+	if o.Protocol == 0 {
+		o.Protocol = 2 // no push notifications to wait for
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = time.Second
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = 2 * time.Second
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = 2 * time.Second
+	}
+	o.MaxRetries = -1
+	o.DialerRetries = 1
+	o.ContextTimeoutEnabled = true
+	if o.MaintNotificationsConfig == nil {
+		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	}
+}
+
 // Up reports whether the last exchange with Redis succeeded.
 func (s *Store) Up() bool { return s.health.up.Load() }
 
 // Outages counts the times Redis became unreachable.
 func (s *Store) Outages() uint64 { return s.health.outages.Load() }
 
-// Client is the store's Redis client (for tests and diagnostics).
-func (s *Store) Client() *redis.Client { return s.client }
+// Client is the store's Redis client (for tests and diagnostics): a
+// *redis.Client for one server or Sentinel, a *redis.ClusterClient for
+// Cluster.
+func (s *Store) Client() redis.UniversalClient { return s.client }
+
+// Addr names the Redis the store uses, for logs and metrics: host:port,
+// "sentinel <master>@<sentinels>" or "cluster <seeds>".
+func (s *Store) Addr() string { return s.addr }
 
 // Prefix is the key prefix in use.
 func (s *Store) Prefix() string { return s.opts.Prefix }
@@ -249,12 +349,12 @@ func (s *Store) fail(ctx context.Context, err error) error {
 		return ctx.Err() // the caller gave up; says nothing about Redis
 	}
 	s.health.fail(err)
-	return fmt.Errorf("%w: redis at %s: %v", replay.ErrUnavailable, s.opts.Redis.Addr, err)
+	return fmt.Errorf("%w: redis at %s: %v", replay.ErrUnavailable, s.addr, err)
 }
 
 // transient: Redis answered but cannot serve right now.
 func transient(msg string) bool {
-	for _, p := range []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"} {
+	for _, p := range []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS", "MOVED", "ASK", "UNBLOCKED"} {
 		if strings.HasPrefix(msg, p) {
 			return true
 		}

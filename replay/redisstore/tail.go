@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,10 +21,22 @@ const (
 // one XREAD BLOCK names all of them. When its set of topics changes while
 // it is blocked, CLIENT UNBLOCK (sent from the main pool) makes it ask
 // again with the new set.
+//
+// On Cluster one XREAD can only name keys of one hash slot (even two slots
+// of the same master are refused with CROSSSLOT), so a tailer follows the
+// topics of one slot, over a connection to the master that owns the slot.
+// When that master fails or the slot moves (MOVED, ASK, a dial error), the
+// tailer drops the connection, has the cluster client reload its slot map
+// and connects to the slot's master anew. Its place is each topic's window
+// end, so nothing is skipped or read twice.
 type tailer struct {
 	s        *Store
-	client   *redis.Client
+	slot     int          // on Cluster; -1 otherwise
 	clientID atomic.Int64 // of the connection, for CLIENT UNBLOCK
+
+	clientMu sync.Mutex
+	client   *redis.Client // nil on Cluster until connected
+	node     *redis.Client // Cluster: the cluster client's pool of that master
 
 	mu     sync.Mutex
 	topics map[*topic]struct{}
@@ -46,39 +59,74 @@ func (s *Store) follow(t *topic) {
 	if s.closed.Load() || t.tailer != nil {
 		return
 	}
+	slot := -1
+	if s.cluster != nil {
+		slot = slotOf(t.keys.log)
+	}
 	var tl *tailer
 	for _, x := range s.tailers {
-		if !x.stopped.Load() && x.size() < s.opts.StreamsPerConn {
+		if !x.stopped.Load() && x.slot == slot && x.size() < s.opts.StreamsPerConn {
 			tl = x
 			break
 		}
 	}
 	if tl == nil {
-		tl = s.newTailer()
+		tl = s.newTailer(slot)
 		s.tailers = append(s.tailers, tl)
 	}
 	t.tailer = tl
 	tl.add(t)
 }
 
-func (s *Store) newTailer() *tailer {
+func (s *Store) newTailer(slot int) *tailer {
 	tl := &tailer{
 		s:      s,
+		slot:   slot,
 		topics: make(map[*topic]struct{}),
 		idle:   make(chan struct{}, 1),
 		poke:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),
 	}
-	ro := *s.opts.Redis
-	ro.PoolSize = 1
-	ro.MinIdleConns = 0
-	ro.MaxIdleConns = 1
-	ro.MaxActiveConns = 1
-	onConnect := ro.OnConnect
-	ro.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
-		if onConnect != nil {
-			if err := onConnect(ctx, cn); err != nil {
+	switch {
+	case s.opts.Redis != nil:
+		ro := *s.opts.Redis
+		tl.dedicate(&ro.PoolSize, &ro.MinIdleConns, &ro.MaxIdleConns, &ro.MaxActiveConns)
+		ro.OnConnect = tl.onConnect(ro.OnConnect, false)
+		tl.client = redis.NewClient(&ro)
+	case s.opts.Sentinel != nil:
+		fo := *s.opts.Sentinel
+		tl.dedicate(&fo.PoolSize, &fo.MinIdleConns, &fo.MaxIdleConns, &fo.MaxActiveConns)
+		fo.PipelinePoolSize = -1
+		// The failover client runs OnConnect on its connections to the
+		// sentinels too: only the master's id is the one to unblock.
+		fo.OnConnect = tl.onConnect(fo.OnConnect, true)
+		tl.client = redis.NewFailoverClient(&fo)
+	}
+	s.wg.Add(2)
+	go tl.run()
+	go tl.unblocker()
+	return tl
+}
+
+// dedicate sizes a pool to the one connection a tailer blocks on.
+func (tl *tailer) dedicate(size, minIdle, maxIdle, maxActive *int) {
+	*size, *minIdle, *maxIdle, *maxActive = 1, 0, 1, 1
+}
+
+// onConnect learns the id of the tail connection, for CLIENT UNBLOCK.
+func (tl *tailer) onConnect(next func(context.Context, *redis.Conn) error, skipSentinels bool) func(context.Context, *redis.Conn) error {
+	return func(ctx context.Context, cn *redis.Conn) error {
+		if next != nil {
+			if err := next(ctx, cn); err != nil {
 				return err
+			}
+		}
+		if skipSentinels {
+			// An ACL without ROLE: take the id; at worst a sentinel's
+			// id is unblocked in vain and a new topic waits for Block.
+			role, err := cn.Do(ctx, "ROLE").Slice()
+			if err == nil && len(role) > 0 && role[0] == "sentinel" {
+				return nil
 			}
 		}
 		id, err := cn.ClientID(ctx).Result()
@@ -88,11 +136,61 @@ func (s *Store) newTailer() *tailer {
 		tl.clientID.Store(id)
 		return nil
 	}
-	tl.client = redis.NewClient(&ro)
-	s.wg.Add(2)
-	go tl.run()
-	go tl.unblocker()
-	return tl
+}
+
+// conn returns the tail connection's client, on Cluster connecting to the
+// master that owns the tailer's slot first.
+func (tl *tailer) conn(ctx context.Context, key string) (*redis.Client, error) {
+	tl.clientMu.Lock()
+	defer tl.clientMu.Unlock()
+	if tl.client != nil || tl.s.cluster == nil {
+		return tl.client, nil
+	}
+	node, err := tl.s.cluster.MasterForKey(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	ro := *node.Options()
+	tl.dedicate(&ro.PoolSize, &ro.MinIdleConns, &ro.MaxIdleConns, &ro.MaxActiveConns)
+	ro.PipelinePoolSize = -1
+	ro.OnConnect = tl.onConnect(ro.OnConnect, false)
+	tl.clientID.Store(0)
+	tl.client, tl.node = redis.NewClient(&ro), node
+	if tl.stopped.Load() {
+		_ = tl.client.Close()
+	}
+	return tl.client, nil
+}
+
+// disconnect drops a Cluster tail connection after an error: the next
+// read asks the (reloaded) slot map for the slot's master again.
+func (tl *tailer) disconnect() {
+	if tl.s.cluster == nil {
+		return
+	}
+	tl.s.cluster.ReloadState(context.Background())
+	tl.clientMu.Lock()
+	c := tl.client
+	tl.client, tl.node = nil, nil
+	tl.clientID.Store(0)
+	tl.clientMu.Unlock()
+	if c != nil {
+		_ = c.Close()
+	}
+}
+
+// unblockVia is where CLIENT UNBLOCK goes: the master the tail connection
+// is on.
+func (tl *tailer) unblockVia() redis.Cmdable {
+	if tl.s.cluster == nil {
+		return tl.s.client
+	}
+	tl.clientMu.Lock()
+	defer tl.clientMu.Unlock()
+	if tl.node == nil {
+		return nil
+	}
+	return tl.node
 }
 
 func (tl *tailer) size() int {
@@ -137,7 +235,12 @@ func (tl *tailer) shutdown() {
 	tl.stopOnce.Do(func() {
 		tl.stopped.Store(true)
 		close(tl.stop)
-		_ = tl.client.Close()
+		tl.clientMu.Lock()
+		c := tl.client
+		tl.clientMu.Unlock()
+		if c != nil {
+			_ = c.Close()
+		}
 	})
 }
 
@@ -180,9 +283,13 @@ func (tl *tailer) run() {
 		}
 		streams = append(streams, ids...)
 
-		tl.inRead.Store(true)
-		res, err := tl.client.XRead(context.Background(), &redis.XReadArgs{Streams: streams, Count: 512, Block: s.opts.Block}).Result()
-		tl.inRead.Store(false)
+		c, err := tl.conn(context.Background(), streams[0])
+		var res []redis.XStream
+		if err == nil {
+			tl.inRead.Store(true)
+			res, err = c.XRead(context.Background(), &redis.XReadArgs{Streams: streams, Count: 512, Block: s.opts.Block}).Result()
+			tl.inRead.Store(false)
+		}
 		if tl.stopped.Load() {
 			return
 		}
@@ -190,9 +297,14 @@ func (tl *tailer) run() {
 			backoff = 0
 			continue
 		}
+		if err != nil && strings.HasPrefix(err.Error(), "UNBLOCKED") {
+			continue // CLIENT UNBLOCK ... ERROR, or a slot migrating away
+		}
 		if err != nil {
 			// The janitor's probe and the requests judge (and log) the
-			// outage; a tail just waits and asks again.
+			// outage; a tail just waits and asks again (on Cluster, of
+			// the slot's master as the cluster now says).
+			tl.disconnect()
 			backoff = min(max(2*backoff, tailBackoffMin), tailBackoffMax)
 			timer := time.NewTimer(backoff)
 			select {
@@ -245,9 +357,9 @@ func (tl *tailer) unblocker() {
 		delay := time.Millisecond
 		for tl.seen.Load() < tl.gen.Load() {
 			if tl.inRead.Load() {
-				if id := tl.clientID.Load(); id != 0 {
+				if id, via := tl.clientID.Load(), tl.unblockVia(); id != 0 && via != nil {
 					ctx, cancel := context.WithTimeout(context.Background(), tl.s.opts.OpTimeout)
-					n, err := tl.s.client.ClientUnblock(ctx, id).Result()
+					n, err := via.ClientUnblock(ctx, id).Result()
 					cancel()
 					if err == nil && n == 1 {
 						break

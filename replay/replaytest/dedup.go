@@ -60,9 +60,9 @@ func testDedupPerTopic(t *testing.T, newStore NewStore) {
 	if r1.Duplicate || r2.Duplicate {
 		t.Fatalf("the same key on two topics was a duplicate: %+v %+v", r1, r2)
 	}
-	if r1.IDs[0] == r2.IDs[0] {
-		t.Fatalf("two topics got the same id %q", r1.IDs[0])
-	}
+	// Ids are per topic: two topics may issue the same one (Redis
+	// streams on two masters of a cluster, or in the same millisecond),
+	// so t2's own log tells that the key did not apply across topics.
 	equalIDs(t, "t2", readRetained(t, s, "t2"), r2.IDs)
 	r3, err := s.Append(ctx(t), "t2", b)
 	if err != nil || !r3.Duplicate {

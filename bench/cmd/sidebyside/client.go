@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +38,10 @@ type dialer struct {
 	ips   []net.IP
 	next  atomic.Uint64
 	nDial atomic.Int64
+	// tls: connections are TLS with this configuration (HTTP/1.1 by ALPN);
+	// h2: subscribers are HTTP/2 streams over TLS.
+	tls *tls.Config
+	h2  *h2pool
 }
 
 func newDialer(port, sources int) *dialer {
@@ -47,7 +52,15 @@ func newDialer(port, sources int) *dialer {
 	return d
 }
 
+// dial opens a connection for HTTP/1.1: TLS when the dialer says so.
 func (d *dialer) dial() (net.Conn, error) {
+	if d.tls != nil {
+		return d.dialTLS(d.tls)
+	}
+	return d.dialTCP()
+}
+
+func (d *dialer) dialTCP() (net.Conn, error) {
 	i := d.next.Add(1)
 	nd := net.Dialer{
 		LocalAddr: &net.TCPAddr{IP: d.ips[i%uint64(len(d.ips))]},
@@ -220,6 +233,7 @@ type sub struct {
 	lastSeq int64
 	lat     []int32 // µs; read only after the goroutine ended
 	wg      sync.WaitGroup
+	h2      *h2conn // the HTTP/2 connection the stream is on
 
 	mu      sync.Mutex
 	closing bool
@@ -230,6 +244,10 @@ type sub struct {
 // until the connection ends.
 func (s *sub) start(d *dialer, ready func(error)) {
 	s.wg.Add(1)
+	if d.h2 != nil {
+		go d.h2.attach(s, ready)
+		return
+	}
 	go func() {
 		defer s.wg.Done()
 		err := s.run(d, ready)
@@ -345,9 +363,13 @@ func (s *sub) close() {
 	s.mu.Lock()
 	s.closing = true
 	c := s.conn
+	h2 := s.h2
 	s.mu.Unlock()
 	if c != nil {
 		c.Close()
+	}
+	if h2 != nil {
+		h2.closeAll()
 	}
 }
 

@@ -57,6 +57,12 @@ type config struct {
 	compHold   time.Duration
 	compBudget float64
 
+	transport   string
+	pprofDir    string
+	oursServers string
+	h2Streams   int
+	wrapper     bool
+
 	quietCores float64
 	quietWait  time.Duration
 	quietTotal time.Duration
@@ -79,14 +85,20 @@ type results struct {
 	Machine  map[string]string
 	Versions map[string]string
 	Config   map[string]string
-	Idle     []idleRes
-	Fanout   []fanRes
-	Topics   []fanRes
-	Ingest   []ingestRes
-	Catchup  []catchupRes
-	Scale    []idleRes
-	Compress []fanRes
-	Corpus   []corpusRes
+	// Transport, H2Streams, Wrapper: see -transport, -h2-streams, -wrapper.
+	Transport string
+	H2Streams int
+	Wrapper   bool
+	// OursServers: see -ours-servers.
+	OursServers string
+	Idle        []idleRes
+	Fanout      []fanRes
+	Topics      []fanRes
+	Ingest      []ingestRes
+	Catchup     []catchupRes
+	Scale       []idleRes
+	Compress    []fanRes
+	Corpus      []corpusRes
 }
 
 func logf(format string, args ...any) {
@@ -140,12 +152,17 @@ func main() {
 	var scen, servers, fanSizes, compSizes string
 	flag.StringVar(&c.out, "out", "results", "directory for results.md, results.json and chart.png")
 	flag.StringVar(&scen, "scenarios", "all", "comma-separated: "+strings.Join(allScenarios, ","))
-	flag.StringVar(&servers, "servers", "ours,mercure", "servers to run: ours,mercure")
+	flag.StringVar(&servers, "servers", "ours,mercure", "servers to run: ours,mercure,nchan (nchan: Debian's nginx with libnginx-mod-nchan, installed)")
 	flag.BoolVar(&c.quick, "quick", false, "small sizes and short phases: a smoke run of about two minutes")
 	flag.IntVar(&c.sources, "sources", 64, "source addresses 127.0.0.1 .. 127.0.0.N for outgoing connections")
 	flag.BoolVar(&c.noBuild, "no-build", false, "use the binaries already in -bin")
 	flag.StringVar(&c.binDir, "bin", "bin", "where the server binaries are built")
 	flag.StringVar(&c.tmpRoot, "tmp", "/dev/shm", "where servers get their directories (Mercure's bolt file lives there)")
+	flag.StringVar(&c.transport, "transport", transportH1, "subscribers' transport: h1 (plain HTTP/1.1), tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS); publishers use HTTP/1.1 (over TLS unless h1)")
+	flag.StringVar(&c.pprofDir, "pprof", "", "save Caddy's heap and goroutine profiles at the end of each idle hold and a CPU profile of each fan-out's publishing into this directory (turns the admin endpoint on)")
+	flag.StringVar(&c.oursServers, "ours-servers", "", "Caddyfile lines added to ours' servers global option, e.g. 'timeouts {\\n\\twrite_idle -1s\\n}' (\\n and \\t are unescaped)")
+	flag.IntVar(&c.h2Streams, "h2-streams", 1, "h2: subscriber streams per connection")
+	flag.BoolVar(&c.wrapper, "wrapper", true, "tls, h2: ours gets the sse listener wrapper before tls (listener_wrappers { sse; tls })")
 	flag.IntVar(&c.idleN, "idle-n", 10000, "idle: subscribers")
 	flag.DurationVar(&c.idleHold, "idle-hold", 30*time.Second, "idle: how long they are held")
 	flag.StringVar(&fanSizes, "fanout-sizes", "500,1000,2000,5000", "fan-out: subscriber counts (one topic)")
@@ -220,8 +237,9 @@ func main() {
 		def("quiet", func() { c.quietCores = 0 })
 		def("noisy-retries", func() { c.noisyRetries = 0 })
 	}
+	c.oursServers = strings.NewReplacer(`\n`, "\n", `\t`, "\t").Replace(c.oursServers)
 	c.scenarios = setList(scen, allScenarios)
-	c.servers = setList(servers, []string{oursName, mercureName})
+	c.servers = setList(servers, []string{oursName, mercureName, nchanName})
 	c.fanSizes = intList(fanSizes)
 	c.compSizes = intList(compSizes)
 	c.catchupMissed = intList(*catchupEvents)
@@ -258,20 +276,30 @@ func main() {
 	if err := os.MkdirAll(c.out, 0o755); err != nil {
 		fatal(err)
 	}
+	if c.pprofDir != "" {
+		c.pprofDir, _ = filepath.Abs(c.pprofDir)
+		if err := os.MkdirAll(c.pprofDir, 0o755); err != nil {
+			fatal(err)
+		}
+	}
 	if !c.noBuild {
 		logf("building %s and %s into %s", oursName, mercureName, c.binDir)
-		if err := build(benchDir, c.binDir, 5); err != nil {
+		if err := build(benchDir, c.binDir, 5, c.servers); err != nil {
 			fatal(err)
 		}
 	}
 
 	res := &results{
-		Started:  time.Now(),
-		Command:  "cd bench && go run ./cmd/sidebyside " + strings.Join(os.Args[1:], " "),
-		Quick:    c.quick,
-		Machine:  machine(),
-		Versions: versions(benchDir, c.binDir),
-		Config:   describeConfig(&c),
+		Started:     time.Now(),
+		Command:     "cd bench && go run ./cmd/sidebyside " + strings.Join(os.Args[1:], " "),
+		Quick:       c.quick,
+		Machine:     machine(),
+		Versions:    versions(benchDir, c.binDir),
+		Config:      describeConfig(&c),
+		Transport:   c.transport,
+		H2Streams:   c.h2Streams,
+		Wrapper:     c.wrapper,
+		OursServers: c.oursServers,
 	}
 	r := &runner{c: c, binDir: c.binDir, tmpRoot: c.tmpRoot}
 	res.Machine["load average at the start"] = loadavg()
@@ -452,14 +480,15 @@ func versions(benchDir, binDir string) map[string]string {
 
 func describeConfig(c *config) map[string]string {
 	return map[string]string{
-		"idle":     fmt.Sprintf("%d subscribers, one topic, held %s", c.idleN, c.idleHold),
-		"fanout":   fmt.Sprintf("subscribers %v on one topic; %.0f events/s at most and at most %.0f deliveries/s; %s of publishing; 200-byte JSON events", c.fanSizes, c.fanMaxRate, c.fanBudget, c.fanDuration),
-		"topics":   fmt.Sprintf("%d subscribers over %d topics, %.0f events/s round-robin over topics for %s", c.topicsN, c.topicsCount, c.topicsRate, c.topicsDuration),
-		"ingest":   fmt.Sprintf("%d keep-alive publishers, %s per mode after 0.5 s of warm-up; batches of %d", c.ingestConns, c.ingestDuration, c.batch),
-		"catchup":  fmt.Sprintf("%d subscribers resume %v missed events at once", c.catchupN, c.catchupMissed),
-		"scale":    fmt.Sprintf("%d subscribers held %s", c.scaleN, c.scaleHold),
-		"compress": fmt.Sprintf("subscribers %v; idle %s before publishing; then 200-byte events, %.0f/s at most and at most %.0f deliveries/s, for %s; %d decode, the others count bytes; corpus %d subscribers × %d events", c.compSizes, c.compHold, c.fanMaxRate, c.compBudget, c.fanDuration, c.decodeSample, c.corpusSubs, c.corpusEvents),
-		"sources":  fmt.Sprintf("127.0.0.1..127.0.0.%d", c.sources),
+		"idle":      fmt.Sprintf("%d subscribers, one topic, held %s", c.idleN, c.idleHold),
+		"fanout":    fmt.Sprintf("subscribers %v on one topic; %.0f events/s at most and at most %.0f deliveries/s; %s of publishing; 200-byte JSON events", c.fanSizes, c.fanMaxRate, c.fanBudget, c.fanDuration),
+		"topics":    fmt.Sprintf("%d subscribers over %d topics, %.0f events/s round-robin over topics for %s", c.topicsN, c.topicsCount, c.topicsRate, c.topicsDuration),
+		"ingest":    fmt.Sprintf("%d keep-alive publishers, %s per mode after 0.5 s of warm-up; batches of %d", c.ingestConns, c.ingestDuration, c.batch),
+		"catchup":   fmt.Sprintf("%d subscribers resume %v missed events at once", c.catchupN, c.catchupMissed),
+		"scale":     fmt.Sprintf("%d subscribers held %s", c.scaleN, c.scaleHold),
+		"compress":  fmt.Sprintf("subscribers %v; idle %s before publishing; then 200-byte events, %.0f/s at most and at most %.0f deliveries/s, for %s; %d decode, the others count bytes; corpus %d subscribers × %d events", c.compSizes, c.compHold, c.fanMaxRate, c.compBudget, c.fanDuration, c.decodeSample, c.corpusSubs, c.corpusEvents),
+		"sources":   fmt.Sprintf("127.0.0.1..127.0.0.%d", c.sources),
+		"transport": fmt.Sprintf("%s (h2 streams per connection: %d; ours with the sse listener wrapper: %v; ours' extra servers lines: %q)", c.transport, c.h2Streams, c.wrapper, c.oursServers),
 	}
 }
 
@@ -474,7 +503,7 @@ func writeOutputs(dir string, res *results) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(report(res)), 0o644); err != nil {
 		return err
 	}
-	if len(res.Fanout) > 0 {
+	if _, ok := find(res.Fanout, func(r fanRes) string { return r.Server }, oursName); ok {
 		if err := chart(filepath.Join(dir, "chart.png"), res); err != nil {
 			return err
 		}

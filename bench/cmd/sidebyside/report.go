@@ -72,6 +72,10 @@ func errorsOf(b *strings.Builder, errs ...string) {
 func report(res *results) string {
 	var b strings.Builder
 	b.WriteString("# caddy-sse and Mercure, side by side\n\n")
+	if res.Transport != "" && res.Transport != transportH1 {
+		fmt.Fprintf(&b, "Subscribers over **%s** (%s).\n\n", res.Transport, res.Config["transport"])
+	}
+	summaryTable(&b, res)
 	fmt.Fprintf(&b, "Run %s, %s in all", res.Started.UTC().Format("2006-01-02 15:04 MST"), (time.Duration(res.Seconds) * time.Second).Round(time.Second))
 	if res.Quick {
 		b.WriteString(" (`-quick`: small sizes, short phases; a smoke run, not figures to quote)")
@@ -135,9 +139,9 @@ so read the ratios of one run, not absolute figures. Server RSS and CPU (user + 
 	}
 	b.WriteString("## Server configurations\n\n")
 	b.WriteString("Each measurement starts a fresh process on a free port (8080 below stands for it). Ours, no compression (the compression scenario adds `encode gzip`/`encode zstd` in the site block or `compress gzip`/`compress zstd` in `sse`):\n\n")
-	fmt.Fprintf(&b, "```caddyfile\n%s```\n\n", oursCaddyfile(8080, plainVariant, 0))
+	fmt.Fprintf(&b, "```caddyfile\n%s```\n\n", oursCaddyfile(res.serverConf(oursName), 8080, "/dev/shm/ours-XXXX"))
 	b.WriteString("Mercure (size 1,001 in the catch-up scenario; the JWT signing key is the benchmark's own):\n\n")
-	fmt.Fprintf(&b, "```caddyfile\n%s```\n", mercureCaddyfile(8080, "/dev/shm/mercure-XXXX/mercure.db", mercureHistoryEv))
+	fmt.Fprintf(&b, "```caddyfile\n%s```\n", mercureCaddyfile(res.serverConf(mercureName), 8080, "/dev/shm/mercure-XXXX", "/dev/shm/mercure-XXXX/mercure.db", mercureHistoryEv))
 	return b.String()
 }
 
@@ -403,4 +407,68 @@ func compressTables(b *strings.Builder, rs []fanRes, corpus []corpusRes) {
 		b.WriteString("\n")
 		errorsOf(b, errs...)
 	}
+}
+
+// serverConf is the configuration a run gave server name.
+func (res *results) serverConf(name string) serverConf {
+	return serverConf{name: name, variant: plainVariant, transport: res.Transport, h2Streams: res.H2Streams, wrapper: res.Wrapper, oursServers: res.OursServers}
+}
+
+// summaryTable is one row per server (every server run, nchan included):
+// idle memory, and per fan-out size CPU per delivery and latency, with
+// ours' ratio to each peer.
+func summaryTable(b *strings.Builder, res *results) {
+	var names []string
+	for _, n := range []string{oursName, mercureName, nchanName} {
+		_, inIdle := find(res.Idle, func(r idleRes) string { return r.Server }, n)
+		_, inFan := find(res.Fanout, func(r fanRes) string { return r.Server }, n)
+		if inIdle || inFan {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	sizes := fanSizesOf(res.Fanout)
+	b.WriteString("## Summary\n\n| server | KiB per idle subscriber |")
+	for _, n := range sizes {
+		fmt.Fprintf(b, " fan-out %s: µs per delivery | p50 / p99 ms | lost |", i0(int64(n)))
+	}
+	b.WriteString("\n|---|---:|")
+	for range sizes {
+		b.WriteString("---:|---:|---:|")
+	}
+	b.WriteString("\n")
+	get := func(name string, n int) fanRes {
+		for _, r := range res.Fanout {
+			if r.Server == name && r.N == n {
+				return r
+			}
+		}
+		return fanRes{}
+	}
+	idle := func(name string) idleRes {
+		r, _ := find(res.Idle, func(r idleRes) string { return r.Server }, name)
+		return r
+	}
+	for _, name := range names {
+		fmt.Fprintf(b, "| %s | %s |", name, f1(idle(name).KiBPerSub))
+		for _, n := range sizes {
+			r := get(name, n)
+			fmt.Fprintf(b, " %s | %s / %s | %d |", f1(r.USPerDeliv), f1(r.Lat.P50), f1(r.Lat.P99), r.Lost)
+		}
+		b.WriteString("\n")
+	}
+	for _, peer := range names[1:] {
+		if names[0] != oursName {
+			break
+		}
+		fmt.Fprintf(b, "| ours / %s | %s |", peer, ratio(idle(oursName).KiBPerSub, idle(peer).KiBPerSub))
+		for _, n := range sizes {
+			o, p := get(oursName, n), get(peer, n)
+			fmt.Fprintf(b, " %s | %s / %s | |", ratio(o.USPerDeliv, p.USPerDeliv), ratio(o.Lat.P50, p.Lat.P50), ratio(o.Lat.P99, p.Lat.P99))
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
 }

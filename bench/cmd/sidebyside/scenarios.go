@@ -56,9 +56,9 @@ func (r *runner) order() []string {
 	r.pairs++
 	var o []string
 	if r.pairs%2 == 1 {
-		o = []string{oursName, mercureName}
+		o = []string{oursName, mercureName, nchanName}
 	} else {
-		o = []string{mercureName, oursName}
+		o = []string{nchanName, mercureName, oursName}
 	}
 	var out []string
 	for _, n := range o {
@@ -70,6 +70,11 @@ func (r *runner) order() []string {
 }
 
 func (r *runner) start(conf serverConf) (*server, error) {
+	if conf.transport == "" {
+		conf.transport, conf.h2Streams, conf.wrapper = r.c.transport, r.c.h2Streams, r.c.wrapper
+	}
+	conf.pprofDir = r.c.pprofDir
+	conf.oursServers = r.c.oursServers
 	if r.c.quietCores > 0 {
 		waitQuiet(r.c.quietCores, r.c.quietWait, r.c.quietTotal)
 	}
@@ -149,6 +154,9 @@ func (r *runner) idle(name string, n int, hold time.Duration) idleRes {
 	st0, bg0 := s.stat(), snapBG(s)
 	time.Sleep(hold)
 	st1 := s.stat()
+	s.profile("heap", "gc=1", fmt.Sprintf("idle%d", n))
+	s.profile("goroutine", "debug=1", fmt.Sprintf("idle%d", n))
+	s.profile("metrics", "", fmt.Sprintf("idle%d", n))
 	res.OtherCores = bg0.cores(snapBG(s))
 	res.PeakRSSMiB = mib(sm.end())
 	res.EndRSSMiB = mib(st1.rssKiB)
@@ -295,7 +303,15 @@ func (r *runner) fanout(sp fanSpec) fanRes {
 	sm := startSampler(s)
 	bg0 := snapBG(s)
 	cpu0, self0 := s.stat().cpu, selfCPU()
+	profiled := make(chan struct{})
+	go func() {
+		defer close(profiled)
+		s.profile("profile", fmt.Sprintf("seconds=%d", int(sp.duration.Seconds())), fmt.Sprintf("fanout%d", sp.n))
+	}()
 	pr := publishPaced(s, topics, count, sp.rate, sp.pubConns, sp.size, func(i int) int { return i % sp.topics })
+	if s.conf.pprofDir == "" {
+		<-profiled
+	}
 	tLast := time.Now()
 	res.Published, res.PubFailed = pr.ok, pr.failed
 	if pr.firstErr != nil && res.Err == "" {
@@ -345,6 +361,7 @@ func (r *runner) fanout(sp fanSpec) fanRes {
 		res.Resets += sb.resets.Load()
 	}
 	closeSubs(subs)
+	<-profiled
 	res.Lat = latencies(subs)
 	deliveries := res.Delivered
 	if res.DecodedSubs < len(subs) {

@@ -8,7 +8,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -23,6 +25,10 @@ import (
 const (
 	oursName    = "ours"
 	mercureName = "mercure"
+	// nchanName is nginx with nchan (Debian's nginx and
+	// libnginx-mod-nchan, not built here): -servers ours,mercure,nchan.
+	nchanName   = "nchan"
+	nchanModule = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 
 	// bearerToken authenticates publishers to ours.
 	bearerToken = "bench-publisher-token-2f6c1e"
@@ -33,8 +39,11 @@ const (
 // build compiles both servers into binDir from bench/go.mod (ours through
 // its replace of the working tree). -mod=mod lets a dependency the working
 // tree has just gained be added to bench/go.mod instead of failing.
-func build(benchDir, binDir string, retries int) error {
+func build(benchDir, binDir string, retries int, wanted map[string]bool) error {
 	for _, name := range []string{oursName, mercureName} {
+		if !wanted[name] {
+			continue
+		}
 		var out []byte
 		var err error
 		for attempt := 0; ; attempt++ {
@@ -83,9 +92,53 @@ type serverConf struct {
 	mercureHistory int
 	// oursHistory is ours' history events per topic (0: 1000).
 	oursHistory int
+	// transport: h1 (plain), tls or h2 (see -transport); h2Streams streams
+	// per HTTP/2 connection; wrapper: ours gets the sse listener wrapper
+	// before tls.
+	transport string
+	h2Streams int
+	wrapper   bool
+	// adminPort, when set, turns Caddy's admin endpoint on there (for
+	// -pprof); 0 keeps it off.
+	adminPort int
+	// pprofDir: where -pprof profiles go ("" for none).
+	pprofDir string
+	// oursServers: Caddyfile lines added to ours' servers global option
+	// (-ours-servers).
+	oursServers string
 }
 
-func oursCaddyfile(port int, v variant, history int) string {
+func (c serverConf) admin() string {
+	if c.adminPort == 0 {
+		return "admin off"
+	}
+	return fmt.Sprintf("admin 127.0.0.1:%d", c.adminPort)
+}
+
+// site is the site address and the lines that set up TLS.
+func (c serverConf) site(port int, dir string) (addr, tlsLine, global string) {
+	extra := ""
+	if c.name == oursName && c.oursServers != "" {
+		extra = "\t\t" + strings.ReplaceAll(c.oursServers, "\n", "\n\t\t") + "\n"
+	}
+	if c.transport == "" || c.transport == transportH1 {
+		if extra != "" {
+			global = "\tservers {\n" + extra + "\t}\n"
+		}
+		return fmt.Sprintf("http://127.0.0.1:%d", port), "", global
+	}
+	tlsLine = fmt.Sprintf("\ttls %s %s\n", filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	global = "\tservers {\n\t\tprotocols h1 h2\n"
+	if c.wrapper && c.name == oursName {
+		global += "\t\tlistener_wrappers {\n\t\t\tsse\n\t\t\ttls\n\t\t}\n"
+	}
+	global += extra + "\t}\n"
+	return fmt.Sprintf("https://127.0.0.1:%d", port), tlsLine, global
+}
+
+func oursCaddyfile(conf serverConf, port int, dir string) string {
+	v, history := conf.variant, conf.oursHistory
+	addr, tlsLine, global := conf.site(port, dir)
 	if history == 0 {
 		history = 1000
 	}
@@ -100,7 +153,7 @@ func oursCaddyfile(port int, v variant, history int) string {
 	case sharedZstd:
 		compress = "compress zstd"
 	}
-	site := fmt.Sprintf("http://127.0.0.1:%d {\n", port)
+	site := addr + " {\n" + tlsLine
 	if encode != "" {
 		site += "\t" + encode + "\n"
 	}
@@ -109,13 +162,13 @@ func oursCaddyfile(port int, v variant, history int) string {
 		sse += "\t\t" + compress + "\n"
 	}
 	return `{
-	admin off
+	` + conf.admin() + `
 	persist_config off
 	auto_https off
 	log {
 		level ERROR
 	}
-}
+` + global + `}
 
 ` + site + sse + fmt.Sprintf(`		history {
 			events %d
@@ -135,18 +188,19 @@ func oursCaddyfile(port int, v variant, history int) string {
 `, history, bearerToken)
 }
 
-func mercureCaddyfile(port int, dbPath string, size int) string {
+func mercureCaddyfile(conf serverConf, port int, dir, dbPath string, size int) string {
+	addr, tlsLine, global := conf.site(port, dir)
 	return fmt.Sprintf(`{
-	admin off
+	%s
 	persist_config off
 	auto_https off
 	log {
 		level ERROR
 	}
-}
+%s}
 
-http://127.0.0.1:%d {
-	mercure {
+%s {
+%s	mercure {
 		publisher_jwt %s HS256
 		anonymous
 		heartbeat 15s
@@ -159,7 +213,7 @@ http://127.0.0.1:%d {
 		respond "ok" 200
 	}
 }
-`, port, mercureKey, dbPath, size)
+`, conf.admin(), global, addr, tlsLine, mercureKey, dbPath, size)
 }
 
 // hs256 makes a JWT signed with HMAC-SHA256.
@@ -202,6 +256,9 @@ func freePort() int {
 }
 
 func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server, error) {
+	if conf.pprofDir != "" {
+		conf.adminPort = freePort()
+	}
 	s := &server{conf: conf, port: freePort()}
 	var err error
 	// Mercure's bolt history lives in tmpfs (/dev/shm) when available, so
@@ -210,18 +267,28 @@ func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server,
 	if err != nil {
 		return nil, err
 	}
+	if conf.transport == transportTLS || conf.transport == transportH2 {
+		if _, _, err := writeCert(s.dir); err != nil {
+			return nil, err
+		}
+	}
 	var cf string
 	switch conf.name {
+	case nchanName:
+		cf = nchanConf(conf, s.port, s.dir)
 	case oursName:
-		cf = oursCaddyfile(s.port, conf.variant, conf.oursHistory)
+		cf = oursCaddyfile(conf, s.port, s.dir)
 	case mercureName:
 		size := conf.mercureHistory
 		if size == 0 {
 			size = mercureHistoryEv
 		}
-		cf = mercureCaddyfile(s.port, filepath.Join(s.dir, "mercure.db"), size)
+		cf = mercureCaddyfile(conf, s.port, s.dir, filepath.Join(s.dir, "mercure.db"), size)
 	}
 	cfPath := filepath.Join(s.dir, "Caddyfile")
+	if conf.name == nchanName {
+		cfPath = filepath.Join(s.dir, "nginx.conf")
+	}
 	if err := os.WriteFile(cfPath, []byte(cf), 0o644); err != nil {
 		return nil, err
 	}
@@ -229,7 +296,11 @@ func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server,
 	if err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(filepath.Join(binDir, conf.name), "run", "--config", cfPath, "--adapter", "caddyfile")
+	if conf.name == nchanName {
+		s.cmd = exec.Command("nginx", "-p", s.dir, "-c", cfPath)
+	} else {
+		s.cmd = exec.Command(filepath.Join(binDir, conf.name), "run", "--config", cfPath, "--adapter", "caddyfile")
+	}
 	s.cmd.Dir = s.dir
 	s.cmd.Stdout = s.logf
 	s.cmd.Stderr = s.logf
@@ -246,6 +317,13 @@ func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server,
 	s.pid = s.cmd.Process.Pid
 	track(s, true)
 	s.d = newDialer(s.port, sources)
+	switch conf.transport {
+	case transportTLS:
+		s.d.tls = tlsClient("http/1.1")
+	case transportH2:
+		s.d.tls = tlsClient("http/1.1") // publishers
+		s.d.h2 = &h2pool{d: s.d, streamsPerConn: max(1, conf.h2Streams)}
+	}
 	// ready when /plain answers
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -392,6 +470,11 @@ func (s *server) publish(p *pubConn, topic string, data []byte) (string, error) 
 		form = append(form, "&data="...)
 		form = append(form, url.QueryEscape(string(data))...)
 		st, body, err = p.post("/.well-known/mercure", "application/x-www-form-urlencoded", "Bearer "+mercureJWT, form)
+	} else if s.conf.name == nchanName {
+		st, body, err = p.post("/pub/"+topic, "application/json", "", data)
+		if err == nil && (st == 201 || st == 202) {
+			return "", nil // nchan answers the channel's state, no id
+		}
 	} else {
 		st, body, err = p.post("/events/"+topic, "application/json", "Bearer "+bearerToken, data)
 	}
@@ -501,4 +584,76 @@ func waitQuiet(limit float64, perPhase, totalCap time.Duration) {
 		}
 	}
 	quietWaited += time.Since(start)
+}
+
+// profile saves Caddy's /debug/pprof/<what> (query: e.g. seconds=10) to
+// pprofDir/<transport>-<server>-<label>.<what> (with -pprof).
+func (s *server) profile(what, query, label string) {
+	if s.conf.pprofDir == "" {
+		return
+	}
+	u := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s?%s", s.conf.adminPort, what, query)
+	if what == "metrics" {
+		u = fmt.Sprintf("http://127.0.0.1:%d/metrics", s.conf.adminPort)
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		logf("  pprof %s: %v", what, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	name := filepath.Join(s.conf.pprofDir, fmt.Sprintf("%s-%s-%s.%s", s.conf.transport, s.conf.name, label, what))
+	if err := os.WriteFile(name, b, 0o644); err != nil {
+		logf("  pprof: %v", err)
+	}
+}
+
+// nchanConf is nginx in one process (no master) serving nchan: subscribers
+// at /events/<topic> (EventSource), publishers at /pub/<topic>, history of
+// 1,000 messages per channel, a ping every 15 s.
+func nchanConf(conf serverConf, port int, dir string) string {
+	listen := fmt.Sprintf("listen 127.0.0.1:%d;", port)
+	tlsLines := ""
+	if conf.transport == transportTLS || conf.transport == transportH2 {
+		listen = fmt.Sprintf("listen 127.0.0.1:%d ssl http2;", port)
+		tlsLines = fmt.Sprintf("\t\tssl_certificate %s;\n\t\tssl_certificate_key %s;\n", filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	}
+	return fmt.Sprintf(`load_module %s;
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 100000;
+error_log %s/error.log error;
+pid %s/nginx.pid;
+events {
+	worker_connections 60000;
+}
+http {
+	access_log off;
+	client_body_temp_path %s;
+	proxy_temp_path %s;
+	fastcgi_temp_path %s;
+	uwsgi_temp_path %s;
+	scgi_temp_path %s;
+	keepalive_requests 1000000;
+	server {
+		%s
+%s		location ~ ^/events/(.+)$ {
+			nchan_subscriber eventsource;
+			nchan_channel_id $1;
+			nchan_eventsource_ping_interval 15;
+		}
+		location ~ ^/pub/(.+)$ {
+			nchan_publisher;
+			nchan_channel_id $1;
+			nchan_message_buffer_length 1000;
+			nchan_message_timeout 1h;
+		}
+		location = /plain {
+			return 200 "ok";
+		}
+	}
+}
+`, nchanModule, dir, dir, dir, dir, dir, dir, dir, listen, tlsLines)
 }
