@@ -313,12 +313,6 @@ func testMultiClose(t *testing.T, newStore func(replay.Config) replay.Store, ord
 		t.Fatalf("SubscribeMany after the end: %v, want ErrTopicClosed", err)
 	}
 	r, err := replay.SubscribeMany(ctx(t), s, topics, start, replay.GapReplay)
-	if err == replay.ErrTopicClosed && !ordered {
-		// Store.Subscribe says a cursor before a closed topic's last
-		// event delivers what follows; a store that refuses it (Redis
-		// before that was done) cannot do better for several topics.
-		t.Skipf("the store refuses a cursor before a closed topic's last event: %v", err)
-	}
 	if err != nil {
 		t.Fatalf("SubscribeMany from before the closes: %v", err)
 	}
