@@ -1,14 +1,11 @@
 package caddysse
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/stream"
@@ -142,29 +139,11 @@ func (h *Handler) subscribeMulti(w http.ResponseWriter, r *http.Request, topics 
 		subscribers.Add(-1)
 		return h.turnAway(w, rejectSubscribers, fmt.Sprintf("subscriber limit of %d reached", h.Limits.Subscribers))
 	}
-	onGap := replay.GapReplay
-	if h.OnGap == "live" {
-		onGap = replay.GapLive
-	}
 	from := cursorFromLimit(r, maxMultiCursorLength)
-	cur, err := replay.SubscribeMany(r.Context(), h.store, topics, from, onGap)
+	cur, err := replay.SubscribeMany(r.Context(), h.store, topics, from, h.gapPolicy())
 	if err != nil {
 		subscribers.Add(-1)
-	}
-	switch {
-	case errors.Is(err, replay.ErrTopicClosed):
-		// Every topic is closed and the client has all of them.
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	case errors.Is(err, replay.ErrTooManyTopics):
-		return h.turnAway(w, rejectTopics, err.Error())
-	case errors.Is(err, replay.ErrTooManySubscribers):
-		return h.turnAway(w, rejectSubscribersPerTopic, err.Error())
-	case errors.Is(err, replay.ErrUnavailable):
-		return h.turnAway(w, rejectUnavailable, "store unavailable")
-	case err != nil:
-		h.logger.Error("subscribing", zap.Strings("topics", topics), zap.Error(err))
-		return h.turnAway(w, rejectUnavailable, "subscribing failed")
+		return h.notSubscribed(w, err, topics...)
 	}
 	release := noRelease
 	if len(h.Sources) > 0 {

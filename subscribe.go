@@ -54,31 +54,11 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		return h.turnAway(w, rejectSubscribers, fmt.Sprintf("subscriber limit of %d reached", h.Limits.Subscribers))
 	}
 
-	onGap := replay.GapReplay
-	if h.OnGap == "live" {
-		onGap = replay.GapLive
-	}
 	from := cursorFrom(r)
-	cur, err := h.store.Subscribe(r.Context(), topic, from, onGap)
+	cur, err := h.store.Subscribe(r.Context(), topic, from, h.gapPolicy())
 	if err != nil {
 		subscribers.Add(-1)
-	}
-	switch {
-	case errors.Is(err, replay.ErrTopicClosed):
-		// 204 is the one answer that makes EventSource stop reconnecting:
-		// the store says so only to a client with nothing left to get
-		// (no cursor, or one at the close).
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	case errors.Is(err, replay.ErrTooManyTopics):
-		return h.turnAway(w, rejectTopics, err.Error())
-	case errors.Is(err, replay.ErrTooManySubscribers):
-		return h.turnAway(w, rejectSubscribersPerTopic, err.Error())
-	case errors.Is(err, replay.ErrUnavailable):
-		return h.turnAway(w, rejectUnavailable, "store unavailable")
-	case err != nil:
-		h.logger.Error("subscribing", zap.String("topic", topic), zap.Error(err))
-		return h.turnAway(w, rejectUnavailable, "subscribing failed")
+		return h.notSubscribed(w, err, topic)
 	}
 	release := h.sourceDemand(topic)
 	metrics.subscriptions.Inc()
@@ -193,4 +173,33 @@ func (h *Handler) drainDelay() time.Duration {
 		return 0
 	}
 	return mathrand.N(time.Duration(h.DrainWindow))
+}
+
+// gapPolicy is where a cursor continues when it cannot continue exactly.
+func (h *Handler) gapPolicy() replay.GapPolicy {
+	if h.OnGap == "live" {
+		return replay.GapLive
+	}
+	return replay.GapReplay
+}
+
+// notSubscribed answers a subscriber the store did not open a cursor for,
+// on one topic or several.
+func (h *Handler) notSubscribed(w http.ResponseWriter, err error, topics ...string) error {
+	switch {
+	case errors.Is(err, replay.ErrTopicClosed):
+		// 204 is the one answer that makes EventSource stop reconnecting:
+		// the store says so only to a client with nothing left to get (no
+		// cursor, or one at the close of every topic).
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	case errors.Is(err, replay.ErrTooManyTopics):
+		return h.turnAway(w, rejectTopics, err.Error())
+	case errors.Is(err, replay.ErrTooManySubscribers):
+		return h.turnAway(w, rejectSubscribersPerTopic, err.Error())
+	case errors.Is(err, replay.ErrUnavailable):
+		return h.turnAway(w, rejectUnavailable, "store unavailable")
+	}
+	h.logger.Error("subscribing", zap.Strings("topics", topics), zap.Error(err))
+	return h.turnAway(w, rejectUnavailable, "subscribing failed")
 }
