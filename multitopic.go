@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ssegate/caddy-sse/replay"
-	"github.com/ssegate/caddy-sse/stream"
 	"github.com/ssegate/caddy-sse/topic"
 	"github.com/ssegate/caddy-sse/wire"
 )
@@ -157,20 +156,9 @@ func (h *Handler) subscribeMulti(w http.ResponseWriter, r *http.Request, topics 
 			}
 		}
 	}
-	metrics.subscriptions.Inc()
-	if from != "" {
-		metrics.replays.Inc()
-	}
-
-	var enc *stream.Encoding
-	if len(h.encodings) > 0 {
-		enc = stream.Negotiate(r.Header.Get("Accept-Encoding"), h.encodings)
-		w.Header().Add("Vary", "Accept-Encoding")
-		w.Header().Set("Cache-Control", "no-cache, no-transform")
-	}
 	sub := &subscription{h: h, cur: cur, release: release, topic: label, from: from, started: time.Now()}
-	if err := stream.WriteHead(w, enc); err != nil {
-		sub.ended(stream.Stats{}, err)
+	enc, ok := h.startStream(w, r, sub)
+	if !ok {
 		return nil
 	}
 	opts := h.streamOptions(enc)

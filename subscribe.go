@@ -60,22 +60,9 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request, topic string
 		subscribers.Add(-1)
 		return h.notSubscribed(w, err, topic)
 	}
-	release := h.sourceDemand(topic)
-	metrics.subscriptions.Inc()
-	if from != "" {
-		metrics.replays.Inc()
-	}
-
-	var enc *stream.Encoding
-	if len(h.encodings) > 0 {
-		enc = stream.Negotiate(r.Header.Get("Accept-Encoding"), h.encodings)
-		w.Header().Add("Vary", "Accept-Encoding")
-		// Whatever was negotiated, encode must not compress again.
-		w.Header().Set("Cache-Control", "no-cache, no-transform")
-	}
-	sub := &subscription{h: h, cur: cur, release: release, topic: topic, from: from, started: time.Now()}
-	if err := stream.WriteHead(w, enc); err != nil {
-		sub.ended(stream.Stats{}, err)
+	sub := &subscription{h: h, cur: cur, release: h.sourceDemand(topic), topic: topic, from: from, started: time.Now()}
+	enc, ok := h.startStream(w, r, sub)
+	if !ok {
 		return nil // the client is gone already
 	}
 	opts := h.streamOptions(enc)
@@ -173,6 +160,28 @@ func (h *Handler) drainDelay() time.Duration {
 		return 0
 	}
 	return mathrand.N(time.Duration(h.DrainWindow))
+}
+
+// startStream counts a subscription whose cursor is open, negotiates its
+// encoding and sends the response head. It reports false, having ended
+// the subscription, when the client is gone already.
+func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, sub *subscription) (*stream.Encoding, bool) {
+	metrics.subscriptions.Inc()
+	if sub.from != "" {
+		metrics.replays.Inc()
+	}
+	var enc *stream.Encoding
+	if len(h.encodings) > 0 {
+		enc = stream.Negotiate(r.Header.Get("Accept-Encoding"), h.encodings)
+		w.Header().Add("Vary", "Accept-Encoding")
+		// Whatever was negotiated, encode must not compress again.
+		w.Header().Set("Cache-Control", "no-cache, no-transform")
+	}
+	if err := stream.WriteHead(w, enc); err != nil {
+		sub.ended(stream.Stats{}, err)
+		return nil, false
+	}
+	return enc, true
 }
 
 // gapPolicy is where a cursor continues when it cannot continue exactly.
