@@ -193,21 +193,28 @@ func New(ctx context.Context, opts Options, cfg replay.Config) (*Store, error) {
 	return s, nil
 }
 
-// clientDefaults makes an unreachable Redis fail fast and never retries
-// (a retried append could be stored twice).
+// failFast is the policy every client of the store follows, whatever its
+// kind (go-redis gives each its own options type): an unreachable Redis
+// fails fast, and nothing is retried (a retried append could be stored
+// twice).
+func failFast(dial, read, write *time.Duration, maxRetries, dialerRetries *int, contextTimeout *bool) {
+	if *dial <= 0 {
+		*dial = time.Second
+	}
+	if *read == 0 {
+		*read = 2 * time.Second
+	}
+	if *write == 0 {
+		*write = 2 * time.Second
+	}
+	*maxRetries = -1
+	*dialerRetries = 1
+	*contextTimeout = true
+}
+
+// clientDefaults applies failFast to a standalone client.
 func clientDefaults(o *redis.Options) {
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = time.Second
-	}
-	if o.ReadTimeout == 0 {
-		o.ReadTimeout = 2 * time.Second
-	}
-	if o.WriteTimeout == 0 {
-		o.WriteTimeout = 2 * time.Second
-	}
-	o.MaxRetries = -1
-	o.DialerRetries = 1
-	o.ContextTimeoutEnabled = true
+	failFast(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled)
 	if o.MaintNotificationsConfig == nil {
 		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	}
@@ -219,18 +226,7 @@ func failoverDefaults(o *redis.FailoverOptions) {
 	if o.Protocol == 0 {
 		o.Protocol = 2 // no push notifications to wait for
 	}
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = time.Second
-	}
-	if o.ReadTimeout == 0 {
-		o.ReadTimeout = 2 * time.Second
-	}
-	if o.WriteTimeout == 0 {
-		o.WriteTimeout = 2 * time.Second
-	}
-	o.MaxRetries = -1
-	o.DialerRetries = 1
-	o.ContextTimeoutEnabled = true
+	failFast(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled)
 }
 
 // clusterDefaults is clientDefaults for Cluster. The cluster client still
@@ -240,18 +236,7 @@ func clusterDefaults(o *redis.ClusterOptions) {
 	if o.Protocol == 0 {
 		o.Protocol = 2 // no push notifications to wait for
 	}
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = time.Second
-	}
-	if o.ReadTimeout == 0 {
-		o.ReadTimeout = 2 * time.Second
-	}
-	if o.WriteTimeout == 0 {
-		o.WriteTimeout = 2 * time.Second
-	}
-	o.MaxRetries = -1
-	o.DialerRetries = 1
-	o.ContextTimeoutEnabled = true
+	failFast(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled)
 	if o.MaintNotificationsConfig == nil {
 		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	}
