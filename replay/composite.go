@@ -309,9 +309,12 @@ const (
 	tagNum  = 2
 )
 
-// splitNumeric parses "<ms>-<seq>" as Redis writes it (decimal, no sign,
-// no leading zero).
-func splitNumeric(id string) (ms, seq uint64, ok bool) {
+// SplitStreamID parses an id in the form Redis issues, "<ms>-<seq>": two
+// decimal numbers without sign, leading zeros or spaces, joined by a dash.
+// Anything else (including the shorthand "<ms>" Redis itself would accept)
+// is not such an id. The composite cursor packs these compactly, and the
+// Redis store orders and compares them, so both read them by this one rule.
+func SplitStreamID(id string) (ms, seq uint64, ok bool) {
 	a, b, found := strings.Cut(id, "-")
 	if !found {
 		return 0, 0, false
@@ -337,7 +340,7 @@ func plainDecimal(s string) (uint64, bool) {
 func encodeComposite(hash uint32, pos []string) string {
 	var base uint64
 	for _, p := range pos {
-		if ms, _, ok := splitNumeric(p); ok && ms > base {
+		if ms, _, ok := SplitStreamID(p); ok && ms > base {
 			base = ms
 		}
 	}
@@ -345,7 +348,7 @@ func encodeComposite(hash uint32, pos []string) string {
 	b = binary.BigEndian.AppendUint32(b, hash)
 	b = binary.AppendUvarint(b, base)
 	for _, p := range pos {
-		ms, seq, ok := splitNumeric(p)
+		ms, seq, ok := SplitStreamID(p)
 		switch {
 		case ok && ms == 0 && seq == 0:
 			b = binary.AppendUvarint(b, tagZero)

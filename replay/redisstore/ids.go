@@ -2,8 +2,9 @@ package redisstore
 
 import (
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/ssegate/caddy-sse/replay"
 )
 
 // streamID is a Redis stream entry id, <ms>-<seq>.
@@ -22,30 +23,10 @@ func (a streamID) String() string {
 // time is when Redis made the id: the entry's acceptance time.
 func (a streamID) time() time.Time { return time.UnixMilli(int64(a.ms)) }
 
-// parseID accepts exactly the ids Redis issues: two decimal numbers without
-// sign, leading zeros or spaces, joined by a dash. Anything else (including
-// the shorthand "<ms>" Redis itself would accept) is not an id of ours.
+// parseID accepts exactly the ids Redis issues (see replay.SplitStreamID).
 func parseID(s string) (streamID, bool) {
-	a, b, ok := strings.Cut(s, "-")
-	if !ok {
-		return streamID{}, false
-	}
-	ms, ok1 := parseDecimal(a)
-	seq, ok2 := parseDecimal(b)
-	return streamID{ms, seq}, ok1 && ok2
-}
-
-func parseDecimal(s string) (uint64, bool) {
-	if s == "" || (len(s) > 1 && s[0] == '0') {
-		return 0, false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, false
-		}
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	return n, err == nil
+	ms, seq, ok := replay.SplitStreamID(s)
+	return streamID{ms, seq}, ok
 }
 
 // mustID parses an id Redis gave us; a malformed one (never expected) reads
