@@ -18,8 +18,10 @@ import (
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
 
-// haCaddyfile is a node whose store block is given whole.
-func haCaddyfile(port int, store, extra string) string {
+// nodeCaddyfile is one node of a shared store: a site serving /r/* with
+// history of events per topic, the store block given whole, and extra lines
+// in the sse block.
+func nodeCaddyfile(port, events int, store, extra string) string {
 	return fmt.Sprintf(`{
 	admin ADMIN
 }
@@ -28,7 +30,7 @@ http://127.0.0.1:%d {
 	sse /r/* {
 		heartbeat 200ms
 		history {
-			events 500
+			events %d
 		}
 		%s
 		publish {
@@ -37,7 +39,13 @@ http://127.0.0.1:%d {
 		%s
 	}
 }
-`, port, store, extra)
+`, port, events, store, extra)
+}
+
+// haCaddyfile is a node whose store block is given whole, keeping 500
+// events per topic.
+func haCaddyfile(port int, store, extra string) string {
+	return nodeCaddyfile(port, 500, store, extra)
 }
 
 func startNodes(t *testing.T, n int, store, extra string) []string {

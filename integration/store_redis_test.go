@@ -16,27 +16,10 @@ import (
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
 )
 
+// redisCaddyfile is a node on the Redis at redisURL, keeping 20 events per
+// topic.
 func redisCaddyfile(port int, redisURL, extra string) string {
-	return fmt.Sprintf(`{
-	admin ADMIN
-}
-
-http://127.0.0.1:%d {
-	sse /r/* {
-		heartbeat 200ms
-		history {
-			events 20
-		}
-		store redis %s {
-			prefix node-test:
-		}
-		publish {
-			bearer redis-token
-		}
-		%s
-	}
-}
-`, port, redisURL, extra)
+	return nodeCaddyfile(port, 20, "store redis "+redisURL+" {\n\t\t\tprefix node-test:\n\t\t}", extra)
 }
 
 // redisPost sends a publish with the site's token and headers given as
