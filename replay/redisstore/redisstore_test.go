@@ -1,14 +1,10 @@
 package redisstore_test
 
 import (
-	"context"
-	"fmt"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/ssegate/caddy-sse/internal/redistest"
 	"github.com/ssegate/caddy-sse/replay"
@@ -26,24 +22,7 @@ func newStore(t testing.TB, srv *redistest.Server, cfg replay.Config, tweak ...f
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := redisstore.Options{
-		Redis:  ropts,
-		Prefix: fmt.Sprintf("t%d:", prefixes.Add(1)),
-		Logger: zaptest.NewLogger(t),
-		Linger: 300 * time.Millisecond,
-	}
-	for _, f := range tweak {
-		f(&opts)
-	}
-	if cfg.Framer == nil {
-		cfg.Framer = replaytest.Framer
-	}
-	s, err := redisstore.New(context.Background(), opts, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return openStore(t, func(o *redisstore.Options) { o.Redis = ropts }, cfg, tweak...)
 }
 
 // prefixOf makes a store share s's keys: another node of the same cluster.
