@@ -166,3 +166,100 @@ func BenchmarkParser(b *testing.B) {
 		p.Feed(stream)
 	}
 }
+
+// FuzzParser checks that the parser never panics, that how the bytes are
+// split across reads never changes what it decides, that a refusal is
+// always at the start of a blank line, and that a well-formed stream of
+// requests built from the same bytes is never refused nor left.
+func FuzzParser(f *testing.F) {
+	for _, c := range parserCases {
+		if len(c.stream) > 4096 {
+			continue // slow to mutate and minimize
+		}
+		f.Add([]byte(strings.Replace(c.stream, "|", "", 1)), uint16(len(c.stream)/2))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, split uint16) {
+		var whole, parts Parser
+		at := whole.Feed(data)
+		k := int(split) % (len(data) + 1)
+		if got := feed(&parts, string(data[:k]), string(data[k:])); got != at || parts.st != whole.st {
+			t.Fatalf("split at %d: refused at %d in state %d; whole: %d in state %d", k, got, parts.st, at, whole.st)
+		}
+		if at >= 0 && data[at] != '\r' && data[at] != '\n' {
+			t.Fatalf("refused at %d, byte %q: not a blank line", at, data[at])
+		}
+		stream := wellFormed(data)
+		var p Parser
+		if at := p.Feed(stream); at >= 0 || p.Aside() || p.st != sStart {
+			t.Fatalf("well-formed stream %q: refused at %d, aside %v, state %d", stream, at, p.Aside(), p.st)
+		}
+	})
+}
+
+// wellFormed builds from data a stream of requests net/http serves: heads
+// with various fields (never both Content-Length and Transfer-Encoding),
+// and bodies of arbitrary bytes framed by Content-Length or chunked with
+// extensions and trailers.
+func wellFormed(data []byte) []byte {
+	next := func() byte {
+		if len(data) == 0 {
+			return 0
+		}
+		b := data[0]
+		data = data[1:]
+		return b
+	}
+	take := func(n int) []byte {
+		n = min(n, len(data))
+		b := data[:n]
+		data = data[n:]
+		return b
+	}
+	// A field value: visible bytes only.
+	value := func() string {
+		v := take(int(next() % 16))
+		out := make([]byte, len(v))
+		for i, c := range v {
+			out[i] = '!' + c%94
+		}
+		return string(out)
+	}
+	names := []string{"Host", "X-Content-Length", "Accept", "content-type", "Trailer", "Transfer-Encodings"}
+	var out []byte
+	for len(data) > 0 {
+		kind := next() % 4
+		minor := '1'
+		if kind == 3 {
+			minor = '0'
+		}
+		out = fmt.Appendf(out, "POST /%s HTTP/1.%c\r\n", strings.ReplaceAll(value(), " ", ""), minor)
+		for range next() % 4 {
+			out = fmt.Appendf(out, "%s: %s\r\n", names[int(next())%len(names)], value())
+			if next()%5 == 0 {
+				out = fmt.Appendf(out, " %s\r\n", value()) // obs-fold
+			}
+		}
+		switch kind {
+		case 1, 3: // Content-Length
+			body := take(int(next()))
+			out = fmt.Appendf(out, "Content-Length: %d\r\n\r\n%s", len(body), body)
+		case 2: // chunked
+			out = append(out, "Transfer-Encoding: chunked\r\n\r\n"...)
+			for range next() % 4 {
+				c := take(1 + int(next()))
+				if len(c) == 0 {
+					break // a chunk of 0 bytes would be the last
+				}
+				out = fmt.Appendf(out, "%x;%s\r\n%s\r\n", len(c), value(), c)
+			}
+			out = append(out, "0\r\n"...)
+			for range next() % 3 {
+				out = fmt.Appendf(out, "T: %s\r\n", value())
+			}
+			out = append(out, "\r\n"...)
+		default:
+			out = append(out, "\r\n"...)
+		}
+	}
+	return out
+}
