@@ -10,6 +10,8 @@
 // connection, where the header is still visible.
 package h1guard
 
+import "bytes"
+
 // Parser follows the framing of HTTP/1.x requests as they pass, byte by
 // byte: the request line, the header fields up to the blank line, then the
 // body (Content-Length bytes, or chunks and trailers), so that it knows
@@ -273,13 +275,21 @@ func (p *Parser) Feed(b []byte) int {
 				p.matchName(c)
 			}
 		case sValue:
+			if p.field != fieldCL {
+				// Only the line's end matters: jump to it.
+				j := bytes.IndexByte(b[i:], '\n')
+				if j < 0 {
+					return -1
+				}
+				i += j
+				p.st = sLineStart
+				continue
+			}
 			if c == '\n' {
 				p.st = sLineStart
 				continue
 			}
-			if p.field == fieldCL {
-				p.clByte(c)
-			}
+			p.clByte(c)
 		case sChunkSize:
 			if d, ok := hexDigit(c); ok {
 				if p.n == 16 { // net/http: "http chunk length too large"
