@@ -41,6 +41,13 @@ func smuggleSite(t *testing.T, wrapped bool) (s *site, adminPort int) {
 // quiet for a second.
 func smuggle(t *testing.T, addr, path string) string {
 	t.Helper()
+	return smuggleAfter(t, addr, path, "")
+}
+
+// smuggleAfter is smuggle with before sent first on the same connection,
+// in the same write (pipelined).
+func smuggleAfter(t *testing.T, addr, path, before string) string {
+	t.Helper()
 	hidden := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 8\r\n\r\nsmuggled", path, addr)
 	body := "0\r\n\r\n" + hidden
 	c, err := net.Dial("tcp", addr)
@@ -48,8 +55,8 @@ func smuggle(t *testing.T, addr, path string) string {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n%s",
-		path, addr, len(body), body)
+	fmt.Fprintf(c, "%sPOST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n%s",
+		before, path, addr, len(body), body)
 	_ = c.SetReadDeadline(time.Now().Add(time.Second))
 	got, _ := io.ReadAll(c)
 	return string(got)
@@ -93,6 +100,19 @@ func TestSmugglingIsRefusedByTheListenerWrapper(t *testing.T) {
 	}
 	if d := sitetest.Scrape(t, adminPort)[series] - before[series]; d != 1 {
 		t.Fatalf("%s went up by %v, want 1", series, d)
+	}
+
+	// Pipelined after a valid publish on the same connection: the
+	// publish is served and answered first, then the refusal.
+	first := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 5\r\n\r\nfirst", path, s.addr)
+	got := smuggleAfter(t, s.addr, path, first)
+	answer, refusal, ok := strings.Cut(got, "\r\n\r\n{")
+	if !ok || !strings.HasPrefix(answer, "HTTP/1.1 200 ") || !strings.HasSuffix(refusal, "}\n"+h1guard.Refusal) {
+		t.Fatalf("answers %q, want the publish's 200 then the refusal", got)
+	}
+	s.publishID(path, "last")
+	if got := s.eventData(path, "last"); fmt.Sprint(got) != "[after first last]" {
+		t.Fatalf("the topic holds %q, want after, first, last", got)
 	}
 }
 
