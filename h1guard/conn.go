@@ -74,8 +74,9 @@ func (l listener) Accept() (net.Conn, error) {
 // still sends for a moment before closing.
 //
 // An Upgrade or CONNECT request may switch the connection to another
-// protocol: while one is pending, Write looks at the start of each write
-// for a 101 (a 2xx to CONNECT), upon which the inspection ends.
+// protocol: from its head's end until the client starts another request,
+// Write looks at the start of each write for a 101 (a 2xx to CONNECT),
+// upon which the inspection ends.
 type Conn struct {
 	net.Conn
 	onRefuse func(net.Addr)
@@ -83,6 +84,7 @@ type Conn struct {
 	// Owned by the reader (net/http reads from one goroutine at a time).
 	p       Parser
 	pending string // of substitute, not yet read
+	sw      uint32 // the switch bits of watch the reader last set
 
 	// watch: what Write looks for (bits below), shared with the writer.
 	watch     atomic.Uint32
@@ -120,12 +122,21 @@ func (c *Conn) Read(b []byte) (int, error) {
 		return n, err
 	}
 	at := c.p.Feed(b[:n])
-	if may, connect := c.p.TakeSwitch(); may {
-		w := uint32(watchSwitch)
+	var sw uint32
+	if may, connect := c.p.Switch(); may {
+		sw = watchSwitch
 		if connect {
-			w |= watchConnect
+			sw |= watchConnect
 		}
-		c.watch.Or(w)
+	}
+	if sw != c.sw {
+		c.sw = sw
+		for {
+			old := c.watch.Load()
+			if c.watch.CompareAndSwap(old, old&^(watchSwitch|watchConnect)|sw) {
+				break
+			}
+		}
 	}
 	if at < 0 {
 		return n, err

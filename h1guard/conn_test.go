@@ -217,3 +217,42 @@ func TestSwitchedConnectionIsNotInspected(t *testing.T) {
 		t.Fatalf("%d refusals", n)
 	}
 }
+
+// An Upgrade or CONNECT the server does not accept leaves the connection
+// HTTP/1, and inspected: a later 2xx to another request does not end the
+// inspection, and a smuggling attempt after them is refused.
+func TestRefusedSwitchKeepsInspecting(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect {
+			http.Error(w, "no tunnels", http.StatusMethodNotAllowed)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	})
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for _, req := range []string{
+		"GET /up HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+		"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+		"GET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		fmt.Fprint(c, req)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	fmt.Fprint(c, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	got, err := io.ReadAll(br)
+	if err != nil || string(got) != h1guard.Refusal {
+		t.Fatalf("got %q, %v; want the refusal then EOF", got, err)
+	}
+}

@@ -42,8 +42,8 @@ type Parser struct {
 	// first value seen (cl).
 	clState uint8
 	val, cl uint64
-	// sw: a head that may switch protocols was passed (see TakeSwitch);
-	// swConnect: the last such was a CONNECT.
+	// sw: the last head passed may switch protocols (see Switch), until
+	// the next head begins.
 	sw, swConnect bool
 	// n counts the bytes left in a Content-Length body or a chunk, or
 	// the hex digits of a chunk size.
@@ -106,15 +106,13 @@ func (p *Parser) StepAside() { p.st = sAside }
 // Refused reports whether Feed refused a head.
 func (p *Parser) Refused() bool { return p.st == sRefused }
 
-// TakeSwitch reports whether a head that may switch the connection to
-// another protocol (Upgrade, CONNECT) has been passed since the last call,
-// and whether it was a CONNECT: the bytes after its response are not
-// HTTP/1 if the server agrees (101, or 2xx to CONNECT).
-func (p *Parser) TakeSwitch() (may, connect bool) {
-	may, connect = p.sw, p.swConnect
-	p.sw, p.swConnect = false, false
-	return may, connect
-}
+// Switch reports whether the last head passed may switch the connection
+// to another protocol (Upgrade, CONNECT), and whether it was a CONNECT:
+// the bytes after its response are not HTTP/1 if the server agrees (101,
+// or 2xx to CONNECT). It reports false again once the next head begins:
+// a client that sends another request was not switched, and an answer
+// written after that belongs to a later request.
+func (p *Parser) Switch() (may, connect bool) { return p.sw, p.swConnect }
 
 // Feed follows b, the next bytes the client sent. It returns -1, or the
 // offset in b where the blank line ending a refused head begins: that
@@ -160,6 +158,7 @@ func (p *Parser) Feed(b []byte) int {
 				return -1
 			}
 			p.flags, p.minor, p.nprot, p.clState, p.cl = 0, 0, 0, 0, 0
+			p.sw, p.swConnect = false, false
 			p.i = 1
 			if c != "CONNECT"[0] {
 				p.i = 0xffff
@@ -409,8 +408,7 @@ func (p *Parser) endField() {
 // connection), else Content-Length bytes, else none.
 func (p *Parser) endHead() {
 	if p.flags&(fUpgrade|fConnect) != 0 {
-		p.sw = true
-		p.swConnect = p.swConnect || p.flags&fConnect != 0
+		p.sw, p.swConnect = true, p.flags&fConnect != 0
 	}
 	switch {
 	case p.flags&fTE != 0 && p.minor >= 1:

@@ -74,6 +74,7 @@ var parserCases = []parserCase{
 	{name: "chunk data not followed by CRLF", stream: "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", aside: true},
 	{name: "a line without a colon", stream: "GET / HTTP/1.1\r\nnocolon\r\n\r\n", aside: true},
 	{name: "Upgrade", stream: "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", sw: true},
+	{name: "Upgrade, then another request", stream: "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\nGET / HTTP/1.1\r\n\r\n"},
 	{name: "CONNECT", stream: "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", sw: true},
 	{name: "a long head", stream: "GET / HTTP/1.1\r\nX: " + strings.Repeat("a", 1<<16) + "\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n|\r\n"},
 }
@@ -124,8 +125,8 @@ func TestParser(t *testing.T) {
 			}
 			var p Parser
 			check("in one piece", &p, feed(&p, stream))
-			if sw, _ := p.TakeSwitch(); sw != c.sw {
-				t.Fatalf("TakeSwitch %v, want %v", sw, c.sw)
+			if sw, _ := p.Switch(); sw != c.sw {
+				t.Fatalf("Switch %v, want %v", sw, c.sw)
 			}
 			// Byte by byte.
 			p = Parser{}
