@@ -34,9 +34,9 @@ func init() {
 //		}
 //	}
 //
-// Connections behave as the ones it wraps until an event stream over
-// HTTP/1.1 parks on one; HTTP/2 streams and every other request are
-// unaffected. Without non-blocking socket writes (outside Unix) streams
+// Apart from the refusal below, connections behave as the ones it wraps
+// until an event stream over HTTP/1.1 parks on one; HTTP/2 streams and
+// every other request are unaffected. Without non-blocking socket writes (outside Unix) streams
 // over TLS do not park.
 //
 // On a plain HTTP server (Caddy behind a load balancer, where request
@@ -95,7 +95,12 @@ func (w *ListenerWrapper) refused(remote net.Addr) {
 	}
 }
 
-// UnmarshalCaddyfile reads `sse`, which takes no arguments.
+// UnmarshalCaddyfile reads the wrapper in a server's listener_wrappers:
+//
+//	sse
+//
+// It takes no arguments and no block; on an HTTPS server put it before
+// tls.
 func (*ListenerWrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the wrapper's name
 	if d.NextArg() {
