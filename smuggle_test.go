@@ -130,3 +130,25 @@ func TestSmugglingWithoutTheListenerWrapper(t *testing.T) {
 		t.Fatalf("the topic holds %q: the hidden publish was not served", got)
 	}
 }
+
+// The wrapper steps aside from HTTP/2 without TLS (h2c, prior knowledge):
+// a publish over it is served.
+func TestListenerWrapperLetsH2CThrough(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", testcaddy.FreePort(t))
+	testcaddy.Load(t, testcaddy.Format(fmt.Sprintf("{\n\tadmin off\n\tservers {\n\t\tprotocols h1 h2c\n\t\tlistener_wrappers {\n\t\t\tsse\n\t\t}\n\t}\n}\n\nhttp://%s {\n\tsse /t/* {%s\n\t}\n}\n",
+		addr, openPublish)))
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protocols}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	resp, err := client.Post("http://"+addr+topic(t, "/t/", "x"), "text/plain", strings.NewReader("over h2c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+		t.Fatalf("%s %s: %s", resp.Proto, resp.Status, body)
+	}
+}
