@@ -256,3 +256,23 @@ func TestRefusedSwitchKeepsInspecting(t *testing.T) {
 		t.Fatalf("got %q, %v; want the refusal then EOF", got, err)
 	}
 }
+
+// What the guard leaves to net/http, net/http refuses itself and closes
+// the connection: differing Content-Length values (400), a
+// Transfer-Encoding other than chunked (501).
+func TestNetHTTPRefusesWhatTheGuardLeaves(t *testing.T) {
+	s := startServer(t, nil)
+	for _, c := range []struct{ raw, status string }{
+		{"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", "HTTP/1.1 400 "},
+		{"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "HTTP/1.1 501 "},
+		{"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "HTTP/1.1 501 "},
+	} {
+		got := exchange(t, s.addr, c.raw+"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+		if !strings.HasPrefix(got, c.status) || !strings.Contains(got, "Connection: close") || strings.Contains(got, "/after") {
+			t.Errorf("%q: answered %q, want %s with Connection: close and nothing after", c.raw, got, c.status)
+		}
+	}
+	if served := s.servedList(); len(served) != 0 {
+		t.Fatalf("served %q", served)
+	}
+}
