@@ -25,6 +25,7 @@ var metrics = struct {
 	rejects          *prometheus.CounterVec
 	subscribeRejects *prometheus.CounterVec
 	unreadable       prometheus.Counter
+	refused          *prometheus.CounterVec
 }{
 	// Read from the counter limits.subscribers is checked against, so the
 	// metric and the limit can never disagree.
@@ -72,7 +73,15 @@ var metrics = struct {
 		Namespace: "caddy", Subsystem: "sse", Name: "unreadable_events_total",
 		Help: "Stored events that could not be read back (damaged records); their readers got a reset with reason unreadable.",
 	}),
+	refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "sse", Name: "requests_refused_total",
+		Help: "HTTP/1.x requests the sse listener wrapper refused with 400 and a close, by reason (content_length_and_transfer_encoding: a request smuggling attempt).",
+	}, []string{"reason"}),
 }
+
+// Reasons the listener wrapper refuses a request (label values of
+// requests_refused_total).
+const refuseCLAndTE = "content_length_and_transfer_encoding"
 
 // Reasons a subscriber is turned away (label values of
 // subscribe_rejects_total, besides the authorization reasons).
