@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -390,6 +391,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if h.CORS != nil && h.CORS.Apply(w, r) {
 		return nil
 	}
+	closeAfterChunkedBody(w, r)
 	if r.Method == http.MethodGet {
 		if handled, err := h.serveMultiTopic(w, r); handled {
 			return err
@@ -415,6 +417,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		}
 	}
 	return h.notAllowed(w, r)
+}
+
+// closeAfterChunkedBody makes the connection end after the answer to an
+// HTTP/1.x request whose body came chunked. Go's server reads a request that
+// carries both Content-Length and Transfer-Encoding as chunked and removes
+// Content-Length before any handler runs, so the handler cannot refuse it;
+// a front proxy that framed the same bytes by Content-Length would then see
+// one request where Caddy reads two. Closing after such a body means nothing
+// behind it on the connection is read (the `sse` listener wrapper refuses
+// the request itself, with a 400, on plain HTTP). A legitimate chunked
+// publisher only opens a new connection for its next request.
+func closeAfterChunkedBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && slices.Contains(r.TransferEncoding, "chunked") {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 // validateTopic checks a topic name with the one rule every part of the
