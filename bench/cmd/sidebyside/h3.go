@@ -1,0 +1,149 @@
+package main
+
+// HTTP/3 for the load generator (-transport h3): each subscriber is one
+// QUIC connection (as a browser tab opening one EventSource makes) with one
+// request stream, spoken with quic-go's http3.ClientConn and RequestStream so
+// the body is read with the same SSE parser as the other transports.
+// quic-go is the version Caddy v2.11.9 itself serves HTTP/3 with, so both
+// sides run the same stack. Connections share one UDP socket per source
+// address (a quic.Transport demultiplexes them by connection ID), which keeps
+// the client's file descriptors and receive goroutines few.
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+const transportH3 = "h3" // HTTP/3 over QUIC
+
+// h3dialer opens subscriber streams over QUIC.
+type h3dialer struct {
+	addr *net.UDPAddr
+	d    *dialer
+
+	once sync.Once
+	err  error
+	trs  []*quic.Transport
+	h3   http3.Transport
+}
+
+func newH3Dialer(d *dialer, port int) *h3dialer {
+	return &h3dialer{d: d, addr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}}
+}
+
+// init binds one UDP socket per source address.
+func (h *h3dialer) init() error {
+	h.once.Do(func() {
+		for _, ip := range h.d.ips {
+			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip})
+			if err != nil {
+				h.err = fmt.Errorf("binding a UDP socket on %s: %w", ip, err)
+				return
+			}
+			h.trs = append(h.trs, &quic.Transport{Conn: pc})
+		}
+	})
+	return h.err
+}
+
+// quicConf: the idle timeout is longer than the servers' 15 s heartbeat,
+// and keep-alives cover the time before the first event.
+var quicConf = &quic.Config{
+	MaxIdleTimeout:  60 * time.Second,
+	KeepAlivePeriod: 20 * time.Second,
+}
+
+// close ends every socket (and with them every connection still open).
+func (h *h3dialer) close() {
+	for _, tr := range h.trs {
+		tr.Close()
+		tr.Conn.Close()
+	}
+}
+
+// run dials, subscribes and parses the stream; like sub.run it calls ready
+// once with the outcome of the response head.
+func (h *h3dialer) run(s *sub, ready func(error)) error {
+	if err := h.init(); err != nil {
+		ready(err)
+		return err
+	}
+	tr := h.trs[h.d.next.Add(1)%uint64(len(h.trs))]
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	qc, err := tr.Dial(ctx, h.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}, ServerName: "127.0.0.1"}, quicConf)
+	if err != nil {
+		ready(err)
+		return err
+	}
+	h.d.nDial.Add(1)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		qc.CloseWithError(0, "")
+		ready(net.ErrClosed)
+		return nil
+	}
+	s.h3 = qc
+	s.mu.Unlock()
+	defer qc.CloseWithError(0, "")
+	cc := h.h3.NewClientConn(qc)
+	rs, err := cc.OpenRequestStream(ctx)
+	if err != nil {
+		ready(err)
+		return err
+	}
+	req := &http.Request{
+		Method: http.MethodGet,
+		URL:    &url.URL{Scheme: "https", Host: "127.0.0.1", Path: s.opts.path},
+		Header: http.Header{"Accept": {"text/event-stream"}, "Cache-Control": {"no-cache"}},
+		Host:   "127.0.0.1",
+	}
+	if u, err := url.ParseRequestURI(s.opts.path); err == nil {
+		req.URL.Path, req.URL.RawQuery = u.Path, u.RawQuery
+	}
+	if s.opts.lastEventID != "" {
+		req.Header.Set("Last-Event-ID", s.opts.lastEventID)
+	}
+	if s.opts.acceptEncoding != "" {
+		req.Header.Set("Accept-Encoding", s.opts.acceptEncoding)
+	}
+	if err := rs.SendRequestHeader(req); err != nil {
+		ready(err)
+		return err
+	}
+	_ = rs.Close() // no request body
+	resp, err := rs.ReadResponse()
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	if resp != nil {
+		s.head = respHead{status: resp.StatusCode, contentLength: resp.ContentLength, contentEncoding: resp.Header.Get("Content-Encoding")}
+	}
+	ready(err)
+	if err != nil {
+		return err
+	}
+	if e := s.head.contentEncoding; e != "" && e != "identity" {
+		return fmt.Errorf("h3: Content-Encoding %q is not decoded by the load generator", e)
+	}
+	// QUIC's own bytes are not visible here: wire bytes are the body bytes,
+	// as for HTTP/2's DATA payloads.
+	err = s.parse(countingReader{countingReader{rs, &s.wireBytes}, &s.bodyBytes})
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode == 0 {
+		// the server closed the connection without an error (shutdown)
+		return nil
+	}
+	return err
+}
