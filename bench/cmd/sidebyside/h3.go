@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -31,10 +32,11 @@ type h3dialer struct {
 	addr *net.UDPAddr
 	d    *dialer
 
-	once sync.Once
-	err  error
-	trs  []*quic.Transport
-	h3   http3.Transport
+	once    sync.Once
+	err     error
+	trs     []*quic.Transport
+	h3      http3.Transport
+	refused atomic.Int64 // connections the server refused, dialed again
 }
 
 func newH3Dialer(d *dialer, port int) *h3dialer {
@@ -64,7 +66,10 @@ var quicConf = &quic.Config{
 }
 
 // close ends every socket (and with them every connection still open).
-func (h *h3dialer) close() {
+func (h *h3dialer) close(server string) {
+	if n := h.refused.Load(); n > 0 {
+		logf("  h3: %s refused %d connections (accept queue full); each was dialed again", server, n)
+	}
 	for _, tr := range h.trs {
 		tr.Close()
 		tr.Conn.Close()
@@ -72,36 +77,75 @@ func (h *h3dialer) close() {
 }
 
 // run dials, subscribes and parses the stream; like sub.run it calls ready
-// once with the outcome of the response head.
+// once with the outcome of the response head. A connection the server
+// refuses is dialed again (at most 5 times), as a browser would retry:
+// quic-go's server refuses a handshake that completes while its accept queue
+// (32 connections) is full, which a burst of 256 concurrent dials on a busy
+// machine does reach.
 func (h *h3dialer) run(s *sub, ready func(error)) error {
 	if err := h.init(); err != nil {
 		ready(err)
 		return err
 	}
+	var (
+		rs  *http3.RequestStream
+		err error
+	)
+	for attempt := 0; ; attempt++ {
+		rs, err = h.open(s)
+		var te *quic.TransportError
+		if err == nil || !errors.As(err, &te) || te.ErrorCode != quic.ConnectionRefused || attempt == 4 {
+			break
+		}
+		h.refused.Add(1)
+		time.Sleep(time.Duration(50*(attempt+1)) * time.Millisecond)
+	}
+	ready(err)
+	if err != nil {
+		return err
+	}
+	if s.head.contentEncoding != "" && s.head.contentEncoding != "identity" {
+		return fmt.Errorf("h3: Content-Encoding %q is not decoded by the load generator", s.head.contentEncoding)
+	}
+	defer s.h3.CloseWithError(0, "")
+	// QUIC's own bytes are not visible here: wire bytes are the body bytes,
+	// as for HTTP/2's DATA payloads.
+	err = s.parse(countingReader{countingReader{rs, &s.wireBytes}, &s.bodyBytes})
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode == 0 {
+		// the server closed the connection without an error (shutdown)
+		return nil
+	}
+	return err
+}
+
+// open dials a QUIC connection, sends the request and reads the response
+// head into s.head.
+func (h *h3dialer) open(s *sub) (*http3.RequestStream, error) {
 	tr := h.trs[h.d.next.Add(1)%uint64(len(h.trs))]
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	qc, err := tr.Dial(ctx, h.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}, ServerName: "127.0.0.1"}, quicConf)
 	if err != nil {
-		ready(err)
-		return err
+		return nil, err
 	}
 	h.d.nDial.Add(1)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		qc.CloseWithError(0, "")
-		ready(net.ErrClosed)
-		return nil
+		return nil, net.ErrClosed
 	}
 	s.h3 = qc
 	s.mu.Unlock()
-	defer qc.CloseWithError(0, "")
+	fail := func(err error) (*http3.RequestStream, error) {
+		qc.CloseWithError(0, "")
+		return nil, err
+	}
 	cc := h.h3.NewClientConn(qc)
 	rs, err := cc.OpenRequestStream(ctx)
 	if err != nil {
-		ready(err)
-		return err
+		return fail(err)
 	}
 	req := &http.Request{
 		Method: http.MethodGet,
@@ -119,31 +163,16 @@ func (h *h3dialer) run(s *sub, ready func(error)) error {
 		req.Header.Set("Accept-Encoding", s.opts.acceptEncoding)
 	}
 	if err := rs.SendRequestHeader(req); err != nil {
-		ready(err)
-		return err
+		return fail(err)
 	}
 	_ = rs.Close() // no request body
 	resp, err := rs.ReadResponse()
-	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("status %d", resp.StatusCode)
-	}
-	if resp != nil {
-		s.head = respHead{status: resp.StatusCode, contentLength: resp.ContentLength, contentEncoding: resp.Header.Get("Content-Encoding")}
-	}
-	ready(err)
 	if err != nil {
-		return err
+		return fail(err)
 	}
-	if e := s.head.contentEncoding; e != "" && e != "identity" {
-		return fmt.Errorf("h3: Content-Encoding %q is not decoded by the load generator", e)
+	s.head = respHead{status: resp.StatusCode, contentLength: resp.ContentLength, contentEncoding: resp.Header.Get("Content-Encoding")}
+	if resp.StatusCode != http.StatusOK {
+		return fail(fmt.Errorf("status %d", resp.StatusCode))
 	}
-	// QUIC's own bytes are not visible here: wire bytes are the body bytes,
-	// as for HTTP/2's DATA payloads.
-	err = s.parse(countingReader{countingReader{rs, &s.wireBytes}, &s.bodyBytes})
-	var ae *quic.ApplicationError
-	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode == 0 {
-		// the server closed the connection without an error (shutdown)
-		return nil
-	}
-	return err
+	return rs, nil
 }

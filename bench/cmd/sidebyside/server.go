@@ -376,7 +376,7 @@ func (s *server) label() string {
 func (s *server) stop() {
 	track(s, false)
 	if s.d != nil && s.d.h3 != nil {
-		s.d.h3.close()
+		s.d.h3.close(s.label())
 	}
 	if s.cmd != nil && s.cmd.Process != nil {
 		s.cmd.Process.Signal(syscall.SIGTERM)
