@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/quic-go/quic-go"
 )
 
 // base is the origin of mono(): publisher and subscribers live in this
@@ -235,8 +234,8 @@ type sub struct {
 	lastSeq int64
 	lat     []int32 // µs; read only after the goroutine ended
 	wg      sync.WaitGroup
-	h2      *h2conn    // the HTTP/2 connection the stream is on
-	h3      *quic.Conn // the QUIC connection of an HTTP/3 subscriber
+	h2      *h2conn // the HTTP/2 connection the stream is on
+	h3      *h3conn // the QUIC connection an HTTP/3 subscriber is on
 
 	mu      sync.Mutex
 	closing bool
@@ -374,7 +373,7 @@ func (s *sub) close() {
 	h3 := s.h3
 	s.mu.Unlock()
 	if h3 != nil {
-		h3.CloseWithError(0, "")
+		h3.closeAll()
 	}
 	if c != nil {
 		c.Close()

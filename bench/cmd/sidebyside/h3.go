@@ -27,20 +27,53 @@ import (
 
 const transportH3 = "h3" // HTTP/3 over QUIC
 
-// h3dialer opens subscriber streams over QUIC.
+// h3dialer opens subscriber streams over QUIC, streamsPerConn request
+// streams to a connection (-h2-streams: a browser's EventSources to one
+// origin share its connection).
 type h3dialer struct {
-	addr *net.UDPAddr
-	d    *dialer
+	addr           *net.UDPAddr
+	d              *dialer
+	streamsPerConn int
 
 	once    sync.Once
 	err     error
 	trs     []*quic.Transport
 	h3      http3.Transport
 	refused atomic.Int64 // connections the server refused, dialed again
+
+	mu  sync.Mutex
+	cur *h3conn // the connection with room left
 }
 
-func newH3Dialer(d *dialer, port int) *h3dialer {
-	return &h3dialer{d: d, addr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}}
+// h3conn is one QUIC connection and the subscribers on it.
+type h3conn struct {
+	ready   chan struct{} // closed once dialed (err set on failure)
+	err     error
+	qc      *quic.Conn
+	cc      *http3.ClientConn
+	streams int // handed out; guarded by the dialer's mu
+
+	mu   sync.Mutex
+	subs []*sub
+}
+
+// closeAll ends the connection and every stream on it, as closing a
+// browser tab would; none of them reports an error.
+func (c *h3conn) closeAll() {
+	c.mu.Lock()
+	for _, s := range c.subs {
+		s.mu.Lock()
+		s.closing = true
+		s.mu.Unlock()
+	}
+	c.mu.Unlock()
+	if c.qc != nil {
+		c.qc.CloseWithError(0, "")
+	}
+}
+
+func newH3Dialer(d *dialer, port, streamsPerConn int) *h3dialer {
+	return &h3dialer{d: d, addr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, streamsPerConn: max(1, streamsPerConn)}
 }
 
 // init binds one UDP socket per source address.
@@ -76,11 +109,12 @@ func (h *h3dialer) close(server string) {
 	}
 }
 
-// run dials, subscribes and parses the stream; like sub.run it calls ready
-// once with the outcome of the response head. A connection the server
-// refuses is dialed again (at most 5 times), as a browser would retry:
-// quic-go's server refuses a handshake that completes while its accept queue
-// (32 connections) is full, which a burst of 256 concurrent dials on a busy
+// run subscribes on a connection with room left (dialing one when none
+// has) and parses the stream; like sub.run it calls ready once with the
+// outcome of the response head. A connection the server refuses is dialed
+// again (at most 5 times), as a browser would retry: quic-go's server
+// refuses a handshake that completes while its accept queue (32
+// connections) is full, which a burst of 256 concurrent dials on a busy
 // machine does reach.
 func (h *h3dialer) run(s *sub, ready func(error)) error {
 	if err := h.init(); err != nil {
@@ -88,16 +122,21 @@ func (h *h3dialer) run(s *sub, ready func(error)) error {
 		return err
 	}
 	var (
+		c   *h3conn
 		rs  *http3.RequestStream
 		err error
 	)
 	for attempt := 0; ; attempt++ {
-		rs, err = h.open(s)
+		c = h.conn()
+		if err = c.err; err == nil {
+			rs, err = h.request(c, s)
+		}
 		var te *quic.TransportError
 		if err == nil || !errors.As(err, &te) || te.ErrorCode != quic.ConnectionRefused || attempt == 4 {
 			break
 		}
 		h.refused.Add(1)
+		h.drop(c)
 		time.Sleep(time.Duration(50*(attempt+1)) * time.Millisecond)
 	}
 	ready(err)
@@ -107,7 +146,6 @@ func (h *h3dialer) run(s *sub, ready func(error)) error {
 	if s.head.contentEncoding != "" && s.head.contentEncoding != "identity" {
 		return fmt.Errorf("h3: Content-Encoding %q is not decoded by the load generator", s.head.contentEncoding)
 	}
-	defer s.h3.CloseWithError(0, "")
 	// QUIC's own bytes are not visible here: wire bytes are the body bytes,
 	// as for HTTP/2's DATA payloads.
 	err = s.parse(countingReader{countingReader{rs, &s.wireBytes}, &s.bodyBytes})
@@ -119,33 +157,70 @@ func (h *h3dialer) run(s *sub, ready func(error)) error {
 	return err
 }
 
-// open dials a QUIC connection, sends the request and reads the response
-// head into s.head.
-func (h *h3dialer) open(s *sub) (*http3.RequestStream, error) {
+// conn returns a connection with room for one more stream.
+func (h *h3dialer) conn() *h3conn {
+	h.mu.Lock()
+	c := h.cur
+	dialIt := false
+	if c == nil || c.streams >= h.streamsPerConn {
+		c = &h3conn{ready: make(chan struct{})}
+		h.cur = c
+		dialIt = true
+	}
+	c.streams++
+	h.mu.Unlock()
+	if dialIt {
+		c.qc, c.err = h.dial()
+		if c.err == nil {
+			c.cc = h.h3.NewClientConn(c.qc)
+		}
+		close(c.ready)
+	}
+	<-c.ready
+	return c
+}
+
+// drop forgets a refused connection so that the next stream dials anew.
+func (h *h3dialer) drop(c *h3conn) {
+	h.mu.Lock()
+	if h.cur == c {
+		h.cur = nil
+	}
+	h.mu.Unlock()
+	if c.qc != nil {
+		c.qc.CloseWithError(0, "")
+	}
+}
+
+func (h *h3dialer) dial() (*quic.Conn, error) {
 	tr := h.trs[h.d.next.Add(1)%uint64(len(h.trs))]
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	qc, err := tr.Dial(ctx, h.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}, ServerName: "127.0.0.1"}, quicConf)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		h.d.nDial.Add(1)
 	}
-	h.d.nDial.Add(1)
+	return qc, err
+}
+
+// request opens s's request stream on c, sends the request and reads the
+// response head into s.head.
+func (h *h3dialer) request(c *h3conn, s *sub) (*http3.RequestStream, error) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		qc.CloseWithError(0, "")
 		return nil, net.ErrClosed
 	}
-	s.h3 = qc
+	s.h3 = c
 	s.mu.Unlock()
-	fail := func(err error) (*http3.RequestStream, error) {
-		qc.CloseWithError(0, "")
-		return nil, err
-	}
-	cc := h.h3.NewClientConn(qc)
-	rs, err := cc.OpenRequestStream(ctx)
+	c.mu.Lock()
+	c.subs = append(c.subs, s)
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	rs, err := c.cc.OpenRequestStream(ctx)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	req := &http.Request{
 		Method: http.MethodGet,
@@ -161,6 +236,11 @@ func (h *h3dialer) open(s *sub) (*http3.RequestStream, error) {
 	}
 	if s.opts.acceptEncoding != "" {
 		req.Header.Set("Accept-Encoding", s.opts.acceptEncoding)
+	}
+	fail := func(err error) (*http3.RequestStream, error) {
+		rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+		rs.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+		return nil, err
 	}
 	if err := rs.SendRequestHeader(req); err != nil {
 		return fail(err)

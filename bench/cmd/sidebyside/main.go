@@ -161,7 +161,7 @@ func main() {
 	flag.StringVar(&c.transport, "transport", transportH1, "subscribers' transport: h1 (plain HTTP/1.1), tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS), h3 (HTTP/3 over QUIC, one connection per subscriber; not nchan); publishers use HTTP/1.1 (over TLS unless h1)")
 	flag.StringVar(&c.pprofDir, "pprof", "", "save Caddy's heap and goroutine profiles at the end of each idle hold and a CPU profile of each fan-out's publishing into this directory (turns the admin endpoint on)")
 	flag.StringVar(&c.oursServers, "ours-servers", "", "Caddyfile lines added to ours' servers global option, e.g. 'timeouts {\\n\\twrite_idle -1s\\n}' (\\n and \\t are unescaped)")
-	flag.IntVar(&c.h2Streams, "h2-streams", 1, "h2: subscriber streams per connection")
+	flag.IntVar(&c.h2Streams, "h2-streams", 1, "h2, h3: subscriber streams per connection")
 	flag.BoolVar(&c.wrapper, "wrapper", true, "tls, h2: ours gets the sse listener wrapper before tls (listener_wrappers { sse; tls })")
 	flag.IntVar(&c.idleN, "idle-n", 10000, "idle: subscribers")
 	flag.DurationVar(&c.idleHold, "idle-hold", 30*time.Second, "idle: how long they are held")

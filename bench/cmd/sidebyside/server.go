@@ -343,7 +343,7 @@ func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server,
 		s.d.h2 = &h2pool{d: s.d, streamsPerConn: max(1, conf.h2Streams)}
 	case transportH3:
 		s.d.tls = tlsClient("http/1.1") // publishers
-		s.d.h3 = newH3Dialer(s.d, s.port)
+		s.d.h3 = newH3Dialer(s.d, s.port, conf.h2Streams)
 	}
 	// ready when /plain answers
 	deadline := time.Now().Add(20 * time.Second)
