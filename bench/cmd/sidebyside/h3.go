@@ -1,8 +1,9 @@
 package main
 
-// HTTP/3 for the load generator (-transport h3): each subscriber is one
-// QUIC connection (as a browser tab opening one EventSource makes) with one
-// request stream, spoken with quic-go's http3.ClientConn and RequestStream so
+// HTTP/3 for the load generator (-transport h3): each subscriber is a
+// request stream on a QUIC connection (one connection per subscriber by
+// default, as a browser tab opening one EventSource makes; -h2-streams N
+// puts N on a connection), spoken with quic-go's http3.ClientConn and RequestStream so
 // the body is read with the same SSE parser as the other transports.
 // quic-go is the version Caddy v2.11.9 itself serves HTTP/3 with, so both
 // sides run the same stack. Connections share one UDP socket per source

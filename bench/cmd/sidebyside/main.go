@@ -158,7 +158,7 @@ func main() {
 	flag.BoolVar(&c.noBuild, "no-build", false, "use the binaries already in -bin")
 	flag.StringVar(&c.binDir, "bin", "bin", "where the server binaries are built")
 	flag.StringVar(&c.tmpRoot, "tmp", "/dev/shm", "where servers get their directories (Mercure's bolt file lives there)")
-	flag.StringVar(&c.transport, "transport", transportH1, "subscribers' transport: h1 (plain HTTP/1.1), tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS), h3 (HTTP/3 over QUIC, one connection per subscriber; not nchan); publishers use HTTP/1.1 (over TLS unless h1)")
+	flag.StringVar(&c.transport, "transport", transportH1, "subscribers' transport: h1 (plain HTTP/1.1), tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS), h3 (HTTP/3 over QUIC, -h2-streams streams per connection; not nchan); publishers use HTTP/1.1 (over TLS unless h1)")
 	flag.StringVar(&c.pprofDir, "pprof", "", "save Caddy's heap and goroutine profiles at the end of each idle hold and a CPU profile of each fan-out's publishing into this directory (turns the admin endpoint on)")
 	flag.StringVar(&c.oursServers, "ours-servers", "", "Caddyfile lines added to ours' servers global option, e.g. 'timeouts {\\n\\twrite_idle -1s\\n}' (\\n and \\t are unescaped)")
 	flag.IntVar(&c.h2Streams, "h2-streams", 1, "h2, h3: subscriber streams per connection")
