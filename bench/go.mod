@@ -8,6 +8,7 @@ require (
 	github.com/caddyserver/caddy/v2 v2.11.9
 	github.com/dunglas/mercure/caddy v0.24.2
 	github.com/klauspost/compress v1.20.1
+	github.com/quic-go/quic-go v0.63.0
 	github.com/ssegate/caddy-sse v0.0.0-00010101000000-000000000000
 	golang.org/x/net v0.60.0
 	gonum.org/v1/plot v0.16.0
@@ -121,7 +122,6 @@ require (
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/quic-go/qpack v0.6.0 // indirect
-	github.com/quic-go/quic-go v0.63.0 // indirect
 	github.com/redis/go-redis/v9 v9.23.0 // indirect
 	github.com/rs/cors v1.11.1 // indirect
 	github.com/rs/xid v1.6.0 // indirect

@@ -503,8 +503,10 @@ type responseSink struct {
 
 func (r *responseSink) send(b []byte, deadline time.Time) (int, error) {
 	if !deadline.IsZero() {
-		// ErrNotSupported (e.g. HTTP/3) leaves the stream without a
-		// deadline; the server's own timeouts still apply there.
+		// HTTP/1.1, HTTP/2 and HTTP/3 (quic-go's response writer, reached
+		// through Caddy's wrappers by Unwrap) all take it; ErrNotSupported
+		// from some other writer leaves the stream without a deadline, and
+		// the server's own timeouts still apply there.
 		_ = r.rc.SetWriteDeadline(deadline)
 	}
 	n, err := r.w.Write(b)

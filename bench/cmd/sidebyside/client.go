@@ -42,6 +42,7 @@ type dialer struct {
 	// h2: subscribers are HTTP/2 streams over TLS.
 	tls *tls.Config
 	h2  *h2pool
+	h3  *h3dialer // h3: subscribers are HTTP/3 streams over QUIC
 }
 
 func newDialer(port, sources int) *dialer {
@@ -234,6 +235,7 @@ type sub struct {
 	lat     []int32 // µs; read only after the goroutine ended
 	wg      sync.WaitGroup
 	h2      *h2conn // the HTTP/2 connection the stream is on
+	h3      *h3conn // the QUIC connection an HTTP/3 subscriber is on
 
 	mu      sync.Mutex
 	closing bool
@@ -248,9 +250,13 @@ func (s *sub) start(d *dialer, ready func(error)) {
 		go d.h2.attach(s, ready)
 		return
 	}
+	run := s.run
+	if d.h3 != nil {
+		run = func(_ *dialer, ready func(error)) error { return d.h3.run(s, ready) }
+	}
 	go func() {
 		defer s.wg.Done()
-		err := s.run(d, ready)
+		err := run(d, ready)
 		s.mu.Lock()
 		if s.closing {
 			err = nil
@@ -364,7 +370,11 @@ func (s *sub) close() {
 	s.closing = true
 	c := s.conn
 	h2 := s.h2
+	h3 := s.h3
 	s.mu.Unlock()
+	if h3 != nil {
+		h3.closeAll()
+	}
 	if c != nil {
 		c.Close()
 	}

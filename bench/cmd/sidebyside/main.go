@@ -158,10 +158,10 @@ func main() {
 	flag.BoolVar(&c.noBuild, "no-build", false, "use the binaries already in -bin")
 	flag.StringVar(&c.binDir, "bin", "bin", "where the server binaries are built")
 	flag.StringVar(&c.tmpRoot, "tmp", "/dev/shm", "where servers get their directories (Mercure's bolt file lives there)")
-	flag.StringVar(&c.transport, "transport", transportH1, "subscribers' transport: h1 (plain HTTP/1.1), tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS); publishers use HTTP/1.1 (over TLS unless h1)")
+	flag.StringVar(&c.transport, "transport", transportH1, "subscribers' transport: h1 (plain HTTP/1.1), tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS), h3 (HTTP/3 over QUIC, -h2-streams streams per connection; not nchan); publishers use HTTP/1.1 (over TLS unless h1)")
 	flag.StringVar(&c.pprofDir, "pprof", "", "save Caddy's heap and goroutine profiles at the end of each idle hold and a CPU profile of each fan-out's publishing into this directory (turns the admin endpoint on)")
 	flag.StringVar(&c.oursServers, "ours-servers", "", "Caddyfile lines added to ours' servers global option, e.g. 'timeouts {\\n\\twrite_idle -1s\\n}' (\\n and \\t are unescaped)")
-	flag.IntVar(&c.h2Streams, "h2-streams", 1, "h2: subscriber streams per connection")
+	flag.IntVar(&c.h2Streams, "h2-streams", 1, "h2, h3: subscriber streams per connection")
 	flag.BoolVar(&c.wrapper, "wrapper", true, "tls, h2: ours gets the sse listener wrapper before tls (listener_wrappers { sse; tls })")
 	flag.IntVar(&c.idleN, "idle-n", 10000, "idle: subscribers")
 	flag.DurationVar(&c.idleHold, "idle-hold", 30*time.Second, "idle: how long they are held")
@@ -240,6 +240,17 @@ func main() {
 	c.oursServers = strings.NewReplacer(`\n`, "\n", `\t`, "\t").Replace(c.oursServers)
 	c.scenarios = setList(scen, allScenarios)
 	c.servers = setList(servers, []string{oursName, mercureName, nchanName})
+	switch c.transport {
+	case transportH1, transportTLS, transportH2, transportH3:
+	default:
+		fmt.Fprintf(os.Stderr, "-transport %q: want h1, tls, h2 or h3\n", c.transport)
+		os.Exit(2)
+	}
+	if c.transport == transportH3 && c.servers[nchanName] {
+		// Debian's nginx is 1.22 (no http_v3_module; QUIC needs 1.25+)
+		fmt.Fprintln(os.Stderr, "-transport h3: nchan cannot serve HTTP/3 (Debian's nginx 1.22 has no http_v3_module; QUIC needs nginx 1.25+); leave it out of -servers")
+		os.Exit(2)
+	}
 	c.fanSizes = intList(fanSizes)
 	c.compSizes = intList(compSizes)
 	c.catchupMissed = intList(*catchupEvents)

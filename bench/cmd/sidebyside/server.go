@@ -128,7 +128,12 @@ func (c serverConf) site(port int, dir string) (addr, tlsLine, global string) {
 		return fmt.Sprintf("http://127.0.0.1:%d", port), "", global
 	}
 	tlsLine = fmt.Sprintf("\ttls %s %s\n", filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
-	global = "\tservers {\n\t\tprotocols h1 h2\n"
+	protocols := "h1 h2"
+	if c.transport == transportH3 {
+		// HTTP/3 on UDP at the same port; publishers stay on HTTP/1.1
+		protocols = "h1 h2 h3"
+	}
+	global = "\tservers {\n\t\tprotocols " + protocols + "\n"
 	if c.wrapper && c.name == oursName {
 		global += "\t\tlistener_wrappers {\n\t\t\tsse\n\t\t\ttls\n\t\t}\n"
 	}
@@ -190,6 +195,13 @@ func oursCaddyfile(conf serverConf, port int, dir string) string {
 
 func mercureCaddyfile(conf serverConf, port int, dir, dbPath string, size int) string {
 	addr, tlsLine, global := conf.site(port, dir)
+	if conf.transport == transportH3 {
+		// Mercure sends "Connection: keep-alive", a header HTTP/3 forbids
+		// (RFC 9114 section 4.2: the message is malformed); quic-go's
+		// server passes it on and its client refuses the response. A
+		// deleting header op is deferred to the response head.
+		tlsLine += "\theader -Connection\n"
+	}
 	return fmt.Sprintf(`{
 	%s
 	persist_config off
@@ -248,8 +260,14 @@ func freePort() int {
 			nextPort = 19100
 		}
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(nextPort))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		// HTTP/3 takes the same port on UDP
+		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(nextPort))
 		if err == nil {
-			l.Close()
+			u.Close()
 			return nextPort
 		}
 	}
@@ -267,7 +285,7 @@ func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server,
 	if err != nil {
 		return nil, err
 	}
-	if conf.transport == transportTLS || conf.transport == transportH2 {
+	if conf.transport == transportTLS || conf.transport == transportH2 || conf.transport == transportH3 {
 		if _, _, err := writeCert(s.dir); err != nil {
 			return nil, err
 		}
@@ -323,6 +341,9 @@ func startServer(binDir, tmpRoot string, conf serverConf, sources int) (*server,
 	case transportH2:
 		s.d.tls = tlsClient("http/1.1") // publishers
 		s.d.h2 = &h2pool{d: s.d, streamsPerConn: max(1, conf.h2Streams)}
+	case transportH3:
+		s.d.tls = tlsClient("http/1.1") // publishers
+		s.d.h3 = newH3Dialer(s.d, s.port, conf.h2Streams)
 	}
 	// ready when /plain answers
 	deadline := time.Now().Add(20 * time.Second)
@@ -354,6 +375,9 @@ func (s *server) label() string {
 // directory.
 func (s *server) stop() {
 	track(s, false)
+	if s.d != nil && s.d.h3 != nil {
+		s.d.h3.close(s.label())
+	}
 	if s.cmd != nil && s.cmd.Process != nil {
 		s.cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
