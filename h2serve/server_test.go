@@ -1,0 +1,268 @@
+package h2serve_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/ssegate/caddy-sse/h2serve"
+	"github.com/ssegate/caddy-sse/internal/sitetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(sitetest.RunChecked(m)) }
+
+func testCert(t testing.TB) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// serve starts a Listener over a TLS listener with h, and an HTTP/1.1
+// server on the connections it passes on.
+func serve(t *testing.T, h http.Handler) (addr string, l *h2serve.Listener) {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t)}, NextProtos: []string{"h2", "http/1.1"}}
+	l = h2serve.NewListener(tls.NewListener(raw, cfg), &h2serve.Server{Handler: h, DrainTimeout: 2 * time.Second})
+	h1 := &http.Server{Handler: h, TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = h1.Serve(l) }()
+	t.Cleanup(func() {
+		l.Close()
+		_ = h1.Close()
+		<-done
+		deadline := time.Now().Add(5 * time.Second)
+		for l.Server().Conns() > 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	return raw.Addr().String(), l
+}
+
+func h2Client(t *testing.T) (*http.Client, *http2.Transport) {
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}, tr
+}
+
+func TestRequestsAndBodies(t *testing.T) {
+	addr, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/echo":
+			b, err := io.ReadAll(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+			fmt.Fprintf(w, "%s %s %s tls=%v len=%d body=%s", r.Proto, r.Method, r.Host, r.TLS != nil, r.ContentLength, b)
+		case "/big":
+			w.Write([]byte(strings.Repeat("x", 300<<10)))
+		case "/trailer":
+			w.Header().Set("Trailer", "X-Sum")
+			w.Write([]byte("body"))
+			w.Header().Set("X-Sum", "42")
+		}
+	}))
+	client, _ := h2Client(t)
+	resp, err := client.Post("https://"+addr+"/echo", "text/plain", strings.NewReader(strings.Repeat("b", 200<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := fmt.Sprintf("HTTP/2.0 POST %s tls=true len=%d body=%s", addr, 200<<10, strings.Repeat("b", 200<<10))
+	if string(got) != want {
+		t.Fatalf("echo: got %.80q…", got)
+	}
+	resp, err = client.Get("https://" + addr + "/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if len(got) != 300<<10 || resp.ProtoMajor != 2 {
+		t.Fatalf("big: %d bytes over %s", len(got), resp.Proto)
+	}
+	resp, err = client.Get("https://" + addr + "/trailer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "body" || resp.Trailer.Get("X-Sum") != "42" {
+		t.Fatalf("trailer: %q %v", got, resp.Trailer)
+	}
+	resp, err = client.Get("https://" + addr + "/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if cl := resp.Header.Get("Content-Length"); cl == "" {
+		t.Fatalf("a small response has no Content-Length: %v", resp.Header)
+	}
+}
+
+// An HTTP/1.1 client on the same listener is handed to net/http.
+func TestHTTP1PassesThrough(t *testing.T) {
+	addr, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s tls=%v", r.Proto, r.TLS != nil)
+	}))
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "HTTP/1.1 tls=true" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// A stream the client resets ends its handler's request context, and the
+// other streams of the connection go on.
+func TestResetCancelsHandler(t *testing.T) {
+	var ended atomic.Int32
+	addr, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		http.NewResponseController(w).Flush()
+		for i := 0; ; i++ {
+			select {
+			case <-r.Context().Done():
+				ended.Add(1)
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if _, err := fmt.Fprintf(w, "tick %d\n", i); err != nil {
+				ended.Add(1)
+				return
+			}
+			http.NewResponseController(w).Flush()
+		}
+	}))
+	client, _ := h2Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+addr+"/a", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := client.Get("https://" + addr + "/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "tick 0\n" {
+		t.Fatalf("first line %q %v", line, err)
+	}
+	cancel() // the client sends RST_STREAM
+	resp.Body.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for ended.Load() != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ended.Load() != 1 {
+		t.Fatal("the reset stream's handler did not end")
+	}
+	obr := bufio.NewReader(other.Body)
+	for range 3 {
+		if _, err := obr.ReadString('\n'); err != nil {
+			t.Fatalf("the other stream: %v", err)
+		}
+	}
+	other.Body.Close()
+}
+
+// The client's flow control holds a writer back: with a window of 1
+// byte, data goes out a byte at a time as the client opens it.
+func TestFlowControlSmallWindow(t *testing.T) {
+	addr, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(strings.Repeat("z", 100<<10)))
+	}))
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, MaxReadFrameSize: 16384}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if len(got) != 100<<10 {
+		t.Fatalf("got %d bytes", len(got))
+	}
+}
+
+// Close sends GOAWAY: open streams finish, then the connection closes.
+func TestShutdownDrains(t *testing.T) {
+	release := make(chan struct{})
+	addr, l := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		http.NewResponseController(w).Flush()
+		<-release
+		w.Write([]byte("done"))
+	}))
+	client, _ := h2Client(t)
+	resp, err := client.Get("https://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	time.Sleep(50 * time.Millisecond)
+	if l.Server().Conns() != 1 {
+		t.Fatal("the connection closed under its open stream")
+	}
+	close(release)
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "done" || err != nil {
+		t.Fatalf("got %q %v", got, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Server().Conns() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := l.Server().Conns(); n != 0 {
+		t.Fatalf("%d connections left after their streams ended", n)
+	}
+	if _, err := client.Get("https://" + addr + "/"); err == nil || errors.Is(err, context.Canceled) {
+		t.Fatalf("a request after Close: %v", err)
+	}
+}
