@@ -72,6 +72,7 @@ func newConn(s *Server, tc *tls.Conn) *conn {
 	c.tlsState = &st
 	c.fr = http2.NewFramer(io.Discard, tc)
 	c.fr.SetReuseFrames()
+	c.fr.SetMaxReadFrameSize(initialPeerFrameSize) // we announce no larger
 	c.fr.MaxHeaderListSize = s.maxHeaderList()
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(initialHeaderTableLen, nil)
 	c.fr.ReadMetaHeaders.SetMaxStringLength(int(s.maxHeaderList()))
@@ -297,10 +298,11 @@ func (c *conn) handleSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
 	}
-	if f.HasDuplicates() {
-		// Not an error by the RFC; the last value wins, as ForeachSetting
-		// applies them in order.
-	}
+	// The write lock is held from the first setting applied to the
+	// acknowledgement: a writer that a larger window lets go must not
+	// send DATA before the client has its ACK (lock order: wmu, then mu).
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	err := f.ForeachSetting(func(s http2.Setting) error {
 		if err := s.Valid(); err != nil {
 			var ce http2.ConnectionError
@@ -311,9 +313,7 @@ func (c *conn) handleSettings(f *http2.SettingsFrame) error {
 		}
 		switch s.ID {
 		case http2.SettingHeaderTableSize:
-			c.wmu.Lock()
 			c.henc.SetMaxDynamicTableSizeLimit(s.Val)
-			c.wmu.Unlock()
 		case http2.SettingInitialWindowSize:
 			c.mu.Lock()
 			delta := int64(s.Val) - c.peerWindow
@@ -335,7 +335,8 @@ func (c *conn) handleSettings(f *http2.SettingsFrame) error {
 	if err != nil {
 		return err
 	}
-	return c.writeFrame(http2.FrameSettings, http2.FlagSettingsAck, 0, nil)
+	c.wbuf = appendFrameHeader(c.wbuf[:0], 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
+	return c.flushLocked(time.Time{})
 }
 
 func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
@@ -500,7 +501,7 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 func (c *conn) handlerDone(st *stream) {
 	c.mu.Lock()
 	c.handlers--
-	if st.remoteClosed || st.closedW.Load() {
+	if st.remoteClosed && st.localClosed {
 		c.removeLocked(st)
 	}
 	idle := c.handlers == 0

@@ -263,15 +263,22 @@ func (c *conn) runHandler(st *stream, h http.Handler, r *http.Request) {
 				c.srv.logf("handler panic", fmt.Errorf("panic serving %s: %v", r.URL.Path, p))
 			}
 			c.resetStream(st.id, http2.ErrCodeInternal)
-		} else if err := w.finish(); err == nil {
+		} else if err := w.finish(); err != nil {
+			// The response could not be completed (its deadline passed
+			// waiting for the client's window, say): end the stream.
 			c.mu.Lock()
-			open := !st.remoteClosed
+			open := c.streams[st.id] == st
 			c.mu.Unlock()
 			if open {
-				// The response is complete and the client is still
-				// sending: tell it to stop (RFC 9113, 8.1).
-				c.resetStream(st.id, http2.ErrCodeNo)
+				c.resetStream(st.id, http2.ErrCodeCancel)
 			}
+		}
+		// A complete response whose client is still sending stays
+		// half-closed until the client ends its side; what it sends is
+		// credited back unread (the body is closed). Not resetting it
+		// keeps its flow-control errors reportable.
+		if st.body != nil {
+			st.body.Close()
 		}
 		st.cancel(context.Canceled)
 		c.handlerDone(st)

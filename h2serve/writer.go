@@ -277,18 +277,23 @@ func (w *responseWriter) writeHead(status int, h http.Header, end, informational
 		typ = http2.FrameContinuation
 	}
 	if end {
-		st.closedW.Store(true)
+		st.endLocal()
 	}
-	err := c.flushLocked(deadline)
-	if end {
-		c.mu.Lock()
-		st.localClosed = true
-		if st.remoteClosed {
-			c.removeLocked(st)
-		}
-		c.mu.Unlock()
+	return c.flushLocked(deadline)
+}
+
+// endLocal records, before the frame with END_STREAM is written, that
+// the stream's side is done: a client that reads that frame and reuses
+// the id must find the stream closed. wmu is held.
+func (st *stream) endLocal() {
+	st.closedW.Store(true)
+	c := st.c
+	c.mu.Lock()
+	st.localClosed = true
+	if st.remoteClosed {
+		c.removeLocked(st)
 	}
-	return err
+	c.mu.Unlock()
 }
 
 // isDeclaredTrailer reports a key named in the Trailer header (sent after
@@ -328,20 +333,12 @@ func (st *stream) writeData(p []byte, end bool, deadline time.Time) error {
 		var flags http2.Flags
 		if last {
 			flags = http2.FlagDataEndStream
-			st.closedW.Store(true)
+			st.endLocal()
 		}
 		c.wbuf = appendFrameHeader(c.wbuf[:0], n, http2.FrameData, flags, st.id)
 		c.wbuf = append(c.wbuf, p[:n]...)
 		err := c.flushLocked(deadline)
 		c.wmu.Unlock()
-		if last {
-			c.mu.Lock()
-			st.localClosed = true
-			if st.remoteClosed {
-				c.removeLocked(st)
-			}
-			c.mu.Unlock()
-		}
 		if err != nil {
 			return err
 		}
