@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/ssegate/caddy-sse/internal/tlsbuf"
 )
 
 // conn is one HTTP/2 connection. Its reader goroutine (serve) reads and
@@ -118,6 +120,7 @@ func (c *conn) serve() error {
 		return err
 	}
 	first := true
+	released, tries := false, 0
 	for {
 		f, err := c.fr.ReadFrame()
 		if err != nil {
@@ -125,6 +128,12 @@ func (c *conn) serve() error {
 				return err
 			}
 			continue
+		}
+		if !released && tries < 16 {
+			// The handshake's read buffers go once nothing unread is
+			// left in them (usually after the client's first flight).
+			released = tlsbuf.Release(c.tc)
+			tries++
 		}
 		if first {
 			// The preface ends with the client's SETTINGS.

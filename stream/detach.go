@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ssegate/caddy-sse/internal/tlsbuf"
 	"github.com/ssegate/caddy-sse/replay"
 )
 
@@ -82,7 +83,7 @@ func detach(w http.ResponseWriter, r *http.Request) (*detached, error) {
 	tcp := conn
 	if tc, ok := conn.(*tls.Conn); ok {
 		tcp = tc.NetConn()
-		releaseReadBuffers(tc)
+		tlsbuf.Release(tc)
 	}
 	if sc, ok := tcp.(syscall.Conn); ok {
 		d.raw, _ = sc.SyscallConn()
