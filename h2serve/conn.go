@@ -42,6 +42,12 @@ type conn struct {
 	henc      *hpack.Encoder
 	wdeadline time.Time // as last set on tc
 	werr      error     // sticky: a failed write breaks the connection
+	// nb: the connection beneath TLS, when its writes can be made
+	// non-blocking (see Detached.TryWrite); nbPending: such a write left
+	// bytes in it, which any next write sends first.
+	nb        NonblockingConn
+	nbPending atomic.Bool
+	brokenW   atomic.Bool // a write failed (see writeFailed)
 
 	// State, under mu.
 	mu          sync.Mutex
@@ -70,6 +76,7 @@ func newConn(s *Server, tc *tls.Conn) *conn {
 	c.cond.L = &c.mu
 	c.peerMaxFrame.Store(initialPeerFrameSize)
 	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.nb, _ = tc.NetConn().(NonblockingConn)
 	st := tc.ConnectionState()
 	c.tlsState = &st
 	c.fr = http2.NewFramer(io.Discard, tc)
@@ -251,6 +258,10 @@ func (c *conn) close(err error) {
 	c.mu.Unlock()
 	for _, st := range streams {
 		st.abort(errConnClosed)
+	}
+	if c.brokenW.Load() {
+		c.tc.NetConn().Close()
+		return
 	}
 	c.tc.Close()
 }
@@ -587,6 +598,11 @@ func (c *conn) flushLocked(deadline time.Time) error {
 	if c.werr != nil {
 		return c.werr
 	}
+	if c.nb != nil {
+		if err := c.flushNonblockingLocked(deadline); err != nil {
+			return err
+		}
+	}
 	if deadline.IsZero() {
 		timeout := orDefault(c.srv.WriteTimeout, defaultWriteTimeout)
 		now := time.Now()
@@ -605,12 +621,20 @@ func (c *conn) flushLocked(deadline time.Time) error {
 		c.wbuf = nil // a large response's buffer is not kept for an idle connection
 	}
 	if err != nil {
-		c.werr = fmt.Errorf("writing to the connection: %w", err)
-		// A failed TLS write breaks the connection for every stream.
-		go c.close(c.werr)
+		c.writeFailed(err)
 		return c.werr
 	}
 	return nil
+}
+
+// writeFailed breaks the connection after a failed write (wmu is held):
+// every stream's writes fail from now on. The socket is closed beneath
+// TLS: a close alert sealed after a record that was lost would reach the
+// client as a corrupt record rather than the end of the connection.
+func (c *conn) writeFailed(err error) {
+	c.werr = fmt.Errorf("writing to the connection: %w", err)
+	c.brokenW.Store(true)
+	go c.close(c.werr)
 }
 
 // awaitWindow takes up to want bytes of send window for st (at most a

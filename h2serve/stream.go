@@ -31,6 +31,7 @@ type stream struct {
 	localClosed  bool  // we sent END_STREAM
 	body         *body // nil without a request body
 	wdeadline    time.Time
+	detached     *Detached // once Detach took the stream from its handler
 
 	// closedW: no frame may be written on the stream any more (we ended
 	// it, or it was reset either way). Set under wmu or before any write.
@@ -46,7 +47,11 @@ func (st *stream) abort(why error) {
 		st.body.err = why
 		st.body.cond.Broadcast()
 	}
+	d := st.detached
 	c.mu.Unlock()
+	if d != nil {
+		d.markGone()
+	}
 }
 
 // handleHeaders opens a stream, or takes a stream's trailers.
@@ -281,7 +286,12 @@ func (c *conn) runHandler(st *stream, h http.Handler, r *http.Request) {
 			st.body.Close()
 		}
 		st.cancel(context.Canceled)
-		c.handlerDone(st)
+		c.mu.Lock()
+		detached := st.detached != nil
+		c.mu.Unlock()
+		if !detached { // a detached stream is done when its owner closes it
+			c.handlerDone(st)
+		}
 	}()
 	h.ServeHTTP(w, r)
 }

@@ -25,9 +25,16 @@ import (
 )
 
 // h2LeanCaddyfile is an https site with an internal certificate served
-// through the sse_h2 listener wrapper (and the sse one before tls), an
-// sse handler under /t/ and a plain respond everywhere else.
-func h2LeanCaddyfile(port int, extra string) string {
+// through the sse_h2 listener wrapper, an sse handler under /t/ and a
+// plain respond everywhere else. With parkable, the sse listener wrapper
+// goes before tls, which lets HTTP/2 event streams park; without it,
+// sse_h2 is the only wrapper (wrappers go after tls by default) and each
+// stream keeps a goroutine of its own.
+func h2LeanCaddyfile(port int, parkable bool, extra string) string {
+	wrappers := "sse_h2 {\n\t\t\t\tdrain_timeout 10s\n\t\t\t}"
+	if parkable {
+		wrappers = "sse\n\t\t\ttls\n\t\t\t" + wrappers
+	}
 	return fmt.Sprintf(`{
 	admin ADMIN
 	skip_install_trust
@@ -36,11 +43,7 @@ func h2LeanCaddyfile(port int, extra string) string {
 	auto_https disable_redirects
 	servers {
 		listener_wrappers {
-			sse
-			tls
-			sse_h2 {
-				drain_timeout 10s
-			}
+			%s
 		}
 	}
 }
@@ -57,15 +60,15 @@ https://127.0.0.1:%d {
 	}
 	respond "plain answer from caddy over HTTP/2, long enough to be a body"
 }
-`, port, extra)
+`, wrappers, port, extra)
 }
 
 // startH2Lean starts Caddy with h2LeanCaddyfile and waits for its
 // certificate.
-func startH2Lean(t *testing.T) (p *testcaddy.Process, port int) {
+func startH2Lean(t *testing.T, parkable bool) (p *testcaddy.Process, port int) {
 	t.Helper()
 	port = testcaddy.FreePort(t)
-	p = testcaddy.Start(t, h2LeanCaddyfile(port, ""))
+	p = testcaddy.Start(t, h2LeanCaddyfile(port, parkable, ""))
 	tr := testcaddy.InsecureTransport()
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 2 * time.Second}
@@ -105,7 +108,7 @@ func buildH2Spec(t *testing.T) string {
 // Caddy serving HTTP/2 through sse_h2.
 func TestH2LeanPassesH2Spec(t *testing.T) {
 	bin := buildH2Spec(t)
-	_, port := startH2Lean(t)
+	_, port := startH2Lean(t, true)
 	out, err := exec.Command(bin, "-t", "-k", "-h", "127.0.0.1", "-p", fmt.Sprint(port), "-o", "5").CombinedOutput()
 	summary := ""
 	for line := range strings.SplitSeq(string(out), "\n") {
@@ -196,7 +199,12 @@ func nextData(t *testing.T, r *ssetest.Reader) ssetest.Event {
 // leaving the server, and a reload that drains the streams and lets the
 // client resume exactly.
 func TestH2LeanEventStreamsOnOneConnection(t *testing.T) {
-	p, port := startH2Lean(t)
+	t.Run("parked", func(t *testing.T) { testH2LeanEventStreams(t, true) })
+	t.Run("own goroutine", func(t *testing.T) { testH2LeanEventStreams(t, false) })
+}
+
+func testH2LeanEventStreams(t *testing.T, parkable bool) {
+	p, port := startH2Lean(t, parkable)
 	base := fmt.Sprintf("https://127.0.0.1:%d", port)
 	client, dials := h2Conn(t, port)
 	adminPort := adminPortOf(t, p)
@@ -266,7 +274,7 @@ func TestH2LeanEventStreamsOnOneConnection(t *testing.T) {
 	// A reload: the streams are drained (each ends with a retry hint),
 	// and a client resuming from its last id misses nothing.
 	last := readers[1].LastEventID()
-	if err := p.Reload(h2LeanCaddyfile(port, "drain_window 1s")); err != nil {
+	if err := p.Reload(h2LeanCaddyfile(port, parkable, "drain_window 1s")); err != nil {
 		t.Fatal(err)
 	}
 	ended := make(chan error, 1)
@@ -281,7 +289,7 @@ func TestH2LeanEventStreamsOnOneConnection(t *testing.T) {
 	select {
 	case err := <-ended:
 		if err != io.EOF {
-			t.Logf("drained stream ended with %v", err)
+			t.Fatalf("a drained stream ended with %v, want the end of its body", err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("a stream was not drained after the reload")
