@@ -266,3 +266,62 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatalf("a request after Close: %v", err)
 	}
 }
+
+// A response taken from its handler goes on after the handler returns:
+// its owner writes the rest and ends it cleanly; a reset by the client
+// is reported to it.
+func TestDetachedStream(t *testing.T) {
+	detached := make(chan *h2serve.Detached, 2)
+	addr, l := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		http.NewResponseController(w).Flush()
+		d, err := h2serve.Detach(w)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		detached <- d
+	}))
+	client, _ := h2Client(t)
+
+	resp, err := client.Get("https://" + addr + "/clean")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := <-detached
+	for i := range 3 {
+		if err := d.Write([]byte(fmt.Sprintf("line %d\n", i)), time.Now().Add(5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Close(true)
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(got) != "line 0\nline 1\nline 2\n" {
+		t.Fatalf("detached body: %q, %v", got, err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+addr+"/reset", nil)
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = <-detached
+	gone := make(chan struct{})
+	d.OnGone(func() { close(gone) })
+	cancel()
+	resp.Body.Close()
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a reset of a detached stream was not reported")
+	}
+	if !d.Gone() {
+		t.Fatal("Gone is false after the reset")
+	}
+	d.Close(false)
+	if l.Server().Conns() != 1 {
+		t.Fatalf("%d connections; the one connection serves both streams", l.Server().Conns())
+	}
+}
