@@ -136,13 +136,14 @@ func (s *Server) ServeConn(tc *tls.Conn) error {
 // It does not wait.
 func (s *Server) Shutdown() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.shutdown {
+		s.mu.Unlock()
 		return
 	}
 	s.shutdown = true
+	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
-		c.shutdown()
+		conns = append(conns, c)
 	}
 	s.drain = time.AfterFunc(orDefault(s.DrainTimeout, defaultDrainTimeout), func() {
 		s.mu.Lock()
@@ -155,6 +156,11 @@ func (s *Server) Shutdown() {
 			c.close(errDrained)
 		}
 	})
+	s.mu.Unlock()
+	// Outside the lock: a GOAWAY may wait for a connection's writer.
+	for _, c := range conns {
+		c.shutdown()
+	}
 }
 
 // Conns reports how many connections are being served.
