@@ -317,3 +317,37 @@ func waitSubscribers(t *testing.T, adminPort, n int) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// `caddy stop` with open HTTP/2 streams on sse_h2 connections: the process
+// exits promptly, and every stream ends cleanly (its last DATA frame
+// with END_STREAM, after the stop's retry hint) before its connection
+// closes.
+func TestH2LeanCaddyStopEndsStreams(t *testing.T) {
+	p, port := startH2Lean(t, true)
+	base := fmt.Sprintf("https://127.0.0.1:%d", port)
+	const conns, perConn = 4, 5
+	var readers []*ssetest.Reader
+	for range conns {
+		client, _ := h2Conn(t, port)
+		for j := range perConn {
+			r, _, _ := h2Subscribe(t, client, fmt.Sprintf("%s/t/stop-%d", base, j))
+			readers = append(readers, r)
+		}
+	}
+	waitSubscribers(t, adminPortOf(t, p), conns*perConn)
+	start := time.Now()
+	if err := p.Stop(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("caddy stop with %d HTTP/2 streams took %v", len(readers), time.Since(start))
+	for i, r := range readers {
+		for {
+			if _, err := r.Next(); err != nil {
+				if err != io.EOF {
+					t.Fatalf("stream %d ended with %v, want the end of its body", i, err)
+				}
+				break
+			}
+		}
+	}
+}
