@@ -2,6 +2,7 @@ package h2serve_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/ssegate/caddy-sse/h2serve"
 	"github.com/ssegate/caddy-sse/internal/sitetest"
@@ -54,12 +56,19 @@ func testCert(t testing.TB) tls.Certificate {
 // server on the connections it passes on.
 func serve(t *testing.T, h http.Handler) (addr string, l *h2serve.Listener) {
 	t.Helper()
+	return serveWith(t, &h2serve.Server{Handler: h, DrainTimeout: 2 * time.Second})
+}
+
+// serveWith is serve with a server of the test's own.
+func serveWith(t *testing.T, srv *h2serve.Server) (addr string, l *h2serve.Listener) {
+	t.Helper()
+	h := srv.Handler
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t)}, NextProtos: []string{"h2", "http/1.1"}}
-	l = h2serve.NewListener(tls.NewListener(raw, cfg), &h2serve.Server{Handler: h, DrainTimeout: 2 * time.Second})
+	l = h2serve.NewListener(tls.NewListener(raw, cfg), srv)
 	h1 := &http.Server{Handler: h, TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = h1.Serve(l) }()
@@ -323,5 +332,94 @@ func TestDetachedStream(t *testing.T) {
 	d.Close(false)
 	if l.Server().Conns() != 1 {
 		t.Fatalf("%d connections; the one connection serves both streams", l.Server().Conns())
+	}
+}
+
+// A header list over MaxHeaderListSize is answered 431 (read with a raw
+// framer: Go's client refuses to send it once it knows the limit), and the
+// connection goes on.
+func TestHeaderListTooLarge(t *testing.T) {
+	addr, _ := serveWith(t, &h2serve.Server{MaxHeaderListSize: 4 << 10, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	})})
+	tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(tc, tc)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	request := func(id uint32, extra int) {
+		hbuf.Reset()
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", addr}, {":path", "/"}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		for i := range extra {
+			enc.WriteField(hpack.HeaderField{Name: fmt.Sprintf("x-h%d", i), Value: strings.Repeat("v", 500)})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func(id uint32) string {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("reading the answer to stream %d: %v", id, err)
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.MetaHeadersFrame:
+				if f.StreamID == id {
+					return f.PseudoValue("status")
+				}
+			case *http2.GoAwayFrame:
+				t.Fatalf("GOAWAY %v", f.ErrCode)
+			}
+		}
+	}
+	request(1, 12) // 12 fields of 500 bytes: over 4 KiB
+	if got := status(1); got != "431" {
+		t.Fatalf("status %s, want 431", got)
+	}
+	request(3, 1)
+	if got := status(3); got != "200" {
+		t.Fatalf("after the 431: status %s, want 200", got)
+	}
+}
+
+// A connection without streams for IdleTimeout is closed.
+func TestIdleConnectionCloses(t *testing.T) {
+	addr, l := serveWith(t, &h2serve.Server{IdleTimeout: 200 * time.Millisecond, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	})})
+	client, _ := h2Client(t)
+	resp, err := client.Get("https://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if n := l.Server().Conns(); n != 1 {
+		t.Fatalf("%d connections after a request, want 1", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Server().Conns() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle connection is still open")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
