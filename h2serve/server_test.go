@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -421,5 +422,31 @@ func TestIdleConnectionCloses(t *testing.T) {
 			t.Fatal("the idle connection is still open")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A request that expects 100-continue gets it when the handler reads its
+// body, and then the answer.
+func TestExpectContinue(t *testing.T) {
+	addr, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "got %d bytes", len(b))
+	}))
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("POST", "https://"+addr+"/", strings.NewReader(strings.Repeat("b", 1000)))
+	req.Header.Set("Expect", "100-continue")
+	var continued atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		Got100Continue: func() { continued.Store(true) },
+	}))
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "got 1000 bytes" || !continued.Load() {
+		t.Fatalf("got %q, 100 Continue seen: %v", b, continued.Load())
 	}
 }

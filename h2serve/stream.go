@@ -36,6 +36,9 @@ type stream struct {
 	// closedW: no frame may be written on the stream any more (we ended
 	// it, or it was reset either way). Set under wmu or before any write.
 	closedW atomic.Bool
+	// headStarted: the final response head is being sent (no 100
+	// Continue after it).
+	headStarted atomic.Bool
 }
 
 // abort ends st's request context with why.
@@ -246,7 +249,7 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request,
 			r.ContentLength = int64(n)
 			st.declared = int64(n)
 		}
-		b := &body{st: st, dst: trailer}
+		b := &body{st: st, dst: trailer, expect: strings.EqualFold(header.Get("Expect"), "100-continue")}
 		b.cond.L = &c.mu
 		st.body = b
 		r.Body = b
@@ -262,6 +265,11 @@ func textproto(s string) string { return strings.TrimSpace(s) }
 // runHandler serves one request in its own goroutine.
 func (c *conn) runHandler(st *stream, h http.Handler, r *http.Request) {
 	w := &responseWriter{st: st, req: r}
+	if st.body != nil {
+		c.mu.Lock()
+		st.body.rw = w
+		c.mu.Unlock()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			if p != http.ErrAbortHandler {
@@ -307,12 +315,27 @@ type body struct {
 	dst     http.Header // the request's Trailer map, nil if none declared
 	closed  bool        // by the handler
 	unacked uint32
+	// expect: the request asked for 100 Continue, sent at the first Read
+	// unless the response has started (rw, then, is its writer).
+	expect bool
+	rw     *responseWriter
 }
 
 // Read reads the body, crediting the stream's window back as it goes.
 func (b *body) Read(p []byte) (int, error) {
 	c := b.st.c
 	c.mu.Lock()
+	if b.expect {
+		// The client waits for a 100 Continue before the body, as
+		// net/http sends when the handler first reads it.
+		b.expect = false
+		rw := b.rw
+		c.mu.Unlock()
+		if rw != nil && !b.st.headStarted.Load() {
+			_ = rw.writeHead(http.StatusContinue, nil, false, true)
+		}
+		c.mu.Lock()
+	}
 	for len(b.buf) == 0 && b.err == nil && !b.closed {
 		b.cond.Wait()
 	}

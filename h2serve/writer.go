@@ -150,6 +150,7 @@ func (w *responseWriter) deadline() time.Time {
 // the stream with them.
 func (w *responseWriter) sendHead(end bool) error {
 	w.headSent = true
+	w.st.headStarted.Store(true)
 	h := w.Header()
 	if _, ok := h["Content-Type"]; !ok && len(w.buf) > 0 && w.bodyAllowed() && h.Get("Content-Encoding") == "" {
 		h.Set("Content-Type", http.DetectContentType(w.buf))
