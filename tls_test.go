@@ -267,3 +267,26 @@ func TestHTTP2SlowSubscriberIsCutOffByWriteTimeout(t *testing.T) {
 		t.Fatalf("the slow subscriber got %d bytes, everything: it was never cut off", got)
 	}
 }
+
+// The sse_h2 listener wrapper's Caddyfile: alone, after tls, and with
+// its options; bad values and unknown options are refused.
+func TestH2ListenerWrapperCaddyfile(t *testing.T) {
+	for _, c := range []struct {
+		wrappers string
+		ok       bool
+	}{
+		{"sse_h2", true},
+		{"sse\n\t\t\ttls\n\t\t\tsse_h2", true},
+		{"sse_h2 {\n\t\t\t\tmax_concurrent_streams 100\n\t\t\t\tdrain_timeout 5s\n\t\t\t\tidle_timeout 1m\n\t\t\t}", true},
+		{"sse_h2 extra", false},
+		{"sse_h2 {\n\t\t\t\tmax_concurrent_streams 0\n\t\t\t}", false},
+		{"sse_h2 {\n\t\t\t\tdrain_timeout soon\n\t\t\t}", false},
+		{"sse_h2 {\n\t\t\t\tpush on\n\t\t\t}", false},
+	} {
+		cf := fmt.Sprintf("{\n\tservers {\n\t\tlistener_wrappers {\n\t\t\t%s\n\t\t}\n\t}\n}\n\nhttps://127.0.0.1:1 {\n\ttls internal\n\trespond ok\n}\n", c.wrappers)
+		err := testcaddy.ValidateCaddyfile(cf)
+		if (err == nil) != c.ok {
+			t.Errorf("%q: error %v, want ok=%v", c.wrappers, err, c.ok)
+		}
+	}
+}

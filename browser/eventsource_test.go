@@ -829,3 +829,65 @@ func TestResumingClientGetsWhatItMissedBeforeTheClose(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Over HTTPS with the sse_h2 listener wrapper (and sse before tls: the
+// lean HTTP/2 path, streams parked), Chromium loads the page and opens
+// eight EventSources over one HTTP/2 connection; each gets its events in
+// order; one closed by the page leaves the others alone; and after a
+// reload (GOAWAY, streams drained with a retry hint) the browser resumes
+// every stream with Last-Event-ID exactly where it was.
+func TestHTTP2OverTheLeanServer(t *testing.T) {
+	b := newBrowser(t)
+	s := startServerWith(t, "\tauto_https disable_redirects\n\tservers {\n\t\tlistener_wrappers {\n\t\t\tsse\n\t\t\ttls\n\t\t\tsse_h2\n\t\t}\n\t}\n",
+		"https", "tls internal", "retry 300ms\ndrain_window 0")
+	b.open(s.origin + "/")
+	const n = 8
+	for i := range n {
+		b.do(fmt.Sprintf(`subscribe("s%d", "/t/lean-%d")`, i, i))
+	}
+	b.waitFor("eight streams open", func(events []seen) bool {
+		open := 0
+		for _, e := range events {
+			if e.Kind == "open" {
+				open++
+			}
+		}
+		return open == n
+	})
+	want := make([][]string, n)
+	publish := func(from, to int) {
+		for i := range n {
+			for k := from; k <= to; k++ {
+				want[i] = append(want[i], fmt.Sprintf("%d: event %d", i, k))
+				s.publish(fmt.Sprintf("/t/lean-%d", i), want[i][len(want[i])-1])
+			}
+		}
+	}
+	publish(1, 3)
+	for i := range n {
+		b.waitForMessages(fmt.Sprintf("s%d", i), want[i])
+	}
+	conns := map[float64]bool{}
+	for i := range n {
+		resps := b.responsesFor(fmt.Sprintf("/t/lean-%d", i))
+		if len(resps) == 0 {
+			t.Fatalf("no response seen for stream %d", i)
+		}
+		if r := resps[0].Response; r.Protocol != "h2" {
+			t.Errorf("stream %d: protocol %q, want h2", i, r.Protocol)
+		} else {
+			conns[r.ConnectionID] = true
+		}
+	}
+	if len(conns) != 1 {
+		t.Errorf("the eight streams used %d connections, want one", len(conns))
+	}
+
+	// The page closes one EventSource (RST_STREAM); the others go on.
+	b.do(`window.sources["s0"].close()`)
+	testcaddy.Reload(t, s.caddyfile("https", "tls internal", "retry 300ms\ndrain_window 0\nheartbeat 10s"))
+	publish(4, 6)
+	for i := 1; i < n; i++ {
+		b.waitForMessages(fmt.Sprintf("s%d", i), want[i])
+	}
+}

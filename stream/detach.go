@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ssegate/caddy-sse/internal/tlsbuf"
 	"github.com/ssegate/caddy-sse/replay"
 )
 
@@ -51,6 +52,32 @@ type detached struct {
 	w           *rawWriter
 }
 
+// takenConn is a stream taken over from net/http, as the serving modes
+// outside a request use it: an HTTP/1.x connection (detached) or an
+// HTTP/2 stream of the sse_h2 listener's server (h2Taken).
+type takenConn interface {
+	sink
+	// canPark reports whether the stream can wait parked in a lot: its
+	// writes can be made non-blocking.
+	canPark() bool
+	// watch calls onHangup once the client is seen gone.
+	watch(onHangup func())
+	// park makes writes non-blocking (what cannot go out at once is kept,
+	// see hasPending); unpark makes them blocking again and writes what
+	// was kept, by deadline.
+	park()
+	unpark(deadline time.Time) error
+	hasPending() bool
+	// close ends the stream; cleanly (the body ended) after a clean end.
+	close(err error)
+}
+
+// cleanEnd reports an end after which the response body is ended
+// properly.
+func cleanEnd(err error) bool {
+	return errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped) || errors.Is(err, ErrExpired)
+}
+
 // canPark reports whether d can wait parked in a lot.
 func (d *detached) canPark() bool { return d.direct || d.pc != nil }
 
@@ -82,7 +109,7 @@ func detach(w http.ResponseWriter, r *http.Request) (*detached, error) {
 	tcp := conn
 	if tc, ok := conn.(*tls.Conn); ok {
 		tcp = tc.NetConn()
-		releaseReadBuffers(tc)
+		tlsbuf.Release(tc)
 	}
 	if sc, ok := tcp.(syscall.Conn); ok {
 		d.raw, _ = sc.SyscallConn()
@@ -127,7 +154,7 @@ func unwrapCounted(conn net.Conn) net.Conn {
 // closes, a write fails or times out, the client is seen gone, or
 // opts.Stop ends it, then ends the HTTP body properly when it can and
 // closes the connection.
-func serveDetached(parent context.Context, d *detached, cur replay.Cursor, opts Options) (Stats, error) {
+func serveDetached(parent context.Context, d takenConn, cur replay.Cursor, opts Options) (Stats, error) {
 	ctx, hangup := context.WithCancelCause(parent)
 	defer hangup(nil)
 	d.watch(func() { hangup(ErrClientGone) })
@@ -158,7 +185,7 @@ func (d *detached) watch(onHangup func()) {
 // ends from the lot, whose writes must not wait: over TLS the close alert
 // is then left unsent.
 func (d *detached) close(err error) {
-	if d.chunked && (errors.Is(err, ErrTopicClosed) || errors.Is(err, ErrStopped) || errors.Is(err, ErrExpired)) {
+	if d.chunked && cleanEnd(err) {
 		deadline := time.Now().Add(time.Second)
 		if d.nonblocking {
 			_ = d.unpark(deadline)

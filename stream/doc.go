@@ -7,14 +7,18 @@
 // modes the connection allows:
 //
 //   - in the request: the stream stays inside net/http's handler goroutine
-//     (HTTP/2, HTTP/3, and streams that another handler such as Caddy's
-//     encode transforms). About 38 KiB per idle subscriber.
+//     (HTTP/2 served by net/http, HTTP/3, and streams that another handler
+//     such as Caddy's encode transforms). About 38 KiB per idle subscriber.
 //   - detached: a plain HTTP/1.x connection is taken over from net/http
-//     once the response head is sent (see detach.go), so the request's
-//     goroutine, buffers and Caddy's per-request state are released.
+//     once the response head is sent (see detach.go), or an HTTP/2 stream
+//     is taken from its handler on a connection that package h2serve
+//     serves (the sse_h2 listener wrapper; see detach_h2.go), so the
+//     request's goroutine, buffers and Caddy's per-request state are
+//     released.
 //   - parked: a detached stream whose socket can be written without
 //     blocking (plain TCP, or TLS over a ParkableListener's connection,
-//     see parkable.go) and that has sent everything there is waits with
+//     see parkable.go; for HTTP/2, the connection's) and that has sent
+//     everything there is waits with
 //     no goroutine of its own. One goroutine per topic (its lot) waits for
 //     the log to change, then reads every parked cursor and writes to each
 //     socket without blocking. A delivery then costs a cursor read and a

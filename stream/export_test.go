@@ -13,7 +13,3 @@ var SegmentOf = (*Encoding).segment
 // NoPark makes sv serve detached streams each with a goroutine of its own,
 // never parked: the mode TLS streams take.
 func (sv *Server) NoPark() { sv.noPark = true }
-
-// ReleasesTLSReadBuffers reports whether this Go release's tls.Conn has the
-// read buffers releaseReadBuffers expects.
-func ReleasesTLSReadBuffers() bool { return tlsReadBuffers.ok }

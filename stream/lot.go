@@ -82,7 +82,7 @@ func (l *lot) poke() {
 
 // parkedStream is one detached stream served through a lot.
 type parkedStream struct {
-	d    *detached
+	d    takenConn
 	cur  replay.Cursor
 	s    *subscriber
 	lot  *lot
@@ -98,7 +98,7 @@ type parkedStream struct {
 // lot of topic key once started (see start); done is called once, from
 // whichever goroutine ends the stream, with what it delivered and why it
 // ended.
-func (pk *parking) newStream(key string, d *detached, cur replay.Cursor, opts Options, done func(Stats, error)) *parkedStream {
+func (pk *parking) newStream(key string, d takenConn, cur replay.Cursor, opts Options, done func(Stats, error)) *parkedStream {
 	ps := &parkedStream{d: d, cur: cur, lot: pk.acquire(key), done: done}
 	ps.s = newSubscriber(d, opts)
 	return ps

@@ -81,3 +81,15 @@ func flushPending(conn net.Conn, w *rawWriter, deadline time.Time) error {
 
 // SyscallConn is the socket's, for the hang-up watch.
 func (c *parkConn) SyscallConn() (syscall.RawConn, error) { return c.w.raw, nil }
+
+// SetNonblocking, HasPending and FlushPending let the sse_h2 listener's
+// HTTP/2 server (h2serve.NonblockingConn), which owns this connection's
+// writes, let a topic's lot write an event to a parked HTTP/2 stream
+// without waiting for the socket. Its connection's write lock orders them.
+func (c *parkConn) SetNonblocking(on bool) { c.nonblocking = on }
+
+// HasPending reports bytes a non-blocking write left.
+func (c *parkConn) HasPending() bool { return len(c.w.pending) > 0 }
+
+// FlushPending writes them by deadline, and makes writes blocking again.
+func (c *parkConn) FlushPending(deadline time.Time) error { return c.flush(deadline) }

@@ -61,7 +61,7 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 	// A stream that encode (or anything but us) compresses must keep its
 	// writer chain, so only an untransformed one is taken over.
 	if sv.detach && (opts.Encoding != nil || w.Header().Get("Content-Encoding") == "") {
-		if d, err := detach(w, r); err == nil {
+		if d, err := takeOver(w, r); err == nil {
 			sv.outside.Add(1)
 			mode := Detached
 			if d.canPark() && !sv.noPark {
@@ -120,4 +120,13 @@ func (sv *Server) Wait(timeout time.Duration) bool {
 	case <-t.C:
 		return false
 	}
+}
+
+// takeOver takes the stream of w and r from net/http (HTTP/1.x) or from
+// the sse_h2 listener's HTTP/2 server.
+func takeOver(w http.ResponseWriter, r *http.Request) (takenConn, error) {
+	if r.ProtoMajor == 2 {
+		return detachH2(w)
+	}
+	return detach(w, r)
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ssegate/caddy-sse/internal/ssetest"
+	"github.com/ssegate/caddy-sse/internal/tlsbuf"
 	"github.com/ssegate/caddy-sse/replay"
 	"github.com/ssegate/caddy-sse/stream"
 	"github.com/ssegate/caddy-sse/wire"
@@ -226,7 +227,7 @@ func TestParkedTLSStreamsHoldNoGoroutine(t *testing.T) {
 // Go release: a release that renames them fails here rather than silently
 // costing 3.5 KiB per TLS subscriber.
 func TestTLSReadBuffersAreFound(t *testing.T) {
-	if !stream.ReleasesTLSReadBuffers() {
+	if !tlsbuf.Supported() {
 		t.Fatal("crypto/tls.Conn has no rawInput, hand and input buffers of the expected types")
 	}
 }

@@ -411,7 +411,7 @@ func compressTables(b *strings.Builder, rs []fanRes, corpus []corpusRes) {
 
 // serverConf is the configuration a run gave server name.
 func (res *results) serverConf(name string) serverConf {
-	return serverConf{name: name, variant: plainVariant, transport: res.Transport, h2Streams: res.H2Streams, wrapper: res.Wrapper, oursServers: res.OursServers}
+	return serverConf{name: name, variant: plainVariant, transport: res.Transport, h2Streams: res.H2Streams, wrapper: res.Wrapper, h2Lean: res.H2Lean, oursServers: res.OursServers}
 }
 
 // summaryTable is one row per server (every server run, nchan included):

@@ -71,7 +71,7 @@ func (r *runner) order() []string {
 
 func (r *runner) start(conf serverConf) (*server, error) {
 	if conf.transport == "" {
-		conf.transport, conf.h2Streams, conf.wrapper = r.c.transport, r.c.h2Streams, r.c.wrapper
+		conf.transport, conf.h2Streams, conf.wrapper, conf.h2Lean = r.c.transport, r.c.h2Streams, r.c.wrapper, r.c.h2Lean
 	}
 	conf.pprofDir = r.c.pprofDir
 	conf.oursServers = r.c.oursServers

@@ -98,6 +98,8 @@ type serverConf struct {
 	transport string
 	h2Streams int
 	wrapper   bool
+	// h2Lean: ours gets the sse_h2 listener wrapper after tls.
+	h2Lean bool
 	// adminPort, when set, turns Caddy's admin endpoint on there (for
 	// -pprof); 0 keeps it off.
 	adminPort int
@@ -134,8 +136,16 @@ func (c serverConf) site(port int, dir string) (addr, tlsLine, global string) {
 		protocols = "h1 h2 h3"
 	}
 	global = "\tservers {\n\t\tprotocols " + protocols + "\n"
-	if c.wrapper && c.name == oursName {
-		global += "\t\tlistener_wrappers {\n\t\t\tsse\n\t\t\ttls\n\t\t}\n"
+	if (c.wrapper || c.h2Lean) && c.name == oursName {
+		global += "\t\tlistener_wrappers {\n"
+		if c.wrapper {
+			global += "\t\t\tsse\n"
+		}
+		global += "\t\t\ttls\n"
+		if c.h2Lean {
+			global += "\t\t\tsse_h2\n"
+		}
+		global += "\t\t}\n"
 	}
 	global += extra + "\t}\n"
 	return fmt.Sprintf("https://127.0.0.1:%d", port), tlsLine, global
