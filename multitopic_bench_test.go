@@ -7,7 +7,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +117,16 @@ http://%s {
 				}
 				time.Sleep(2 * time.Second) // every stream parked
 				held[half] = benchHeld()
+			}
+			if dir := os.Getenv("SSE_BENCH_HEAPPROFILE"); dir != "" {
+				// Where the streams' memory goes (run with
+				// -memprofilerate 1): the heap as the streams hold it.
+				f, err := os.Create(filepath.Join(dir, c.name+".heap"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
 			}
 			var delivered atomic.Int64
 			var wg sync.WaitGroup
