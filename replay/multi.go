@@ -48,6 +48,17 @@ func SubscribeMany(ctx context.Context, s Store, topics []string, from string, o
 	return Compose(ctx, s, topics, from, onGap)
 }
 
+// Notifier is implemented by cursors whose Page.Wait can also be waited
+// for without a goroutine blocked on it: Notify arranges for fn to be
+// called once wait is closed (from the goroutine that closes it, which
+// may hold locks of the store: fn must only hand the wake-up over), and
+// reports false when it cannot, wait not being what the cursor notifies
+// of or being closed already: then the caller waits on wait itself.
+// Registering the same key again before wait closes replaces its fn.
+type Notifier interface {
+	Notify(wait <-chan struct{}, key any, fn func()) bool
+}
+
 // WaitKey is implemented by multi-topic cursors: streams whose cursors
 // have the same key share what their pages' Wait is made of, so that they
 // can wait together (one key per set of topics on Memory and File).
@@ -78,6 +89,8 @@ type fan struct {
 	mu    sync.Mutex
 	ch    chan struct{}
 	armed bool // a reader took ch: fire must close it
+	// waiters are called when ch is closed (see Notify), by key.
+	waiters map[any]func()
 }
 
 // arm returns the channel the next change of any log of the set closes.
@@ -91,12 +104,36 @@ func (f *fan) arm() <-chan struct{} {
 // fire is called by a log of the set when it changes (under its lock).
 func (f *fan) fire() {
 	f.mu.Lock()
+	var waiters map[any]func()
 	if f.armed {
 		close(f.ch)
 		f.ch = make(chan struct{})
 		f.armed = false
+		waiters, f.waiters = f.waiters, nil
 	}
 	f.mu.Unlock()
+	// Outside the fan's lock: a waiter may take locks of its own that it
+	// holds while calling notify.
+	for _, fn := range waiters {
+		fn()
+	}
+}
+
+// notify calls fn once wait, a channel arm returned, is closed, and
+// reports false instead when it cannot: wait is not the fan's current
+// channel (it is closed already, or another one). A key registered again
+// before the channel closes replaces its function.
+func (f *fan) notify(wait <-chan struct{}, key any, fn func()) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.armed || wait != f.ch {
+		return false
+	}
+	if f.waiters == nil {
+		f.waiters = make(map[any]func())
+	}
+	f.waiters[key] = fn
+	return true
 }
 
 // fans holds a timeline's fans by set.
@@ -548,6 +585,12 @@ merge:
 	return page, nil
 }
 
+// Notify implements Notifier: the set's fan calls fn when any of its
+// logs changes after wait was armed.
+func (c *multiCursor) Notify(wait <-chan struct{}, key any, fn func()) bool {
+	return c.fan.notify(wait, key, fn)
+}
+
 // Topics returns the cursor's topics, sorted; the slice is shared by every
 // cursor of the set and must not be changed.
 func (c *multiCursor) Topics() []string { return c.fan.names }
@@ -611,5 +654,6 @@ var (
 	_ Multi   = (*Memory)(nil)
 	_ Multi   = (*File)(nil)
 	_ Cursor  = (*multiCursor)(nil)
-	_ WaitKey = (*multiCursor)(nil)
+	_ WaitKey  = (*multiCursor)(nil)
+	_ Notifier = (*multiCursor)(nil)
 )
