@@ -75,22 +75,32 @@ type fan struct {
 	names []string // the set's topics, sorted
 	refs  int      // guarded by fans.mu
 
-	// logs are the logs fire is registered with, and how many cursors
-	// registered it there; guarded by fans.mu.
-	logs map[*topicLog]int
 	// slots are the set's subscriptions by topic (names' order), shared
 	// by the cursors of the set: every cursor subscribed to a topic holds
 	// the same log, so they need not each keep a pointer per topic. A slot
 	// is filled by the first cursor subscribed to its topic and emptied
-	// when the last one leaves; written under fans.mu, read by a cursor
-	// only at the topics it is subscribed to.
+	// when the last one leaves; fire is registered with its log meanwhile.
+	// Written under fans.mu, read by a cursor only at the topics it is
+	// subscribed to (and so not while they are written).
 	slots []setSlot
+	// extra counts the subscriptions of cursors whose log of a topic is
+	// not its slot's: nil, unless a topic's log were replaced while a
+	// cursor holds the old one, which stores do not do (a log with
+	// subscribers is never forgotten); kept so that such a cursor would
+	// still be served. Guarded by fans.mu.
+	extra map[*topicLog]int
 
 	mu    sync.Mutex
 	ch    chan struct{}
 	armed bool // a reader took ch: fire must close it
-	// waiters are called when ch is closed (see Notify), by key.
-	waiters map[any]func()
+	// waiters are called when ch is closed (see Notify): one lot, the
+	// set's, in practice.
+	waiters []waiter
+}
+
+type waiter struct {
+	key any
+	fn  func()
 }
 
 // arm returns the channel the next change of any log of the set closes.
@@ -104,7 +114,7 @@ func (f *fan) arm() <-chan struct{} {
 // fire is called by a log of the set when it changes (under its lock).
 func (f *fan) fire() {
 	f.mu.Lock()
-	var waiters map[any]func()
+	var waiters []waiter
 	if f.armed {
 		close(f.ch)
 		f.ch = make(chan struct{})
@@ -114,8 +124,8 @@ func (f *fan) fire() {
 	f.mu.Unlock()
 	// Outside the fan's lock: a waiter may take locks of its own that it
 	// holds while calling notify.
-	for _, fn := range waiters {
-		fn()
+	for _, w := range waiters {
+		w.fn()
 	}
 }
 
@@ -129,10 +139,13 @@ func (f *fan) notify(wait <-chan struct{}, key any, fn func()) bool {
 	if !f.armed || wait != f.ch {
 		return false
 	}
-	if f.waiters == nil {
-		f.waiters = make(map[any]func())
+	for i := range f.waiters {
+		if f.waiters[i].key == key {
+			f.waiters[i].fn = fn
+			return true
+		}
 	}
-	f.waiters[key] = fn
+	f.waiters = append(f.waiters, waiter{key, fn})
 	return true
 }
 
@@ -143,18 +156,18 @@ type fans struct {
 }
 
 // setSlot is one topic's subscription in a set: its log, and in File its
-// topic (nil in Memory). A zero slot: no cursor of the set is subscribed.
+// topic (nil in Memory), and how many cursors of the set hold it. A zero
+// slot: no cursor of the set is subscribed.
 type setSlot struct {
 	log  *topicLog
 	file *fileTopic
+	refs int
 }
 
 // acquire returns the fan of the set key, registered with the logs of
 // own (the cursor's subscriptions by topic; a zero slot for a topic it is
 // not subscribed to), and the slots the cursor is to read: the set's,
-// shared, or own itself in the rare case where they disagree (a topic
-// forgotten and made anew while an earlier cursor still holds its old
-// log).
+// shared, or own itself should they disagree (see fan.extra).
 func (fs *fans) acquire(key string, names []string, own []setSlot) (*fan, []setSlot) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -163,69 +176,97 @@ func (fs *fans) acquire(key string, names []string, own []setSlot) (*fan, []setS
 		if fs.all == nil {
 			fs.all = make(map[string]*fan)
 		}
-		f = &fan{key: key, names: names, logs: make(map[*topicLog]int), ch: make(chan struct{}), slots: make([]setSlot, len(names))}
+		f = &fan{key: key, names: names, ch: make(chan struct{}), slots: make([]setSlot, len(names))}
 		fs.all[key] = f
 	}
 	f.refs++
 	slots := f.slots
 	for i, o := range own {
-		if o.log == nil {
-			continue
-		}
-		if s := f.slots[i]; s.log != nil && s != o {
-			slots = own
-		}
-	}
-	for i, o := range own {
 		t := o.log
 		if t == nil {
 			continue
 		}
-		if slots := &f.slots[i]; slots.log == nil {
-			*slots = o
-		}
-		if f.logs[t]++; f.logs[t] == 1 {
-			t.mu.Lock()
-			t.fans = append(t.fans, f)
-			t.mu.Unlock()
+		s := &f.slots[i]
+		switch {
+		case s.log == t:
+			s.refs++
+		case s.log == nil:
+			// The first of the set on this log, unless cursors that
+			// could not share the slot hold it already: their count
+			// moves here, and fire is registered with it once.
+			*s = setSlot{log: t, file: o.file, refs: 1}
+			if n := f.extra[t]; n > 0 {
+				s.refs += n
+				delete(f.extra, t)
+			} else {
+				f.register(t)
+			}
+		default:
+			slots = own
+			if f.extra == nil {
+				f.extra = make(map[*topicLog]int)
+			}
+			if f.extra[t]++; f.extra[t] == 1 {
+				f.register(t)
+			}
 		}
 	}
 	return f, slots
+}
+
+// register makes t fire f when it changes.
+func (f *fan) register(t *topicLog) {
+	t.mu.Lock()
+	t.fans = append(t.fans, f)
+	t.mu.Unlock()
+}
+
+// unregister undoes register.
+func (f *fan) unregister(t *topicLog) {
+	t.mu.Lock()
+	if i := slices.Index(t.fans, f); i >= 0 {
+		t.fans = slices.Delete(t.fans, i, i+1)
+	}
+	if len(t.fans) == 0 {
+		t.fans = nil
+	}
+	t.mu.Unlock()
 }
 
 // release undoes acquire for a cursor subscribed to the logs of slots.
 func (fs *fans) release(f *fan, slots []setSlot, subscribed func(i int) bool) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	for i, s := range slots {
-		t := s.log
+	for i, o := range slots {
+		t := o.log
 		if t == nil || !subscribed(i) {
 			continue
 		}
-		if f.logs[t]--; f.logs[t] == 0 {
-			delete(f.logs, t)
-			if f.slots[i].log == t {
-				f.slots[i] = setSlot{}
+		if s := &f.slots[i]; s.log == t {
+			if s.refs--; s.refs == 0 {
+				*s = setSlot{}
+				f.unregister(t)
 			}
-			t.mu.Lock()
-			if i := slices.Index(t.fans, f); i >= 0 {
-				t.fans = slices.Delete(t.fans, i, i+1)
-			}
-			if len(t.fans) == 0 {
-				t.fans = nil
-			}
-			t.mu.Unlock()
+			continue
 		}
+		if f.extra[t]--; f.extra[t] == 0 {
+			delete(f.extra, t)
+			f.unregister(t)
+		}
+	}
+	if len(f.extra) == 0 {
+		f.extra = nil
 	}
 	if f.refs--; f.refs == 0 {
 		delete(fs.all, f.key)
 	}
 }
 
-// setKey names a set of sorted topics.
+// setKey names a set of sorted topics; it is also the set's WaitKey
+// (held once by the set's fan and the lot of its streams).
 func setKey(sorted []string) string {
 	// Topic names hold no control character, so a NUL cannot be in one.
-	return strings.Join(sorted, "\x00")
+	return "multi\x00" + strings.Join(sorted, "\x00")
 }
 
 // subscribeOne subscribes to one topic for a multi-topic cursor and
@@ -385,12 +426,13 @@ func (c *multiCursor) setFloor(i int, seq uint64) {
 // readSub reads topic i after the cursor's position: up to max events, a
 // gap, whether it ended, whether a read was cut short.
 func (c *multiCursor) readSub(i, max int) (Page, error) {
-	slot := c.slots[i]
-	lc := logCursor{log: slot.log, onGap: c.onGap, after: c.readsAfter(i, c.after.Load())}
+	// Field by field: other cursors of the set count in refs meanwhile.
+	log, file := c.slots[i].log, c.slots[i].file
+	lc := logCursor{log: log, onGap: c.onGap, after: c.readsAfter(i, c.after.Load())}
 	var p Page
 	var err error
-	if slot.file != nil {
-		fc := fileCursor{logCursor: lc, topic: slot.file}
+	if file != nil {
+		fc := fileCursor{logCursor: lc, topic: file}
 		p, err = fc.Next(max)
 	} else {
 		p, err = lc.Next(max)
@@ -599,7 +641,7 @@ func (c *multiCursor) Topics() []string { return c.fan.names }
 func (c *multiCursor) Position() string { return c.tl.id(c.after.Load()) }
 
 // WaitKey implements WaitKey: cursors of the same set share their fan.
-func (c *multiCursor) WaitKey() string { return "multi\x00" + c.fan.key }
+func (c *multiCursor) WaitKey() string { return c.fan.key }
 
 // Close implements Cursor.
 func (c *multiCursor) Close() {
@@ -651,9 +693,9 @@ func (f *File) SubscribeMany(ctx context.Context, topics []string, from string, 
 
 // Interface guards
 var (
-	_ Multi   = (*Memory)(nil)
-	_ Multi   = (*File)(nil)
-	_ Cursor  = (*multiCursor)(nil)
+	_ Multi    = (*Memory)(nil)
+	_ Multi    = (*File)(nil)
+	_ Cursor   = (*multiCursor)(nil)
 	_ WaitKey  = (*multiCursor)(nil)
 	_ Notifier = (*multiCursor)(nil)
 )
