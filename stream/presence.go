@@ -57,8 +57,9 @@ func inRequestTransport(r *http.Request) transport {
 
 // member is one open stream in the server's table of topics.
 type member struct {
-	g         *group // its set of topics; set by enter
-	transport transport
+	g          *group  // its set of topics; set by enter
+	prev, next *member // in g's list
+	transport  transport
 	// disconnect ends the stream with reason and a retry hint.
 	disconnect func(reason string)
 }
@@ -69,10 +70,13 @@ type member struct {
 // the set is counted once under each of its topics, whatever the number of
 // streams on it.
 type group struct {
-	key     string
-	topics  []string
-	members map[*member]struct{}
-	count   [tParked + 1]int // members by transport
+	key    string
+	topics []string
+	// first is its list of members (a list, not a map: a set that no other
+	// stream shares has one).
+	first *member
+	n     int
+	count [tParked + 1]int // members by transport
 }
 
 // roster is the table of open streams by topic, for presence and
@@ -98,7 +102,7 @@ func (ro *roster) enter(m *member, key string, opts *Options) {
 		if len(topics) == 0 {
 			topics = []string{key}
 		}
-		g = &group{key: key, topics: topics, members: make(map[*member]struct{})}
+		g = &group{key: key, topics: topics}
 		ro.groups[key] = g
 		for _, t := range topics {
 			gs := ro.topics[t]
@@ -110,7 +114,12 @@ func (ro *roster) enter(m *member, key string, opts *Options) {
 		}
 	}
 	m.g = g
-	g.members[m] = struct{}{}
+	m.next = g.first
+	if g.first != nil {
+		g.first.prev = m
+	}
+	g.first = m
+	g.n++
 	g.count[m.transport]++
 }
 
@@ -118,9 +127,18 @@ func (ro *roster) leave(m *member) {
 	ro.mu.Lock()
 	defer ro.mu.Unlock()
 	g := m.g
-	delete(g.members, m)
+	if m.prev != nil {
+		m.prev.next = m.next
+	} else {
+		g.first = m.next
+	}
+	if m.next != nil {
+		m.next.prev = m.prev
+	}
+	m.prev, m.next = nil, nil
+	g.n--
 	g.count[m.transport]--
-	if len(g.members) > 0 {
+	if g.n > 0 {
 		return
 	}
 	delete(ro.groups, g.key)
@@ -170,7 +188,7 @@ func (sv *Server) Disconnect(key, reason string) int {
 	sv.roster.mu.Lock()
 	var members []*member
 	for g := range sv.roster.topics[key] {
-		for m := range g.members {
+		for m := g.first; m != nil; m = m.next {
 			members = append(members, m)
 		}
 	}
