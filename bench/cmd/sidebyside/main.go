@@ -374,16 +374,23 @@ func main() {
 			}))
 		}
 		save()
-		for _, name := range r.order() {
-			if name == nchanName {
-				continue
+		// Single-topic streams: as many as the multi-topic ones, on fewer
+		// topics so that an event reaches as many streams (like for like:
+		// memory per stream, CPU per delivery); then as many as the
+		// subscriptions they replace, on every topic (what a page without
+		// multi-topic streams opens).
+		for _, k := range []struct{ n, topics int }{{c.multiN, max(1, c.multiPool/c.multiPer)}, {c.multiSingle, c.multiPool}} {
+			for _, name := range r.order() {
+				if name == nchanName {
+					continue
+				}
+				res.Multi = append(res.Multi, r.fanoutQuiet(fanSpec{
+					conf: serverConf{name: name}, n: k.n, topics: k.topics, rate: c.multiRate,
+					duration: c.multiDuration, size: 200, decodeSample: -1, pubConns: 4,
+				}))
 			}
-			res.Multi = append(res.Multi, r.fanoutQuiet(fanSpec{
-				conf: serverConf{name: name}, n: c.multiSingle, topics: c.multiPool, rate: c.multiRate,
-				duration: c.multiDuration, size: 200, decodeSample: -1, pubConns: 4,
-			}))
+			save()
 		}
-		save()
 	}
 	if c.scenarios["ingest"] {
 		logf("scenario ingest: %d publishers, %s per mode", c.ingestConns, c.ingestDuration)
@@ -525,7 +532,7 @@ func describeConfig(c *config) map[string]string {
 		"idle":       fmt.Sprintf("%d subscribers, one topic, held %s", c.idleN, c.idleHold),
 		"fanout":     fmt.Sprintf("subscribers %v on one topic; %.0f events/s at most and at most %.0f deliveries/s; %s of publishing; 200-byte JSON events", c.fanSizes, c.fanMaxRate, c.fanBudget, c.fanDuration),
 		"topics":     fmt.Sprintf("%d subscribers over %d topics, %.0f events/s round-robin over topics for %s", c.topicsN, c.topicsCount, c.topicsRate, c.topicsDuration),
-		"multitopic": fmt.Sprintf("%d streams of %d topics each (stream i on topics i … i+%d of %d), then %d single-topic streams spread evenly over the same %d topics; %.0f events/s round-robin over the topics for %s, 4 publishing connections", c.multiN, c.multiPer, c.multiPer-1, c.multiPool, c.multiSingle, c.multiPool, c.multiRate, c.multiDuration),
+		"multitopic": fmt.Sprintf("%d streams of %d topics each (stream i on topics i … i+%d of %d), then as many single-topic streams on %d topics (as many per event), then %d single-topic streams spread evenly over the %d topics; %.0f events/s round-robin over the topics for %s, 4 publishing connections", c.multiN, c.multiPer, c.multiPer-1, c.multiPool, max(1, c.multiPool/c.multiPer), c.multiSingle, c.multiPool, c.multiRate, c.multiDuration),
 		"ingest":     fmt.Sprintf("%d keep-alive publishers, %s per mode after 0.5 s of warm-up; batches of %d", c.ingestConns, c.ingestDuration, c.batch),
 		"catchup":    fmt.Sprintf("%d subscribers resume %v missed events at once", c.catchupN, c.catchupMissed),
 		"scale":      fmt.Sprintf("%d subscribers held %s", c.scaleN, c.scaleHold),
