@@ -49,6 +49,7 @@ func BenchmarkMultiTopicStreams(b *testing.B) {
 		{"single", func(int, *rand.Rand) []string { return []string{"t0"} }, 1},
 		{"shared20", func(int, *rand.Rand) []string { return benchTopicRange(0, 20, 20) }, 20},
 		{"overlap20", func(i int, _ *rand.Rand) []string { return benchTopicRange(i%40, 20, 40) }, 40},
+		{"sets100", func(i int, _ *rand.Rand) []string { return benchTopicRange(i%100, 20, 100) }, 100},
 		{"unique20", func(_ int, rnd *rand.Rand) []string {
 			var ts []string
 			for _, k := range rnd.Perm(200)[:20] {
