@@ -527,11 +527,13 @@ func (c *multiCursor) Next(max int) (Page, error) {
 		return c.Next(max)
 	}
 
-	buf := c.buf
-	if buf == nil {
-		buf = new(pageBuf)
+	// The page buffers, once a page needed them; a page of one event does
+	// not, so a live delivery after a wait allocates none.
+	var events []*Event
+	var topics, ended []string
+	if c.buf != nil {
+		events, topics, ended = c.buf.events[:0], c.buf.topics[:0], c.buf.ended[:0]
 	}
-	events, topics := buf.events[:0], buf.topics[:0]
 	// A page of one event (the live case) takes its slices from the
 	// topic's log and the set's names: nothing is allocated.
 	n, first := 0, -1
@@ -576,7 +578,6 @@ merge:
 		read[best] = read[best][1:]
 		c.after.Store(e.seq)
 	}
-	ended := buf.ended[:0]
 	open := 0
 	for i := range c.subs {
 		s := &c.subs[i]
@@ -595,8 +596,12 @@ merge:
 		}
 		open++
 	}
-	buf.events, buf.topics, buf.ended = events, topics, ended
-	c.buf = buf
+	if cap(events) > 0 || cap(topics) > 0 || cap(ended) > 0 {
+		if c.buf == nil {
+			c.buf = new(pageBuf)
+		}
+		c.buf.events, c.buf.topics, c.buf.ended = events, topics, ended
+	}
 	switch {
 	case n == 1:
 		page.Events, page.Topics = firstEvents[:1:1], c.fan.names[first:first+1:first+1]

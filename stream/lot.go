@@ -47,6 +47,10 @@ type lot struct {
 	// alarm wakes a sleeping lot when its next heartbeat, drain or expiry
 	// is due; made by its first sleep.
 	alarm *time.Timer
+	// batch is the driver's, kept across its sleeps so that a wake-up
+	// does not allocate it again; only the running driver touches it (the
+	// next one starts after the last one slept, under mu).
+	batch []*parkedStream
 	// wakeAt is when the sleeping driver's timer fires (zero while a round
 	// runs), and expiring the earliest credential expiry among the streams
 	// parked since the running round took its batch (zero: none). A stream
@@ -277,12 +281,13 @@ func (l *lot) drive() {
 			timer.Stop()
 		}
 	}()
-	var batch []*parkedStream
+	batch := l.batch
 	for {
 		l.mu.Lock()
 		if len(l.parked) == 0 {
 			l.running = false
 			l.wait = nil
+			l.batch = nil
 			if l.alarm != nil {
 				l.alarm.Stop()
 			}
@@ -316,8 +321,13 @@ func (l *lot) drive() {
 		if again || empty {
 			continue // an empty lot ends at the top of the loop
 		}
-		if nf != nil && wait != nil && l.sleep(wait, next, nf) {
-			return
+		if nf != nil && wait != nil {
+			// Handed over before sleep: once asleep, a wake-up may start
+			// the next driver at once.
+			l.batch = batch
+			if l.sleep(wait, next, nf) {
+				return
+			}
 		}
 		if timer == nil {
 			timer = time.NewTimer(time.Until(next))

@@ -338,7 +338,14 @@ func (r *runner) fanout(sp fanSpec) fanRes {
 	profiled := make(chan struct{})
 	go func() {
 		defer close(profiled)
-		s.profile("profile", fmt.Sprintf("seconds=%d", int(sp.duration.Seconds())), fmt.Sprintf("fanout%d", sp.n))
+		name := fmt.Sprintf("fanout%d", sp.n)
+		if sp.topics > 1 {
+			name += fmt.Sprintf("-topics%d", sp.topics)
+		}
+		if sp.perStream > 0 {
+			name += fmt.Sprintf("-per%d", sp.perStream)
+		}
+		s.profile("profile", fmt.Sprintf("seconds=%d", int(sp.duration.Seconds())), name)
 	}()
 	pr := publishPaced(s, topics, count, sp.rate, sp.pubConns, sp.size, func(i int) int { return i % sp.topics })
 	if s.conf.pprofDir == "" {
