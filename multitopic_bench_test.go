@@ -7,7 +7,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +49,7 @@ func BenchmarkMultiTopicStreams(b *testing.B) {
 		{"single", func(int, *rand.Rand) []string { return []string{"t0"} }, 1},
 		{"shared20", func(int, *rand.Rand) []string { return benchTopicRange(0, 20, 20) }, 20},
 		{"overlap20", func(i int, _ *rand.Rand) []string { return benchTopicRange(i%40, 20, 40) }, 40},
+		{"sets100", func(i int, _ *rand.Rand) []string { return benchTopicRange(i%100, 20, 100) }, 100},
 		{"unique20", func(_ int, rnd *rand.Rand) []string {
 			var ts []string
 			for _, k := range rnd.Perm(200)[:20] {
@@ -114,6 +118,16 @@ http://%s {
 				}
 				time.Sleep(2 * time.Second) // every stream parked
 				held[half] = benchHeld()
+			}
+			if dir := os.Getenv("SSE_BENCH_HEAPPROFILE"); dir != "" {
+				// Where the streams' memory goes (run with
+				// -memprofilerate 1): the heap as the streams hold it.
+				f, err := os.Create(filepath.Join(dir, c.name+".heap"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
 			}
 			var delivered atomic.Int64
 			var wg sync.WaitGroup

@@ -1,12 +1,14 @@
 package caddysse_test
 
 import (
+	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"testing"
@@ -297,4 +299,48 @@ func TestMultiTopicAuthorization(t *testing.T) {
 	if !strings.Contains(r.body, "/a/private/z") && r.status == http.StatusForbidden {
 		t.Fatalf("the refusal does not name the topic: %s", r.body)
 	}
+}
+
+// Parked streams whose sets of topics no other stream shares each have a
+// lot of their own. A waiting lot holds no goroutine: its set's logs and
+// an alarm call it back, so it still delivers every event and heartbeat.
+func TestMultiTopicLotsSleepWithoutGoroutine(t *testing.T) {
+	s := startSite(t, `
+	sse /sleep/* {
+		heartbeat 300ms`+openPublish+`
+	}`)
+	common := topic(t, "/sleep/", "common")
+	var streams []*stream
+	for i := range 8 {
+		st := s.subscribe(multiPath("/sleep/", topic(t, "/sleep/", fmt.Sprint("own", i)), common))
+		st.await("position", func() bool { return bytes.Contains(st.wire, []byte("id: ")) })
+		streams = append(streams, st)
+	}
+	// Lots wake for each heartbeat: asleep means at some moment none runs.
+	asleep := func(what string) {
+		t.Helper()
+		waitFor(t, what, func() bool {
+			var b bytes.Buffer
+			pprof.Lookup("goroutine").WriteTo(&b, 2)
+			return !strings.Contains(b.String(), "stream.(*lot).drive(")
+		})
+	}
+	asleep("every lot asleep")
+	for _, st := range streams {
+		n := st.parser.Comments
+		st.await("heartbeat from a sleeping lot", func() bool { return st.parser.Comments > n })
+	}
+	asleep("every lot asleep after the heartbeats")
+	id := s.publishID(common, "to every set")
+	for i, st := range streams {
+		if e := st.next(); e.ID != id || e.Data != "to every set" {
+			t.Fatalf("stream %d got %+v, want id %s", i, e, id)
+		}
+	}
+	own := topic(t, "/sleep/", "own3")
+	id = s.publishID(own, "to one set")
+	if e := streams[3].next(); e.ID != id || e.Data != "to one set" {
+		t.Fatalf("stream 3 got %+v, want id %s", e, id)
+	}
+	asleep("every lot asleep after delivering")
 }

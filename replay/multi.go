@@ -48,6 +48,17 @@ func SubscribeMany(ctx context.Context, s Store, topics []string, from string, o
 	return Compose(ctx, s, topics, from, onGap)
 }
 
+// Notifier is implemented by cursors whose Page.Wait can also be waited
+// for without a goroutine blocked on it: Notify arranges for fn to be
+// called once wait is closed (from the goroutine that closes it, which
+// may hold locks of the store: fn must only hand the wake-up over), and
+// reports false when it cannot, wait not being what the cursor notifies
+// of or being closed already: then the caller waits on wait itself.
+// Registering the same key again before wait closes replaces its fn.
+type Notifier interface {
+	Notify(wait <-chan struct{}, key any, fn func()) bool
+}
+
 // WaitKey is implemented by multi-topic cursors: streams whose cursors
 // have the same key share what their pages' Wait is made of, so that they
 // can wait together (one key per set of topics on Memory and File).
@@ -64,13 +75,32 @@ type fan struct {
 	names []string // the set's topics, sorted
 	refs  int      // guarded by fans.mu
 
-	// logs are the logs fire is registered with, and how many cursors
-	// registered it there; guarded by timeline.fanMu.
-	logs map[*topicLog]int
+	// slots are the set's subscriptions by topic (names' order), shared
+	// by the cursors of the set: every cursor subscribed to a topic holds
+	// the same log, so they need not each keep a pointer per topic. A slot
+	// is filled by the first cursor subscribed to its topic and emptied
+	// when the last one leaves; fire is registered with its log meanwhile.
+	// Written under fans.mu, read by a cursor only at the topics it is
+	// subscribed to (and so not while they are written).
+	slots []setSlot
+	// extra counts the subscriptions of cursors whose log of a topic is
+	// not its slot's: nil, unless a topic's log were replaced while a
+	// cursor holds the old one, which stores do not do (a log with
+	// subscribers is never forgotten); kept so that such a cursor would
+	// still be served. Guarded by fans.mu.
+	extra map[*topicLog]int
 
 	mu    sync.Mutex
 	ch    chan struct{}
 	armed bool // a reader took ch: fire must close it
+	// waiters are called when ch is closed (see Notify): one lot, the
+	// set's, in practice.
+	waiters []waiter
+}
+
+type waiter struct {
+	key any
+	fn  func()
 }
 
 // arm returns the channel the next change of any log of the set closes.
@@ -84,12 +114,39 @@ func (f *fan) arm() <-chan struct{} {
 // fire is called by a log of the set when it changes (under its lock).
 func (f *fan) fire() {
 	f.mu.Lock()
+	var waiters []waiter
 	if f.armed {
 		close(f.ch)
 		f.ch = make(chan struct{})
 		f.armed = false
+		waiters, f.waiters = f.waiters, nil
 	}
 	f.mu.Unlock()
+	// Outside the fan's lock: a waiter may take locks of its own that it
+	// holds while calling notify.
+	for _, w := range waiters {
+		w.fn()
+	}
+}
+
+// notify calls fn once wait, a channel arm returned, is closed, and
+// reports false instead when it cannot: wait is not the fan's current
+// channel (it is closed already, or another one). A key registered again
+// before the channel closes replaces its function.
+func (f *fan) notify(wait <-chan struct{}, key any, fn func()) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.armed || wait != f.ch {
+		return false
+	}
+	for i := range f.waiters {
+		if f.waiters[i].key == key {
+			f.waiters[i].fn = fn
+			return true
+		}
+	}
+	f.waiters = append(f.waiters, waiter{key, fn})
+	return true
 }
 
 // fans holds a timeline's fans by set.
@@ -98,8 +155,20 @@ type fans struct {
 	all map[string]*fan
 }
 
-// acquire returns the fan of the set key, registered with logs.
-func (fs *fans) acquire(key string, names []string, logs []*topicLog) *fan {
+// setSlot is one topic's subscription in a set: its log, and in File its
+// topic (nil in Memory), and how many cursors of the set hold it. A zero
+// slot: no cursor of the set is subscribed.
+type setSlot struct {
+	log  *topicLog
+	file *fileTopic
+	refs int
+}
+
+// acquire returns the fan of the set key, registered with the logs of
+// own (the cursor's subscriptions by topic; a zero slot for a topic it is
+// not subscribed to), and the slots the cursor is to read: the set's,
+// shared, or own itself should they disagree (see fan.extra).
+func (fs *fans) acquire(key string, names []string, own []setSlot) (*fan, []setSlot) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	f := fs.all[key]
@@ -107,46 +176,97 @@ func (fs *fans) acquire(key string, names []string, logs []*topicLog) *fan {
 		if fs.all == nil {
 			fs.all = make(map[string]*fan)
 		}
-		f = &fan{key: key, names: names, logs: make(map[*topicLog]int), ch: make(chan struct{})}
+		f = &fan{key: key, names: names, ch: make(chan struct{}), slots: make([]setSlot, len(names))}
 		fs.all[key] = f
 	}
 	f.refs++
-	for _, t := range logs {
-		if f.logs[t]++; f.logs[t] == 1 {
-			t.mu.Lock()
-			t.fans = append(t.fans, f)
-			t.mu.Unlock()
+	slots := f.slots
+	for i, o := range own {
+		t := o.log
+		if t == nil {
+			continue
+		}
+		s := &f.slots[i]
+		switch {
+		case s.log == t:
+			s.refs++
+		case s.log == nil:
+			// The first of the set on this log, unless cursors that
+			// could not share the slot hold it already: their count
+			// moves here, and fire is registered with it once.
+			*s = setSlot{log: t, file: o.file, refs: 1}
+			if n := f.extra[t]; n > 0 {
+				s.refs += n
+				delete(f.extra, t)
+			} else {
+				f.register(t)
+			}
+		default:
+			slots = own
+			if f.extra == nil {
+				f.extra = make(map[*topicLog]int)
+			}
+			if f.extra[t]++; f.extra[t] == 1 {
+				f.register(t)
+			}
 		}
 	}
-	return f
+	return f, slots
 }
 
-// release undoes acquire.
-func (fs *fans) release(f *fan, logs []*topicLog) {
+// register makes t fire f when it changes.
+func (f *fan) register(t *topicLog) {
+	t.mu.Lock()
+	t.fans = append(t.fans, f)
+	t.mu.Unlock()
+}
+
+// unregister undoes register.
+func (f *fan) unregister(t *topicLog) {
+	t.mu.Lock()
+	if i := slices.Index(t.fans, f); i >= 0 {
+		t.fans = slices.Delete(t.fans, i, i+1)
+	}
+	if len(t.fans) == 0 {
+		t.fans = nil
+	}
+	t.mu.Unlock()
+}
+
+// release undoes acquire for a cursor subscribed to the logs of slots.
+func (fs *fans) release(f *fan, slots []setSlot, subscribed func(i int) bool) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	for _, t := range logs {
-		if f.logs[t]--; f.logs[t] == 0 {
-			delete(f.logs, t)
-			t.mu.Lock()
-			if i := slices.Index(t.fans, f); i >= 0 {
-				t.fans = slices.Delete(t.fans, i, i+1)
-			}
-			if len(t.fans) == 0 {
-				t.fans = nil
-			}
-			t.mu.Unlock()
+	for i, o := range slots {
+		t := o.log
+		if t == nil || !subscribed(i) {
+			continue
 		}
+		if s := &f.slots[i]; s.log == t {
+			if s.refs--; s.refs == 0 {
+				*s = setSlot{}
+				f.unregister(t)
+			}
+			continue
+		}
+		if f.extra[t]--; f.extra[t] == 0 {
+			delete(f.extra, t)
+			f.unregister(t)
+		}
+	}
+	if len(f.extra) == 0 {
+		f.extra = nil
 	}
 	if f.refs--; f.refs == 0 {
 		delete(fs.all, f.key)
 	}
 }
 
-// setKey names a set of sorted topics.
+// setKey names a set of sorted topics; it is also the set's WaitKey
+// (held once by the set's fan and the lot of its streams).
 func setKey(sorted []string) string {
 	// Topic names hold no control character, so a NUL cannot be in one.
-	return strings.Join(sorted, "\x00")
+	return "multi\x00" + strings.Join(sorted, "\x00")
 }
 
 // subscribeOne subscribes to one topic for a multi-topic cursor and
@@ -160,7 +280,9 @@ func (tl *timeline) subscribeMany(topics []string, from string, onGap GapPolicy,
 	// set's fan holds their names once for all of them.
 	topics = slices.Clone(topics)
 	slices.Sort(topics)
-	c := &multiCursor{tl: tl, fans: fs, onGap: onGap, subs: make([]multiSub, len(topics))}
+	c := &multiCursor{tl: tl, fans: fs, onGap: onGap, subs: make([]subState, len(topics))}
+	own := make([]setSlot, len(topics))
+	c.slots = own // until the set's are known
 	// Where each topic starts. A live start is the settled mark, the same
 	// for every topic, so that the merge starts from one point.
 	start, live := from, false
@@ -184,22 +306,25 @@ func (tl *timeline) subscribeMany(topics []string, from string, onGap GapPolicy,
 		start = tl.id(mark)
 	}
 
-	logs := make([]*topicLog, 0, len(topics))
 	closed := 0
 	for i, name := range topics {
-		s := &c.subs[i]
-		s.seen = ^uint64(0) // never read yet
 		lc, ft, err := open(name, start, onGap)
 		switch {
 		case errors.Is(err, ErrTopicClosed):
-			s.closed = true
+			c.subs[i] = subClosed
 			closed++
 			continue
 		case err != nil:
 			c.unsubscribe()
 			return nil, err
 		}
-		s.log, s.file, s.floor = lc.log, ft, lc.after
+		// Read once at least: whether the topic has anything for the
+		// cursor is known only from then on (see Next).
+		c.subs[i] = subOpen | subFresh
+		own[i] = setSlot{log: lc.log, file: ft}
+		if lc.after > c.after.Load() {
+			c.setFloor(i, lc.after)
+		}
 		if lc.gap != nil && !live {
 			// A gap found here is the topic's own. (On a live start one
 			// only means a prune overtook the settled mark: the client
@@ -208,13 +333,12 @@ func (tl *timeline) subscribeMany(topics []string, from string, onGap GapPolicy,
 			g.Topic = name
 			c.gaps = append(c.gaps, &g)
 		}
-		logs = append(logs, lc.log)
 	}
 	if closed == len(topics) {
 		c.unsubscribe()
 		return nil, ErrTopicClosed
 	}
-	c.fan = fs.acquire(setKey(topics), topics, logs)
+	c.fan, c.slots = fs.acquire(setKey(topics), topics, own)
 	return c, nil
 }
 
@@ -223,70 +347,102 @@ func (tl *timeline) subscribeMany(topics []string, from string, onGap GapPolicy,
 // to it has been delivered, and none after it. So it keeps no cursor per
 // topic: each read of a topic starts after the position (or after the
 // topic's floor, where a gap moved it further), and events read past what
-// a page takes are read again next time.
+// a page takes are read again next time. What it holds per topic is one
+// byte of state; the logs are the set's (fan.slots), shared by every
+// cursor of the set, and floors exist only once a gap made one.
 type multiCursor struct {
 	tl    *timeline
 	fans  *fans
 	fan   *fan // its names are the topics, in subs' order
 	onGap GapPolicy
-	subs  []multiSub
+	slots []setSlot  // by topic: the set's (fan.slots), or the cursor's own
+	subs  []subState // by topic
+	// floors: a topic's events up to its floor are not to be delivered
+	// (a gap moved it past the cursor's position); nil until one does.
+	floors []uint64
 
 	after  atomic.Uint64
 	gaps   []*Gap // found, to report one per page
 	closed bool
 
 	// Reused while events flow; dropped when the cursor waits.
+	buf *pageBuf
+}
+
+// pageBuf holds the slices a multiCursor's pages of several events are
+// built in.
+type pageBuf struct {
 	events []*Event
 	topics []string
 	ended  []string
 }
 
-// multiSub is one topic of a multiCursor: its subscription (counted in
-// log.subscribers until Close) and where it stands.
-type multiSub struct {
-	log  *topicLog  // nil for a topic closed when subscribed
-	file *fileTopic // File's topic of log; nil in Memory
-	// floor: the topic's events up to it are not to be delivered (a gap
-	// moved it past the cursor's position).
-	floor uint64
-	// seen is log.changes when a read last found nothing more: until it
-	// moves the topic need not be read again.
-	seen uint64
-	// more: the last read left events undelivered (or was cut short).
-	more bool
-	// closed: the topic ended; reported once its events are delivered.
-	closed, reported bool
+// subState is where one topic of a multiCursor stands.
+type subState uint8
+
+const (
+	// subOpen: the cursor is subscribed to the topic (counted in
+	// log.subscribers until Close); not set for a topic closed when
+	// subscribed.
+	subOpen subState = 1 << iota
+	// subFresh: never read yet.
+	subFresh
+	// subMore: the last read left events undelivered (or was cut short).
+	subMore
+	// subClosed: the topic ended; reported once its events are delivered.
+	subClosed
+	// subReported: its end was reported (Page.ClosedTopics).
+	subReported
+)
+
+func (s *subState) set(f subState, on bool) {
+	if on {
+		*s |= f
+	} else {
+		*s &^= f
+	}
+}
+
+// floor is topic i's floor (see multiCursor.floors).
+func (c *multiCursor) floor(i int) uint64 {
+	if c.floors == nil {
+		return 0
+	}
+	return c.floors[i]
+}
+
+// readsAfter is where topic i is read from, at position after.
+func (c *multiCursor) readsAfter(i int, after uint64) uint64 {
+	return max(after, c.floor(i))
+}
+
+func (c *multiCursor) setFloor(i int, seq uint64) {
+	if c.floors == nil {
+		c.floors = make([]uint64, len(c.subs))
+	}
+	c.floors[i] = max(c.floors[i], seq)
 }
 
 // readSub reads topic i after the cursor's position: up to max events, a
 // gap, whether it ended, whether a read was cut short.
 func (c *multiCursor) readSub(i, max int) (Page, error) {
-	s := &c.subs[i]
-	lc := logCursor{log: s.log, onGap: c.onGap, after: c.after.Load()}
-	if s.floor > lc.after {
-		lc.after = s.floor
-	}
+	// Field by field: other cursors of the set count in refs meanwhile.
+	log, file := c.slots[i].log, c.slots[i].file
+	lc := logCursor{log: log, onGap: c.onGap, after: c.readsAfter(i, c.after.Load())}
 	var p Page
 	var err error
-	if s.file != nil {
-		fc := fileCursor{logCursor: lc, topic: s.file}
+	if file != nil {
+		fc := fileCursor{logCursor: lc, topic: file}
 		p, err = fc.Next(max)
 	} else {
 		p, err = lc.Next(max)
 	}
 	if err == nil && p.Gap != nil {
 		if seq, ok := c.tl.parseID(p.Gap.ResumeAfter); ok {
-			s.floor = max64(s.floor, seq)
+			c.setFloor(i, seq)
 		}
 	}
 	return p, err
-}
-
-func max64(a, b uint64) uint64 {
-	if a > b {
-		return a
-	}
-	return b
 }
 
 // readPool holds the per-topic read slices of multiCursor.Next, so that a
@@ -324,15 +480,23 @@ func (c *multiCursor) Next(max int) (Page, error) {
 		readPool.Put(rp)
 	}()
 	short := false
+	after := c.after.Load()
 	for i := range c.subs {
 		s := &c.subs[i]
 		read[i] = nil
-		if s.log == nil || (s.closed && !s.more) {
+		if *s&subOpen == 0 || *s&(subClosed|subMore) == subClosed {
 			continue
 		}
-		changes := s.log.changes.Load()
-		if changes == s.seen && !s.more {
-			continue
+		if *s&(subFresh|subMore) == 0 {
+			// Read before, with nothing left: it has something new only
+			// if an event past the position was added since, or it was
+			// closed. (Both are stored before the fan fires, which was
+			// armed above.) A prune alone cannot make a gap here: it
+			// drops nothing past the log's last event.
+			t := c.slots[i].log
+			if t.lastSeen.Load() <= c.readsAfter(i, after) && (*s&subClosed != 0 || !t.closedSeen.Load()) {
+				continue
+			}
 		}
 		p, err := c.readSub(i, max)
 		if err != nil {
@@ -341,30 +505,35 @@ func (c *multiCursor) Next(max int) (Page, error) {
 		if p.Gap != nil {
 			g := *p.Gap
 			g.Topic = c.fan.names[i]
-			g.ResumeAfter = c.tl.id(c.after.Load())
+			g.ResumeAfter = c.tl.id(after)
 			c.gaps = append(c.gaps, &g)
 		}
 		read[i] = p.Events
-		s.closed = p.Closed
-		s.more = !p.Closed && (len(p.Events) == max || (len(p.Events) == 0 && p.Wait == readAgain))
-		if s.more && len(p.Events) == 0 {
+		more := !p.Closed && (len(p.Events) == max || (len(p.Events) == 0 && p.Wait == readAgain))
+		s.set(subClosed, p.Closed)
+		s.set(subMore, more)
+		s.set(subFresh, false)
+		if more && len(p.Events) == 0 {
 			short = true
-		}
-		if !s.more {
-			s.seen = changes
 		}
 	}
 	if len(c.gaps) > 0 {
 		// Report the gaps first; what was read is read again after.
 		for i := range c.subs {
 			if len(read[i]) > 0 {
-				c.subs[i].more = true
+				c.subs[i].set(subMore, true)
 			}
 		}
 		return c.Next(max)
 	}
 
-	events, topics := c.events[:0], c.topics[:0]
+	// The page buffers, once a page needed them; a page of one event does
+	// not, so a live delivery after a wait allocates none.
+	var events []*Event
+	var topics, ended []string
+	if c.buf != nil {
+		events, topics, ended = c.buf.events[:0], c.buf.topics[:0], c.buf.ended[:0]
+	}
 	// A page of one event (the live case) takes its slices from the
 	// topic's log and the set's names: nothing is allocated.
 	n, first := 0, -1
@@ -375,7 +544,7 @@ merge:
 		best := -1
 		for i := range c.subs {
 			if len(read[i]) == 0 {
-				if c.subs[i].more {
+				if c.subs[i]&subMore != 0 {
 					// Its next events are unread: nothing can go
 					// past them.
 					break merge
@@ -409,26 +578,30 @@ merge:
 		read[best] = read[best][1:]
 		c.after.Store(e.seq)
 	}
-	ended := c.ended[:0]
 	open := 0
 	for i := range c.subs {
 		s := &c.subs[i]
 		if len(read[i]) > 0 {
 			// Read, not delivered: read again next time.
-			s.more = true
+			s.set(subMore, true)
 			read[i] = nil
 		}
-		if s.reported {
+		if *s&subReported != 0 {
 			continue
 		}
-		if s.closed && !s.more {
-			s.reported = true
+		if *s&(subClosed|subMore) == subClosed {
+			*s |= subReported
 			ended = append(ended, c.fan.names[i])
 			continue
 		}
 		open++
 	}
-	c.events, c.topics, c.ended = events, topics, ended
+	if cap(events) > 0 || cap(topics) > 0 || cap(ended) > 0 {
+		if c.buf == nil {
+			c.buf = new(pageBuf)
+		}
+		c.buf.events, c.buf.topics, c.buf.ended = events, topics, ended
+	}
 	switch {
 	case n == 1:
 		page.Events, page.Topics = firstEvents[:1:1], c.fan.names[first:first+1:first+1]
@@ -454,9 +627,15 @@ merge:
 			page.Wait = wait
 		}
 		// A waiting cursor keeps no page buffers.
-		c.events, c.topics, c.ended = nil, nil, nil
+		c.buf = nil
 	}
 	return page, nil
+}
+
+// Notify implements Notifier: the set's fan calls fn when any of its
+// logs changes after wait was armed.
+func (c *multiCursor) Notify(wait <-chan struct{}, key any, fn func()) bool {
+	return c.fan.notify(wait, key, fn)
 }
 
 // Topics returns the cursor's topics, sorted; the slice is shared by every
@@ -467,7 +646,7 @@ func (c *multiCursor) Topics() []string { return c.fan.names }
 func (c *multiCursor) Position() string { return c.tl.id(c.after.Load()) }
 
 // WaitKey implements WaitKey: cursors of the same set share their fan.
-func (c *multiCursor) WaitKey() string { return "multi\x00" + c.fan.key }
+func (c *multiCursor) WaitKey() string { return c.fan.key }
 
 // Close implements Cursor.
 func (c *multiCursor) Close() {
@@ -475,25 +654,22 @@ func (c *multiCursor) Close() {
 		return
 	}
 	c.closed = true
-	if c.fan != nil {
-		var logs []*topicLog
-		for i := range c.subs {
-			if c.subs[i].log != nil {
-				logs = append(logs, c.subs[i].log)
-			}
-		}
-		c.fans.release(c.fan, logs)
-	}
 	c.unsubscribe()
 }
 
-// unsubscribe ends the subscription of every topic.
+// unsubscribe ends the subscription of every topic, and the cursor's
+// share of its set's fan.
 func (c *multiCursor) unsubscribe() {
 	for i := range c.subs {
-		if t := c.subs[i].log; t != nil {
-			(&logCursor{log: t}).Close()
-			c.subs[i].log = nil
+		if c.subs[i]&subOpen != 0 {
+			(&logCursor{log: c.slots[i].log}).Close()
 		}
+	}
+	if c.fan != nil {
+		c.fans.release(c.fan, c.slots, func(i int) bool { return c.subs[i]&subOpen != 0 })
+	}
+	for i := range c.subs {
+		c.subs[i] &^= subOpen
 	}
 }
 
@@ -522,8 +698,9 @@ func (f *File) SubscribeMany(ctx context.Context, topics []string, from string, 
 
 // Interface guards
 var (
-	_ Multi   = (*Memory)(nil)
-	_ Multi   = (*File)(nil)
-	_ Cursor  = (*multiCursor)(nil)
-	_ WaitKey = (*multiCursor)(nil)
+	_ Multi    = (*Memory)(nil)
+	_ Multi    = (*File)(nil)
+	_ Cursor   = (*multiCursor)(nil)
+	_ WaitKey  = (*multiCursor)(nil)
+	_ Notifier = (*multiCursor)(nil)
 )

@@ -180,9 +180,12 @@ type topicLog struct {
 	subscribers int
 	active      time.Time // last append, subscribe, unsubscribe or close
 	wake        chan struct{}
-	// changes counts wakeAll calls, so that a multi-topic cursor can skip
-	// reading a topic that has not changed since it last read it.
-	changes atomic.Uint64
+	// lastSeen and closedSeen are last and closed as of the latest
+	// wakeAll, readable without the lock: a multi-topic cursor that has
+	// read a topic once skips it while nothing past its position is there
+	// (see multiCursor.Next), which costs it no state per topic.
+	lastSeen   atomic.Uint64
+	closedSeen atomic.Bool
 	// fans are the multi-topic wait groups following this topic.
 	fans []*fan
 
@@ -244,7 +247,8 @@ type dedupRef struct {
 func (t *topicLog) wakeAll() {
 	close(t.wake)
 	t.wake = make(chan struct{})
-	t.changes.Add(1)
+	t.lastSeen.Store(t.last)
+	t.closedSeen.Store(t.closed)
 	for _, f := range t.fans {
 		f.fire()
 	}

@@ -32,7 +32,8 @@ func newParking(stop context.Context) *parking {
 }
 
 // lot parks the streams of one topic; its driver goroutine runs while any
-// stream is parked.
+// stream is parked, except while it sleeps (see sleep): then what it waits
+// for calls it back, and it holds no goroutine.
 type lot struct {
 	parking *parking
 	key     string
@@ -41,8 +42,15 @@ type lot struct {
 	mu      sync.Mutex
 	parked  map[*parkedStream]struct{}
 	wait    <-chan struct{} // the log change the driver waits for
-	running bool
+	running bool            // a driver goroutine runs (not while asleep)
 	wake    chan struct{}
+	// alarm wakes a sleeping lot when its next heartbeat, drain or expiry
+	// is due; made by its first sleep.
+	alarm *time.Timer
+	// batch is the driver's, kept across its sleeps so that a wake-up
+	// does not allocate it again; only the running driver touches it (the
+	// next one starts after the last one slept, under mu).
+	batch []*parkedStream
 	// wakeAt is when the sleeping driver's timer fires (zero while a round
 	// runs), and expiring the earliest credential expiry among the streams
 	// parked since the running round took its batch (zero: none). A stream
@@ -78,6 +86,49 @@ func (l *lot) poke() {
 	case l.wake <- struct{}{}:
 	default:
 	}
+	// After the token: a driver deciding to sleep sees it, or has slept
+	// and is started here.
+	l.resume()
+}
+
+// resume starts the driver of a sleeping lot (see sleep). A late call
+// (the lot was woken otherwise, or is empty) does nothing, or costs one
+// round.
+func (l *lot) resume() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.running || len(l.parked) == 0 {
+		return
+	}
+	l.running = true
+	if l.alarm != nil {
+		l.alarm.Stop()
+	}
+	go l.drive()
+}
+
+// sleep ends the driver instead of blocking it while the lot waits, when
+// the streams' cursors can call it back once wait closes (replay.Notifier:
+// multi-topic cursors, one lot per set of topics, where lots are as many
+// as streams when no two streams share a set). The alarm wakes it at next.
+// It reports false, the driver then waiting as usual, when it cannot or
+// when something is to be done at once.
+func (l *lot) sleep(wait <-chan struct{}, next time.Time, nf replay.Notifier) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.wake) > 0 || len(l.parked) == 0 {
+		return false // poked meanwhile: the driver's select takes it
+	}
+	if !nf.Notify(wait, l, l.resume) {
+		return false // changed meanwhile: wait is closed
+	}
+	if l.alarm == nil {
+		l.alarm = time.AfterFunc(time.Until(next), l.resume)
+	} else {
+		l.alarm.Reset(time.Until(next))
+	}
+	l.running = false
+	return true
 }
 
 // parkedStream is one detached stream served through a lot.
@@ -224,14 +275,22 @@ func (l *lot) park(ps *parkedStream, wait <-chan struct{}) {
 
 // drive is the lot's goroutine, alive while streams are parked.
 func (l *lot) drive() {
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	var batch []*parkedStream
+	var timer *time.Timer // made when first waited on: a lot that sleeps needs none
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	batch := l.batch
 	for {
 		l.mu.Lock()
 		if len(l.parked) == 0 {
 			l.running = false
 			l.wait = nil
+			l.batch = nil
+			if l.alarm != nil {
+				l.alarm.Stop()
+			}
 			l.mu.Unlock()
 			return
 		}
@@ -243,6 +302,12 @@ func (l *lot) drive() {
 		l.mu.Unlock()
 
 		wait, next, again := l.roundParallel(batch)
+		var nf replay.Notifier
+		if len(batch) > 0 {
+			// Every cursor of a lot waits on the same thing (see
+			// Server.Serve's key), so any of them can notify.
+			nf, _ = batch[0].cur.(replay.Notifier)
+		}
 		clear(batch)
 
 		l.mu.Lock()
@@ -256,7 +321,19 @@ func (l *lot) drive() {
 		if again || empty {
 			continue // an empty lot ends at the top of the loop
 		}
-		timer.Reset(time.Until(next))
+		if nf != nil && wait != nil {
+			// Handed over before sleep: once asleep, a wake-up may start
+			// the next driver at once.
+			l.batch = batch
+			if l.sleep(wait, next, nf) {
+				return
+			}
+		}
+		if timer == nil {
+			timer = time.NewTimer(time.Until(next))
+		} else {
+			timer.Reset(time.Until(next))
+		}
 		select {
 		case <-wait:
 		case <-l.wake:

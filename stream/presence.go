@@ -57,55 +57,98 @@ func inRequestTransport(r *http.Request) transport {
 
 // member is one open stream in the server's table of topics.
 type member struct {
-	topics    []string // the topics it counts under
-	transport transport
+	g          *group  // its set of topics; set by enter
+	prev, next *member // in g's list
+	transport  transport
 	// disconnect ends the stream with reason and a retry hint.
 	disconnect func(reason string)
+}
+
+// group is the open streams of one set of topics (one topic, or a
+// multi-topic stream's set). Streams count under their topics through their
+// group, so that a stream of 20 topics costs the table one entry, not 20:
+// the set is counted once under each of its topics, whatever the number of
+// streams on it.
+type group struct {
+	key    string
+	topics []string
+	// first is its list of members (a list, not a map: a set that no other
+	// stream shares has one).
+	first *member
+	n     int
+	count [tParked + 1]int // members by transport
 }
 
 // roster is the table of open streams by topic, for presence and
 // Disconnect.
 type roster struct {
 	mu     sync.Mutex
-	topics map[string]map[*member]struct{}
+	groups map[string]*group              // by Serve's key
+	topics map[string]map[*group]struct{} // the groups counting under a topic
 }
 
-// enter counts m under each of its topics.
-func (ro *roster) enter(m *member) {
+// enter counts m under each of its topics: key is Serve's (a stream's
+// topic, or what names its set of topics, opts.Topics).
+func (ro *roster) enter(m *member, key string, opts *Options) {
 	ro.mu.Lock()
 	defer ro.mu.Unlock()
-	if ro.topics == nil {
-		ro.topics = make(map[string]map[*member]struct{})
-	}
-	for _, key := range m.topics {
-		set := ro.topics[key]
-		if set == nil {
-			set = make(map[*member]struct{})
-			ro.topics[key] = set
+	g := ro.groups[key]
+	if g == nil {
+		if ro.groups == nil {
+			ro.groups = make(map[string]*group)
+			ro.topics = make(map[string]map[*group]struct{})
 		}
-		set[m] = struct{}{}
+		topics := opts.Topics
+		if len(topics) == 0 {
+			topics = []string{key}
+		}
+		g = &group{key: key, topics: topics}
+		ro.groups[key] = g
+		for _, t := range topics {
+			gs := ro.topics[t]
+			if gs == nil {
+				gs = make(map[*group]struct{})
+				ro.topics[t] = gs
+			}
+			gs[g] = struct{}{}
+		}
 	}
+	m.g = g
+	m.next = g.first
+	if g.first != nil {
+		g.first.prev = m
+	}
+	g.first = m
+	g.n++
+	g.count[m.transport]++
 }
 
 func (ro *roster) leave(m *member) {
 	ro.mu.Lock()
 	defer ro.mu.Unlock()
-	for _, key := range m.topics {
-		set := ro.topics[key]
-		delete(set, m)
-		if len(set) == 0 {
-			delete(ro.topics, key)
+	g := m.g
+	if m.prev != nil {
+		m.prev.next = m.next
+	} else {
+		g.first = m.next
+	}
+	if m.next != nil {
+		m.next.prev = m.prev
+	}
+	m.prev, m.next = nil, nil
+	g.n--
+	g.count[m.transport]--
+	if g.n > 0 {
+		return
+	}
+	delete(ro.groups, g.key)
+	for _, t := range g.topics {
+		gs := ro.topics[t]
+		delete(gs, g)
+		if len(gs) == 0 {
+			delete(ro.topics, t)
 		}
 	}
-}
-
-// newMember is a stream of Serve's key (or opts.Topics) in the roster.
-func newMember(key string, opts *Options, t transport) *member {
-	topics := opts.Topics
-	if len(topics) == 0 {
-		topics = []string{key}
-	}
-	return &member{topics: topics, transport: t}
 }
 
 // Presence counts the streams open on the topic key.
@@ -113,19 +156,14 @@ func (sv *Server) Presence(key string) Presence {
 	sv.roster.mu.Lock()
 	defer sv.roster.mu.Unlock()
 	var p Presence
-	for m := range sv.roster.topics[key] {
-		switch m.transport {
-		case tHTTP1:
-			p.HTTP1++
-		case tHTTP2:
-			p.HTTP2++
-		case tHTTP3:
-			p.HTTP3++
-		case tDetached:
-			p.Detached++
-		case tParked:
-			p.Parked++
-		}
+	for g := range sv.roster.topics[key] {
+		p = p.Add(Presence{
+			HTTP1:    g.count[tHTTP1],
+			HTTP2:    g.count[tHTTP2],
+			HTTP3:    g.count[tHTTP3],
+			Detached: g.count[tDetached],
+			Parked:   g.count[tParked],
+		})
 	}
 	return p
 }
@@ -148,9 +186,11 @@ func (sv *Server) Topics() []string {
 // Last-Event-ID. It returns how many streams it ended.
 func (sv *Server) Disconnect(key, reason string) int {
 	sv.roster.mu.Lock()
-	members := make([]*member, 0, len(sv.roster.topics[key]))
-	for m := range sv.roster.topics[key] {
-		members = append(members, m)
+	var members []*member
+	for g := range sv.roster.topics[key] {
+		for m := g.first; m != nil; m = m.next {
+			members = append(members, m)
+		}
 	}
 	sv.roster.mu.Unlock()
 	for _, m := range members {

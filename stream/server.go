@@ -68,7 +68,7 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 				mode = Parked
 			}
 			sv.modes[mode].Add(1)
-			m := newMember(key, &opts, tDetached)
+			m := &member{transport: tDetached}
 			end := func(stats Stats, err error) {
 				sv.roster.leave(m)
 				sv.modes[mode].Add(-1)
@@ -78,12 +78,12 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 			if mode == Parked {
 				ps := sv.parking.newStream(key, d, cur, opts, end)
 				m.transport, m.disconnect = tParked, ps.disconnect
-				sv.roster.enter(m)
+				sv.roster.enter(m, key, &opts)
 				ps.start()
 			} else {
 				ctx, disconnect := disconnectable(context.Background())
 				m.disconnect = disconnect
-				sv.roster.enter(m)
+				sv.roster.enter(m, key, &opts)
 				go func() { end(serveDetached(ctx, d, cur, opts)) }()
 			}
 			return
@@ -92,9 +92,8 @@ func (sv *Server) Serve(w http.ResponseWriter, r *http.Request, key string, cur 
 	sv.modes[InRequest].Add(1)
 	defer sv.modes[InRequest].Add(-1)
 	ctx, disconnect := disconnectable(r.Context())
-	m := newMember(key, &opts, inRequestTransport(r))
-	m.disconnect = disconnect
-	sv.roster.enter(m)
+	m := &member{transport: inRequestTransport(r), disconnect: disconnect}
+	sv.roster.enter(m, key, &opts)
 	stats, err := serveInRequest(ctx, w, cur, opts)
 	sv.roster.leave(m)
 	done(stats, err)

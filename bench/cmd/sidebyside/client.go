@@ -212,6 +212,10 @@ type subOpts struct {
 	recordLatency bool
 	// target is the number of events after which doneAt is set.
 	target int64
+	// topics > 0: the stream carries several topics, and order is checked
+	// per topic, an event's topic being (seq-1) % topics (publishPaced's
+	// round-robin).
+	topics int
 }
 
 // sub is one subscriber connection.
@@ -231,11 +235,12 @@ type sub struct {
 	head       respHead
 	err        error // set before closedAt
 
-	lastSeq int64
-	lat     []int32 // µs; read only after the goroutine ended
-	wg      sync.WaitGroup
-	h2      *h2conn // the HTTP/2 connection the stream is on
-	h3      *h3conn // the QUIC connection an HTTP/3 subscriber is on
+	lastSeq     int64
+	lastByTopic []int64 // with opts.topics: lastSeq per topic
+	lat         []int32 // µs; read only after the goroutine ended
+	wg          sync.WaitGroup
+	h2          *h2conn // the HTTP/2 connection the stream is on
+	h3          *h3conn // the QUIC connection an HTTP/3 subscriber is on
 
 	mu      sync.Mutex
 	closing bool
@@ -478,10 +483,17 @@ func (s *sub) onEvent(seq, ts int64, isReset bool) {
 		s.others.Add(1)
 		return
 	}
-	if seq <= s.lastSeq {
+	last := &s.lastSeq
+	if s.opts.topics > 0 && seq > 0 {
+		if s.lastByTopic == nil {
+			s.lastByTopic = make([]int64, s.opts.topics)
+		}
+		last = &s.lastByTopic[(seq-1)%int64(s.opts.topics)]
+	}
+	if seq <= *last {
 		s.ooo.Add(1)
 	}
-	s.lastSeq = seq
+	*last = seq
 	now := mono()
 	if s.opts.recordLatency && ts > 0 {
 		l := (now - ts) / 1000

@@ -43,6 +43,13 @@ type config struct {
 	topicsRate     float64
 	topicsDuration time.Duration
 
+	multiN        int
+	multiPer      int
+	multiPool     int
+	multiSingle   int
+	multiRate     float64
+	multiDuration time.Duration
+
 	ingestConns    int
 	ingestDuration time.Duration
 	batch          int
@@ -76,7 +83,7 @@ type config struct {
 	corpusEvents int
 }
 
-var allScenarios = []string{"idle", "fanout", "topics", "ingest", "catchup", "scale", "compress"}
+var allScenarios = []string{"idle", "fanout", "topics", "multitopic", "ingest", "catchup", "scale", "compress"}
 
 type results struct {
 	Started  time.Time
@@ -97,11 +104,14 @@ type results struct {
 	Idle        []idleRes
 	Fanout      []fanRes
 	Topics      []fanRes
-	Ingest      []ingestRes
-	Catchup     []catchupRes
-	Scale       []idleRes
-	Compress    []fanRes
-	Corpus      []corpusRes
+	// Multi: the multi-topic scenario, multi-topic streams and single-topic
+	// streams on the same topics and events.
+	Multi    []fanRes
+	Ingest   []ingestRes
+	Catchup  []catchupRes
+	Scale    []idleRes
+	Compress []fanRes
+	Corpus   []corpusRes
 }
 
 func logf(format string, args ...any) {
@@ -177,6 +187,12 @@ func main() {
 	flag.IntVar(&c.topicsCount, "topics-count", 1000, "many topics: topics")
 	flag.Float64Var(&c.topicsRate, "topics-rate", 1000, "many topics: events per second, round-robin over the topics")
 	flag.DurationVar(&c.topicsDuration, "topics-duration", 10*time.Second, "many topics: publishing time")
+	flag.IntVar(&c.multiN, "multi-n", 1000, "multi-topic: multi-topic streams")
+	flag.IntVar(&c.multiPer, "multi-per", 20, "multi-topic: topics per stream (stream i on topics i … i+per-1 of the pool)")
+	flag.IntVar(&c.multiPool, "multi-pool", 100, "multi-topic: topics in all")
+	flag.IntVar(&c.multiSingle, "multi-single", 19000, "multi-topic: single-topic streams compared, spread evenly over the pool (multi-n × multi-per subscriptions, as far as 20,000 open files per process allow)")
+	flag.Float64Var(&c.multiRate, "multi-rate", 100, "multi-topic: events per second, round-robin over the pool")
+	flag.DurationVar(&c.multiDuration, "multi-duration", 10*time.Second, "multi-topic: publishing time")
 	flag.IntVar(&c.ingestConns, "ingest-conns", 16, "ingest: concurrent publishers (keep-alive connections)")
 	flag.DurationVar(&c.ingestDuration, "ingest-duration", 5*time.Second, "ingest: measured time per mode")
 	flag.IntVar(&c.batch, "batch", 100, "ingest: events per NDJSON batch")
@@ -230,6 +246,9 @@ func main() {
 		def("topics-count", func() { c.topicsCount = 200 })
 		def("topics-rate", func() { c.topicsRate = 200 })
 		def("topics-duration", func() { c.topicsDuration = 3 * time.Second })
+		def("multi-n", func() { c.multiN = 200 })
+		def("multi-single", func() { c.multiSingle = 2000 })
+		def("multi-duration", func() { c.multiDuration = 3 * time.Second })
 		def("ingest-duration", func() { c.ingestDuration = 2 * time.Second })
 		def("catchup-n", func() { c.catchupN = 200 })
 		def("scale-n", func() { c.scaleN = 3000 })
@@ -358,6 +377,36 @@ func main() {
 			}))
 		}
 		save()
+	}
+	if c.scenarios["multitopic"] {
+		logf("scenario multi-topic: %d streams of %d topics each (of %d), against %d single-topic streams; %.0f events/s for %s", c.multiN, c.multiPer, c.multiPool, c.multiSingle, c.multiRate, c.multiDuration)
+		for _, name := range r.order() {
+			if name == nchanName {
+				continue // not compared here
+			}
+			res.Multi = append(res.Multi, r.fanoutQuiet(fanSpec{
+				conf: serverConf{name: name}, n: c.multiN, topics: c.multiPool, perStream: c.multiPer, rate: c.multiRate,
+				duration: c.multiDuration, size: 200, decodeSample: -1, pubConns: 4,
+			}))
+		}
+		save()
+		// Single-topic streams: as many as the multi-topic ones, on fewer
+		// topics so that an event reaches as many streams (like for like:
+		// memory per stream, CPU per delivery); then as many as the
+		// subscriptions they replace, on every topic (what a page without
+		// multi-topic streams opens).
+		for _, k := range []struct{ n, topics int }{{c.multiN, max(1, c.multiPool/c.multiPer)}, {c.multiSingle, c.multiPool}} {
+			for _, name := range r.order() {
+				if name == nchanName {
+					continue
+				}
+				res.Multi = append(res.Multi, r.fanoutQuiet(fanSpec{
+					conf: serverConf{name: name}, n: k.n, topics: k.topics, rate: c.multiRate,
+					duration: c.multiDuration, size: 200, decodeSample: -1, pubConns: 4,
+				}))
+			}
+			save()
+		}
 	}
 	if c.scenarios["ingest"] {
 		logf("scenario ingest: %d publishers, %s per mode", c.ingestConns, c.ingestDuration)
@@ -496,15 +545,16 @@ func versions(benchDir, binDir string) map[string]string {
 
 func describeConfig(c *config) map[string]string {
 	return map[string]string{
-		"idle":      fmt.Sprintf("%d subscribers, one topic, held %s", c.idleN, c.idleHold),
-		"fanout":    fmt.Sprintf("subscribers %v on one topic; %.0f events/s at most and at most %.0f deliveries/s; %s of publishing; 200-byte JSON events", c.fanSizes, c.fanMaxRate, c.fanBudget, c.fanDuration),
-		"topics":    fmt.Sprintf("%d subscribers over %d topics, %.0f events/s round-robin over topics for %s", c.topicsN, c.topicsCount, c.topicsRate, c.topicsDuration),
-		"ingest":    fmt.Sprintf("%d keep-alive publishers, %s per mode after 0.5 s of warm-up; batches of %d", c.ingestConns, c.ingestDuration, c.batch),
-		"catchup":   fmt.Sprintf("%d subscribers resume %v missed events at once", c.catchupN, c.catchupMissed),
-		"scale":     fmt.Sprintf("%d subscribers held %s", c.scaleN, c.scaleHold),
-		"compress":  fmt.Sprintf("subscribers %v; idle %s before publishing; then 200-byte events, %.0f/s at most and at most %.0f deliveries/s, for %s; %d decode, the others count bytes; corpus %d subscribers × %d events", c.compSizes, c.compHold, c.fanMaxRate, c.compBudget, c.fanDuration, c.decodeSample, c.corpusSubs, c.corpusEvents),
-		"sources":   fmt.Sprintf("127.0.0.1..127.0.0.%d", c.sources),
-		"transport": fmt.Sprintf("%s (h2 streams per connection: %d; ours with the sse listener wrapper: %v; ours with sse_h2: %v; ours' extra servers lines: %q)", c.transport, c.h2Streams, c.wrapper, c.h2Lean, c.oursServers),
+		"idle":       fmt.Sprintf("%d subscribers, one topic, held %s", c.idleN, c.idleHold),
+		"fanout":     fmt.Sprintf("subscribers %v on one topic; %.0f events/s at most and at most %.0f deliveries/s; %s of publishing; 200-byte JSON events", c.fanSizes, c.fanMaxRate, c.fanBudget, c.fanDuration),
+		"topics":     fmt.Sprintf("%d subscribers over %d topics, %.0f events/s round-robin over topics for %s", c.topicsN, c.topicsCount, c.topicsRate, c.topicsDuration),
+		"multitopic": fmt.Sprintf("%d streams of %d topics each (stream i on topics i … i+%d of %d), then as many single-topic streams on %d topics (as many per event), then %d single-topic streams spread evenly over the %d topics; %.0f events/s round-robin over the topics for %s, 4 publishing connections", c.multiN, c.multiPer, c.multiPer-1, c.multiPool, max(1, c.multiPool/c.multiPer), c.multiSingle, c.multiPool, c.multiRate, c.multiDuration),
+		"ingest":     fmt.Sprintf("%d keep-alive publishers, %s per mode after 0.5 s of warm-up; batches of %d", c.ingestConns, c.ingestDuration, c.batch),
+		"catchup":    fmt.Sprintf("%d subscribers resume %v missed events at once", c.catchupN, c.catchupMissed),
+		"scale":      fmt.Sprintf("%d subscribers held %s", c.scaleN, c.scaleHold),
+		"compress":   fmt.Sprintf("subscribers %v; idle %s before publishing; then 200-byte events, %.0f/s at most and at most %.0f deliveries/s, for %s; %d decode, the others count bytes; corpus %d subscribers × %d events", c.compSizes, c.compHold, c.fanMaxRate, c.compBudget, c.fanDuration, c.decodeSample, c.corpusSubs, c.corpusEvents),
+		"sources":    fmt.Sprintf("127.0.0.1..127.0.0.%d", c.sources),
+		"transport":  fmt.Sprintf("%s (h2 streams per connection: %d; ours with the sse listener wrapper: %v; ours with sse_h2: %v; ours' extra servers lines: %q)", c.transport, c.h2Streams, c.wrapper, c.h2Lean, c.oursServers),
 	}
 }
 

@@ -121,6 +121,10 @@ so read the ratios of one run, not absolute figures. Server RSS and CPU (user + 
 		b.WriteString("## 3. Many topics\n\n")
 		topicsTable(&b, res.Topics)
 	}
+	if len(res.Multi) > 0 {
+		b.WriteString("## 3b. Several topics on one connection\n\n")
+		multiTable(&b, res.Multi)
+	}
 	if len(res.Ingest) > 0 {
 		b.WriteString("## 4. Ingest\n\n")
 		ingestTable(&b, res.Ingest)
@@ -245,6 +249,67 @@ func topicsTable(b *strings.Builder, rs []fanRes) {
 		{"other processes' CPU while publishing (cores)", f2(o.OtherCores), f2(m.OtherCores), ""},
 	})
 	errorsOf(b, o.Err, m.Err)
+}
+
+// multiTable compares multi-topic streams with single-topic streams on the
+// same topics and events, for each server.
+func multiTable(b *strings.Builder, rs []fanRes) {
+	var any fanRes
+	for _, r := range rs {
+		if r.PerStream > 0 {
+			any = r
+		}
+	}
+	// get finds a server's multi-topic run, or its single-topic run with
+	// as many streams (same) or with the most (not same).
+	get := func(name string, multi, same bool) (fanRes, bool) {
+		var best fanRes
+		ok := false
+		for _, r := range rs {
+			if r.Server != name || (r.PerStream > 0) != multi {
+				continue
+			}
+			if multi || (same && r.N == any.N) || (!same && r.N != any.N && r.N > best.N) {
+				best, ok = r, true
+			}
+		}
+		return best, ok
+	}
+	fmt.Fprintf(b, "Streams of %d topics each, stream i on topics i … i+%d (of %d, so sets overlap), against as many single-topic streams on %d topics (each event reaching as many streams: like for like) and against single-topic streams spread evenly over all the topics (one stream per topic a page follows, without multi-topic streams); %.0f events/s round-robin over the topics, published by 4 keep-alive connections. Ours subscribes with `/events/?topic=/events/t0&topic=/events/t1…`, Mercure with `/.well-known/mercure?topic=t0&topic=t1…`. Lost and out of order are counted per topic (each event's seq says its topic). RSS per stream is (RSS with the streams open − RSS before) / streams; CPU per delivery is the server's CPU over the publishing phase / events delivered.\n\n", any.PerStream, any.PerStream-1, any.Topics, max(1, any.Topics/max(1, any.PerStream)), any.Rate)
+	b.WriteString("| | streams | topics per stream | topics | RSS per stream (KiB) | RSS of all streams (MiB) | server CPU µs per delivery | p50 / p99 ms | deliveries | lost / out of order | disconnected | other processes (cores) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	var errs []string
+	for _, name := range []string{oursName, mercureName} {
+		for _, k := range []struct{ multi, same bool }{{true, true}, {false, true}, {false, false}} {
+			multi := k.multi
+			r, ok := get(name, multi, k.same)
+			if !ok {
+				continue
+			}
+			kind := "single-topic"
+			if multi {
+				kind = "multi-topic"
+			}
+			fmt.Fprintf(b, "| %s, %s | %s | %d | %d | %s | %s | %s | %s / %s | %s | %d / %d | %d | %s |\n", name, kind, i0(int64(r.N)), max(1, r.PerStream), r.Topics,
+				f1(r.KiBPerSub), f1(r.KiBPerSub*float64(r.N)/1024), f1(r.USPerDeliv), f1(r.Lat.P50), f1(r.Lat.P99), i0(r.Delivered), r.Lost, r.OutOfOrder, r.Disconnected, f2(r.OtherCores))
+			errs = append(errs, r.Err)
+		}
+	}
+	b.WriteString("\n")
+	om, ok1 := get(oursName, true, true)
+	single, ok2 := get(oursName, false, true)
+	mm, ok3 := get(mercureName, true, true)
+	if ok1 && ok2 {
+		fmt.Fprintf(b, "Ours, a multi-topic stream against a single-topic one (as many streams): **%s×** the memory per stream, **%s×** the CPU per delivery.", ratio(om.KiBPerSub, single.KiBPerSub), ratio(om.USPerDeliv, single.USPerDeliv))
+		if ok3 {
+			b.WriteString(" ")
+		} else {
+			b.WriteString("\n\n")
+		}
+	}
+	if ok1 && ok3 {
+		fmt.Fprintf(b, "Multi-topic, ours / Mercure: memory per stream **%s**, CPU per delivery **%s**, p99 %s.\n\n", ratio(om.KiBPerSub, mm.KiBPerSub), ratio(om.USPerDeliv, mm.USPerDeliv), ratio(om.Lat.P99, mm.Lat.P99))
+	}
+	errorsOf(b, errs...)
 }
 
 func ingestTable(b *strings.Builder, rs []ingestRes) {

@@ -220,6 +220,22 @@ type fanSpec struct {
 	// the others only count bytes. <0: all.
 	decodeSample int
 	pubConns     int
+	// perStream > 0: each subscriber is one multi-topic stream on
+	// perStream topics, subscriber i on topics i, i+1, … (modulo topics),
+	// so that sets overlap; 0: subscriber i on topic i%topics.
+	perStream int
+}
+
+// topicsOf lists the topics (indices) subscriber i follows.
+func (sp fanSpec) topicsOf(i int) []int {
+	if sp.perStream == 0 {
+		return []int{i % sp.topics}
+	}
+	ks := make([]int, sp.perStream)
+	for k := range ks {
+		ks[k] = (i + k) % sp.topics
+	}
+	return ks
 }
 
 type fanRes struct {
@@ -228,6 +244,7 @@ type fanRes struct {
 	Encoding     string // Content-Encoding the subscribers got
 	N            int
 	Topics       int
+	PerStream    int // topics per stream (multi-topic scenario); 0: one
 	Rate         float64
 	Published    int
 	PubFailed    int
@@ -253,7 +270,7 @@ type fanRes struct {
 }
 
 func (r *runner) fanout(sp fanSpec) fanRes {
-	res := fanRes{Server: sp.conf.name, Variant: string(sp.conf.variant), N: sp.n, Topics: sp.topics, Rate: sp.rate}
+	res := fanRes{Server: sp.conf.name, Variant: string(sp.conf.variant), N: sp.n, Topics: sp.topics, PerStream: sp.perStream, Rate: sp.rate}
 	s, err := r.start(sp.conf)
 	if err != nil {
 		res.Err = err.Error()
@@ -278,13 +295,28 @@ func (r *runner) fanout(sp fanSpec) fanRes {
 	base := s.stat()
 	res.BaseRSSMiB = mib(base.rssKiB)
 	subs, cr := connectSubs(s, sp.n, 256, 120*time.Second, func(i int) subOpts {
-		return subOpts{
-			path:           s.subPath(topics[i%sp.topics]),
+		o := subOpts{
 			acceptEncoding: sp.conf.variant.acceptEncoding(),
 			decode:         decode(i),
 			recordLatency:  decode(i),
-			target:         exp[i%sp.topics],
 		}
+		ks := sp.topicsOf(i)
+		for _, k := range ks {
+			o.target += exp[k]
+		}
+		if sp.perStream == 0 {
+			o.path = s.subPath(topics[ks[0]])
+		} else {
+			names := make([]string, len(ks))
+			for j, k := range ks {
+				names[j] = topics[k]
+			}
+			o.path = s.multiPath(names)
+			// Order is per topic: the topic of an event is its seq's
+			// (see publishPaced).
+			o.topics = sp.topics
+		}
+		return o
 	})
 	defer closeSubs(subs)
 	if cr.firstErr != nil {
@@ -306,7 +338,14 @@ func (r *runner) fanout(sp fanSpec) fanRes {
 	profiled := make(chan struct{})
 	go func() {
 		defer close(profiled)
-		s.profile("profile", fmt.Sprintf("seconds=%d", int(sp.duration.Seconds())), fmt.Sprintf("fanout%d", sp.n))
+		name := fmt.Sprintf("fanout%d", sp.n)
+		if sp.topics > 1 {
+			name += fmt.Sprintf("-topics%d", sp.topics)
+		}
+		if sp.perStream > 0 {
+			name += fmt.Sprintf("-per%d", sp.perStream)
+		}
+		s.profile("profile", fmt.Sprintf("seconds=%d", int(sp.duration.Seconds())), name)
 	}()
 	pr := publishPaced(s, topics, count, sp.rate, sp.pubConns, sp.size, func(i int) int { return i % sp.topics })
 	if s.conf.pprofDir == "" {
@@ -317,9 +356,16 @@ func (r *runner) fanout(sp fanSpec) fanRes {
 	if pr.firstErr != nil && res.Err == "" {
 		res.Err = "publish: " + pr.firstErr.Error()
 	}
+	expectedOf := func(i int) int64 {
+		var e int64
+		for _, k := range sp.topicsOf(i) {
+			e += pr.perTopic[k]
+		}
+		return e
+	}
 	waitFor(30*time.Second, func() bool {
 		for i, sb := range subs {
-			if decode(i) && sb.closedAt.Load() == 0 && sb.events.Load() < pr.perTopic[i%sp.topics] {
+			if decode(i) && sb.closedAt.Load() == 0 && sb.events.Load() < expectedOf(i) {
 				return false
 			}
 		}
@@ -342,7 +388,7 @@ func (r *runner) fanout(sp fanSpec) fanRes {
 	res.PeakRSSMiB = mib(sm.end())
 	var allExpected int64
 	for i, sb := range subs {
-		e := pr.perTopic[i%sp.topics]
+		e := expectedOf(i)
 		allExpected += e
 		if sb.closedAt.Load() != 0 {
 			res.Disconnected++
@@ -373,8 +419,8 @@ func (r *runner) fanout(sp fanSpec) fanRes {
 		res.USPerDeliv = float64((cpu1 - cpu0).Microseconds()) / float64(deliveries)
 		res.ClientUSPerD = float64((self1 - self0).Microseconds()) / float64(deliveries)
 	}
-	logf("  %s fan-out n=%d topics=%d rate=%.0f/s: published %d, delivered %d/%d, lost %d, p50 %.1f ms, p99 %.1f ms, max %.1f ms, %.1f µs/delivery (client %.1f), %.1f KiB/sub, other processes %.2f cores%s",
-		res.Server+variantSuffix(sp.conf.variant), sp.n, sp.topics, sp.rate, res.Published, res.Delivered, res.Expected, res.Lost,
+	logf("  %s fan-out n=%d topics=%d per stream=%d rate=%.0f/s: published %d, delivered %d/%d, lost %d, p50 %.1f ms, p99 %.1f ms, max %.1f ms, %.1f µs/delivery (client %.1f), %.1f KiB/sub, other processes %.2f cores%s",
+		res.Server+variantSuffix(sp.conf.variant), sp.n, sp.topics, max(1, sp.perStream), sp.rate, res.Published, res.Delivered, res.Expected, res.Lost,
 		res.Lat.P50, res.Lat.P99, res.Lat.Max, res.USPerDeliv, res.ClientUSPerD, res.KiBPerSub, res.OtherCores, errSuffix(res.Err))
 	return res
 }

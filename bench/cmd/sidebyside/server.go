@@ -492,6 +492,24 @@ func (s *server) subPath(topic string) string {
 	return "/events/" + topic
 }
 
+// multiPath is what a subscriber GETs for one stream of several topics:
+// ours' `topic` query parameters (topics named by their path), Mercure's
+// own (`topic`, once per topic).
+func (s *server) multiPath(topics []string) string {
+	q := make(url.Values)
+	for _, t := range topics {
+		if s.conf.name == mercureName {
+			q.Add("topic", t)
+		} else {
+			q.Add("topic", "/events/"+t)
+		}
+	}
+	if s.conf.name == mercureName {
+		return "/.well-known/mercure?" + q.Encode()
+	}
+	return "/events/?" + q.Encode()
+}
+
 // publish sends one event and returns its id.
 func (s *server) publish(p *pubConn, topic string, data []byte) (string, error) {
 	var st int
