@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ssegate/caddy-sse/internal/redistest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 )
 
@@ -305,9 +306,20 @@ func TestMultiTopicAuthorization(t *testing.T) {
 // lot of their own. A waiting lot holds no goroutine: its set's logs and
 // an alarm call it back, so it still delivers every event and heartbeat.
 func TestMultiTopicLotsSleepWithoutGoroutine(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { testLotsSleep(t, "") })
+	// Redis multi-topic cursors are composites of one cursor per topic,
+	// whose topics call them back (replay.Notifier) instead of a goroutine
+	// watching each waiting stream's topics.
+	t.Run("redis", func(t *testing.T) {
+		srv := redistest.Start(t)
+		testLotsSleep(t, "\n\t\tstore redis "+srv.URL())
+	})
+}
+
+func testLotsSleep(t *testing.T, store string) {
 	s := startSite(t, `
 	sse /sleep/* {
-		heartbeat 300ms`+openPublish+`
+		heartbeat 300ms`+store+openPublish+`
 	}`)
 	common := topic(t, "/sleep/", "common")
 	var streams []*stream
@@ -322,7 +334,8 @@ func TestMultiTopicLotsSleepWithoutGoroutine(t *testing.T) {
 		waitFor(t, what, func() bool {
 			var b bytes.Buffer
 			pprof.Lookup("goroutine").WriteTo(&b, 2)
-			return !strings.Contains(b.String(), "stream.(*lot).drive(")
+			return !strings.Contains(b.String(), "stream.(*lot).drive(") &&
+				!strings.Contains(b.String(), "replay.(*composite).wait.func")
 		})
 	}
 	asleep("every lot asleep")
@@ -333,13 +346,14 @@ func TestMultiTopicLotsSleepWithoutGoroutine(t *testing.T) {
 	asleep("every lot asleep after the heartbeats")
 	id := s.publishID(common, "to every set")
 	for i, st := range streams {
-		if e := st.next(); e.ID != id || e.Data != "to every set" {
+		// On Redis a multi-topic stream's ids are composites of its own.
+		if e := st.next(); (store == "" && e.ID != id) || e.Data != "to every set" {
 			t.Fatalf("stream %d got %+v, want id %s", i, e, id)
 		}
 	}
 	own := topic(t, "/sleep/", "own3")
 	id = s.publishID(own, "to one set")
-	if e := streams[3].next(); e.ID != id || e.Data != "to one set" {
+	if e := streams[3].next(); (store == "" && e.ID != id) || e.Data != "to one set" {
 		t.Fatalf("stream 3 got %+v, want id %s", e, id)
 	}
 	asleep("every lot asleep after delivering")

@@ -110,11 +110,53 @@ type composite struct {
 	ids    []string
 	done   []string
 
-	// The goroutine that waits on every topic's Wait (see wait).
+	// What a waiting read's Wait is made of (see wait).
 	watchMu sync.Mutex
-	watch   chan struct{}
+	watch   *watch
 	quit    chan struct{}
 	stopped bool
+}
+
+// watch is a composite's Wait: closed when any of its topics changes,
+// either by the topics' cursors calling fire (Notifier: no goroutine) or
+// by a goroutine that waits on every topic's Wait.
+type watch struct {
+	ch     chan struct{}
+	mu     sync.Mutex
+	closed bool
+	fns    map[any]func()
+}
+
+// fire closes the watch and calls whoever asked to be told (Notify). It
+// may run under a store's locks: the callbacks only hand the wake-up over.
+func (w *watch) fire() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	close(w.ch)
+	fns := w.fns
+	w.fns = nil
+	w.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
+}
+
+// notify registers fn to be called when w fires; false if it has.
+func (w *watch) notify(key any, fn func()) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return false
+	}
+	if w.fns == nil {
+		w.fns = make(map[any]func(), 1)
+	}
+	w.fns[key] = fn
+	return true
 }
 
 // heldRead is a topic's read put off to the next page.
@@ -139,6 +181,7 @@ func (c *composite) Next(max int) (Page, error) {
 	}
 	events, names, ids, done := c.events[:0], c.names[:0], c.ids[:0], c.done[:0]
 	waits := make([]<-chan struct{}, 0, len(c.subs))
+	waiting := make([]Cursor, 0, len(c.subs))
 	n := len(c.subs)
 	take := func(i int, p Page) {
 		if p.Gap != nil {
@@ -191,6 +234,7 @@ func (c *composite) Next(max int) (Page, error) {
 		take(i, p)
 		if len(p.Events) == 0 && !p.Closed && p.Gap == nil {
 			waits = append(waits, p.Wait)
+			waiting = append(waiting, cur)
 		}
 	}
 	c.next = (c.next + 1) % n
@@ -222,26 +266,28 @@ func (c *composite) Next(max int) (Page, error) {
 		if len(waits) < open || c.held != nil {
 			page.Wait = readAgain // a topic's read was cut short
 		} else {
-			page.Wait = c.wait(waits)
+			page.Wait = c.wait(waits, waiting)
 		}
 		c.events, c.names, c.ids, c.done = nil, nil, nil, nil
 	}
 	return page, nil
 }
 
-// wait returns a channel closed when any of waits is. The stores this
-// cursor serves (Redis) only give channels, so one goroutine per waiting
-// cursor watches them; it ends when one fires or the cursor closes. While
-// it runs, every read that finds nothing gets the same channel, as a lot
-// needs (the topics' channels cannot have changed without closing it).
-func (c *composite) wait(waits []<-chan struct{}) <-chan struct{} {
+// wait returns a channel closed when any of waits is (cursors[i] gave
+// waits[i]). While it is open, every read that finds nothing gets the
+// same channel, as a lot needs (the topics' channels cannot have changed
+// without closing it). When every topic's cursor can call back
+// (Notifier, as Redis cursors do) no goroutine waits; otherwise one
+// goroutine per waiting composite watches them, ending when one fires or
+// the cursor closes.
+func (c *composite) wait(waits []<-chan struct{}, cursors []Cursor) <-chan struct{} {
 	c.watchMu.Lock()
 	defer c.watchMu.Unlock()
-	if c.watch != nil {
+	if w := c.watch; w != nil {
 		select {
-		case <-c.watch:
+		case <-w.ch:
 		default:
-			return c.watch
+			return w.ch
 		}
 	}
 	for _, w := range waits {
@@ -251,18 +297,56 @@ func (c *composite) wait(waits []<-chan struct{}) <-chan struct{} {
 		default:
 		}
 	}
-	out := make(chan struct{})
-	c.watch = out
+	w := &watch{ch: make(chan struct{})}
+	c.watch = w
+	if c.notifyOn(w, waits, cursors) {
+		return w.ch
+	}
 	cases := make([]reflect.SelectCase, 0, len(waits)+1)
 	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.quit)})
-	for _, w := range waits {
-		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(w)})
+	for _, wait := range waits {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(wait)})
 	}
 	go func() {
 		reflect.Select(cases)
-		close(out)
+		w.fire()
 	}()
-	return out
+	return w.ch
+}
+
+// notifyOn asks every waiting topic's cursor to fire w when its topic
+// changes. It reports false, having registered nothing that matters, when
+// a cursor cannot (no Notifier): the caller then watches with a goroutine.
+// A topic that changed meanwhile fires w at once.
+func (c *composite) notifyOn(w *watch, waits []<-chan struct{}, cursors []Cursor) bool {
+	nfs := make([]Notifier, len(cursors))
+	for i, cur := range cursors {
+		nf, ok := cur.(Notifier)
+		if !ok {
+			return false
+		}
+		nfs[i] = nf
+	}
+	for i, nf := range nfs {
+		// Keyed by the topic's cursor: it removes its registration when
+		// it closes, and a later wait replaces it.
+		if !nf.Notify(waits[i], cursors[i], w.fire) {
+			w.fire()
+			break
+		}
+	}
+	return true
+}
+
+// Notify implements Notifier for the Wait of the composite's last page.
+func (c *composite) Notify(wait <-chan struct{}, key any, fn func()) bool {
+	c.watchMu.Lock()
+	w := c.watch
+	c.watchMu.Unlock()
+	if w == nil || (<-chan struct{})(w.ch) != wait {
+		return false
+	}
+	return w.notify(key, fn)
 }
 
 // Position implements Cursor.
@@ -424,6 +508,7 @@ func decodeComposite(id string, hash uint32, n int) (pos []string, ok bool) {
 
 // Interface guards
 var (
-	_ Cursor  = (*composite)(nil)
-	_ WaitKey = (*composite)(nil)
+	_ Cursor   = (*composite)(nil)
+	_ Notifier = (*composite)(nil)
+	_ WaitKey  = (*composite)(nil)
 )

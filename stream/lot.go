@@ -110,7 +110,8 @@ func (l *lot) resume() {
 // sleep ends the driver instead of blocking it while the lot waits, when
 // the streams' cursors can call it back once wait closes (replay.Notifier:
 // multi-topic cursors, one lot per set of topics, where lots are as many
-// as streams when no two streams share a set). The alarm wakes it at next.
+// as streams when no two streams share a set; and Redis cursors, whose
+// topics' windows call back). The alarm wakes it at next.
 // It reports false, the driver then waiting as usual, when it cannot or
 // when something is to be done at once.
 func (l *lot) sleep(wait <-chan struct{}, next time.Time, nf replay.Notifier) bool {

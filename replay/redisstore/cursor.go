@@ -65,6 +65,25 @@ func (c *cursor) Next(max int) (replay.Page, error) {
 	return p, nil
 }
 
+// Notify implements replay.Notifier: fn is called once the window changes
+// after wait, which must be the Wait of the cursor's last page (the
+// topic's wake channel), is armed. It reports false when wait is closed
+// already. fn runs with the topic's lock held, from whatever goroutine
+// changed the window: it only hands the wake-up over.
+func (c *cursor) Notify(wait <-chan struct{}, key any, fn func()) bool {
+	t := c.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.closed || wait != t.wake {
+		return false
+	}
+	if t.woken == nil {
+		t.woken = make(map[any]func())
+	}
+	t.woken[key] = fn
+	return true
+}
+
 // Position implements replay.Cursor.
 func (c *cursor) Position() string {
 	c.t.mu.Lock()
@@ -82,13 +101,15 @@ func (c *cursor) Close() {
 	}
 	c.closed = true
 	t.subscribers--
+	delete(t.woken, c) // a composite's registration (see replay.Compose)
 	t.mu.Unlock()
 	t.s.release(t)
 }
 
 // Interface guards
 var (
-	_ replay.Store  = (*Store)(nil)
-	_ replay.Shared = (*Store)(nil)
-	_ replay.Cursor = (*cursor)(nil)
+	_ replay.Store    = (*Store)(nil)
+	_ replay.Shared   = (*Store)(nil)
+	_ replay.Cursor   = (*cursor)(nil)
+	_ replay.Notifier = (*cursor)(nil)
 )

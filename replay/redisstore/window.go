@@ -53,6 +53,9 @@ type topic struct {
 	epoch       uint64
 	subscribers int
 	wake        chan struct{}
+	// woken are called, once, when wake closes (see cursor.Notify): the
+	// lots of streams that wait without a goroutine of their own.
+	woken map[any]func()
 }
 
 type entryMeta struct {
@@ -365,6 +368,10 @@ func (t *topic) ingest(entries []rawEntry) (lost bool, at streamID) {
 func (t *topic) wakeAll() {
 	close(t.wake)
 	t.wake = make(chan struct{})
+	for key, fn := range t.woken {
+		delete(t.woken, key)
+		fn()
+	}
 }
 
 // prune drops events past the bounds, oldest first, and reports whether it
