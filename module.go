@@ -164,6 +164,8 @@ type Handler struct {
 	MultiTopicOptions
 
 	store     replay.Store
+	storeRef  string // the handler's own reference to its store (see holdStore)
+	storeMod  pooled
 	encodings []*stream.Encoding
 	verifier  webhook.Any
 	logger    *zap.Logger
@@ -247,6 +249,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("sse store module %T does not provide a store", mod)
 	}
 	h.store = provider.Store()
+	if err := h.holdStore(mod); err != nil {
+		return err
+	}
 	h.store.Configure(h.storeConfig())
 	if err := h.provisionSources(ctx); err != nil {
 		return err
@@ -365,7 +370,9 @@ func (h *Handler) Cleanup() error {
 	if h.streams != nil && (caddy.Exiting() || h.DrainWindow < 0) {
 		h.streams.Wait(detachedExitWait)
 	}
-	return h.cleanupSources()
+	err := h.cleanupSources()
+	h.releaseStore()
+	return err
 }
 
 func (h *Handler) endStreams() {

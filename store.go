@@ -1,6 +1,7 @@
 package caddysse
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -88,4 +89,50 @@ func (h *Handler) storeConfig() replay.Config {
 		cfg.DedupWindow = time.Duration(h.Publish.DedupWindow)
 	}
 	return cfg.WithDefaults()
+}
+
+// pooled is implemented by the store modules, which share their store
+// under a key (see acquireStore) and say so in the log when it closes.
+type pooled interface {
+	poolKey() string
+	logClosed()
+}
+
+// holdStore takes the handler's own reference to the store mod shares.
+// Caddy cleans up a config's modules in the order they were provisioned,
+// so the store module (provisioned inside the handler's Provision) lets go
+// of the store before the handler stops its sources and streams; without
+// a reference of its own the handler's sources would find the store
+// closed under them at every unload (a source's lease "lost", appends
+// refused). releaseStore, at the end of Cleanup, drops it.
+func (h *Handler) holdStore(mod any) error {
+	p, ok := mod.(pooled)
+	if !ok || p.poolKey() == "" {
+		return nil
+	}
+	key := p.poolKey()
+	if _, _, err := acquireStore(key, func() (caddy.Destructor, error) {
+		return nil, fmt.Errorf("sse store %s is not open", storeLabel(h))
+	}); err != nil {
+		return err
+	}
+	h.storeRef, h.storeMod = key, p
+	return nil
+}
+
+// releaseStore drops the handler's reference to its store, closing it if
+// it was the last.
+func (h *Handler) releaseStore() {
+	if h.storeRef == "" {
+		return
+	}
+	label := storeLabel(h) // before the last release forgets it
+	closed, err := releaseStore(h.storeRef)
+	h.storeRef = ""
+	if err != nil && h.logger != nil {
+		h.logger.Error("closing sse store", zap.String("store", label), zap.Error(err))
+	}
+	if closed {
+		h.storeMod.logClosed()
+	}
 }

@@ -98,9 +98,13 @@ func (s *FileStore) Cleanup() error {
 		return fmt.Errorf("closing sse file store %s: %w", s.store.Path(), err)
 	}
 	if closed {
-		s.logger.Info("closed sse file store", zap.String("path", s.store.Path()))
+		s.logClosed()
 	}
 	return nil
+}
+
+func (s *FileStore) logClosed() {
+	s.logger.Info("closed sse file store", zap.String("path", s.store.Path()))
 }
 
 // Store implements StoreProvider.
@@ -123,6 +127,9 @@ func (s *FileStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	return nil
 }
+
+// poolKey is the key the store is shared under (see Handler.holdStore).
+func (s *FileStore) poolKey() string { return s.key }
 
 // Interface guards
 var (

@@ -78,6 +78,12 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// logClosed says nothing: a memory store's end is its config's.
+func (m *MemoryStore) logClosed() {}
+
+// poolKey is the key the store is shared under (see Handler.holdStore).
+func (m *MemoryStore) poolKey() string { return m.key }
+
 // Interface guards
 // Interface guards
 var (

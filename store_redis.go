@@ -333,9 +333,13 @@ func (s *RedisStore) Cleanup() error {
 		return fmt.Errorf("closing sse redis store %s: %w", s.addr, err)
 	}
 	if closed {
-		s.logger.Info("closed sse redis store", zap.String("addr", s.addr))
+		s.logClosed()
 	}
 	return nil
+}
+
+func (s *RedisStore) logClosed() {
+	s.logger.Info("closed sse redis store", zap.String("addr", s.addr))
 }
 
 // Store implements StoreProvider.
@@ -440,6 +444,9 @@ func (redisLogger) Printf(_ context.Context, format string, v ...any) {
 		l.Debug(fmt.Sprintf(format, v...))
 	}
 }
+
+// poolKey is the key the store is shared under (see Handler.holdStore).
+func (s *RedisStore) poolKey() string { return s.key }
 
 // Interface guards
 var (

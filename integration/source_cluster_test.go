@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -183,4 +184,74 @@ http://127.0.0.1:%d {
 	}
 	t.Logf("node %s %s; the other node resumed the upstream after line %s; the subscriber got lines 1..%d exactly once, %v after the stop",
 		holder, how, takeover.after, want-1, time.Since(stoppedAt).Round(time.Millisecond))
+}
+
+// A reload and a stop end a node's source before its Redis store closes:
+// the log says the upstream closed and the store closed, and never that
+// the lease was lost or the store was closed under the source.
+func TestSourceStopsBeforeItsStoreCloses(t *testing.T) {
+	redis := redistest.Start(t)
+	up := &countingUpstream{interval: 20 * time.Millisecond}
+	upstream := httptest.NewServer(up)
+	t.Cleanup(upstream.Close)
+	port := testcaddy.FreePort(t)
+	config := func(events int) string {
+		return fmt.Sprintf(`{
+	admin ADMIN
+}
+
+http://127.0.0.1:%d {
+	sse /events/* {
+		history {
+			events %d
+		}
+		store redis %s {
+			prefix unload:
+		}
+		source %s/feed {
+			topic /events/feed
+			id_field n
+			resume query after
+			backoff 50ms 200ms
+		}
+	}
+}
+`, port, events, redis.URL(), upstream.URL)
+	}
+	p := testcaddy.Start(t, config(100))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	s, err := ssetest.Dial(addr, "/events/feed?lastEventId=earliest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := s.Next(); err != nil {
+		t.Fatalf("no line from the source: %v", err)
+	}
+	s.Close()
+	if err := p.Reload(config(200)); err != nil {
+		t.Fatal(err)
+	}
+	// The source goes on under the new config.
+	s, err = ssetest.Dial(addr, "/events/feed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := s.Next(); err != nil {
+		t.Fatalf("no line from the source after the reload: %v", err)
+	}
+	s.Close()
+	if err := p.Stop(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	log := p.Log()
+	for _, bad := range []string{"lease lost", "store is closed", "store: closed"} {
+		if strings.Contains(log, bad) {
+			t.Errorf("the log says %q:\n%s", bad, log)
+		}
+	}
+	if !strings.Contains(log, `"msg":"closed sse redis store"`) {
+		t.Errorf("the log does not say the store closed:\n%s", log)
+	}
 }
