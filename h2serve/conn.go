@@ -114,6 +114,7 @@ func (e streamError) Error() string {
 // serve reads the connection until it ends.
 func (c *conn) serve() error {
 	defer c.close(nil)
+	defer c.recoverConn("reading frames") // runs first: the close above follows
 	_ = c.tc.SetReadDeadline(time.Now().Add(prefaceTimeout))
 	var preface [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(c.tc, preface[:]); err != nil {
@@ -257,7 +258,7 @@ func (c *conn) close(err error) {
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	for _, st := range streams {
-		st.abort(errConnClosed)
+		c.abortSafe(st, errConnClosed)
 	}
 	if c.brokenW.Load() {
 		c.tc.NetConn().Close()
@@ -634,7 +635,10 @@ func (c *conn) flushLocked(deadline time.Time) error {
 func (c *conn) writeFailed(err error) {
 	c.werr = fmt.Errorf("writing to the connection: %w", err)
 	c.brokenW.Store(true)
-	go c.close(c.werr)
+	go func(err error) {
+		defer c.recoverConn("closing after a failed write")
+		c.close(err)
+	}(c.werr)
 }
 
 // awaitWindow takes up to want bytes of send window for st (at most a

@@ -110,8 +110,22 @@ var ErrServerClosed = errors.New("h2serve: server closed")
 // and negotiated h2, until it ends; it closes tc. Run it in a goroutine of
 // its own that did not do the handshake: that goroutine reads the
 // connection for its whole life, and starts with a small stack.
-func (s *Server) ServeConn(tc *tls.Conn) error {
-	c := newConn(s, tc)
+func (s *Server) ServeConn(tc *tls.Conn) (err error) {
+	var c *conn
+	defer func() {
+		// A panic in ConnContext, say, before the connection's own
+		// recover is in place (see conn.recoverConn).
+		if p := recover(); p != nil {
+			s.logPanic("setting up a connection", tc.RemoteAddr().String(), p)
+			if c != nil {
+				c.forceClose(errPanic)
+			} else {
+				_ = tc.NetConn().Close()
+			}
+			err = errPanic
+		}
+	}()
+	c = newConn(s, tc)
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
@@ -153,7 +167,10 @@ func (s *Server) Shutdown() {
 		}
 		s.mu.Unlock()
 		for _, c := range conns {
-			c.close(errDrained)
+			func() {
+				defer c.recoverConn("closing after the drain timeout")
+				c.close(errDrained)
+			}()
 		}
 	})
 	s.mu.Unlock()

@@ -3,7 +3,6 @@ package h2serve
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -272,9 +271,7 @@ func (c *conn) runHandler(st *stream, h http.Handler, r *http.Request) {
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			if p != http.ErrAbortHandler {
-				c.srv.logf("handler panic", fmt.Errorf("panic serving %s: %v", r.URL.Path, p))
-			}
+			c.srv.logPanic("in a handler", c.remote+" "+r.URL.Path, p)
 			c.resetStream(st.id, http2.ErrCodeInternal)
 		} else if err := w.finish(); err != nil {
 			// The response could not be completed (its deadline passed
