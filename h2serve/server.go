@@ -15,7 +15,9 @@ type Server struct {
 	// Handler serves every request.
 	Handler http.Handler
 	// MaxConcurrentStreams is the most streams a client may have open on
-	// one connection (SETTINGS_MAX_CONCURRENT_STREAMS); default 250.
+	// one connection (SETTINGS_MAX_CONCURRENT_STREAMS), and the most
+	// handlers that run at once for it, those of streams it reset
+	// included (see flood.go); default 250.
 	MaxConcurrentStreams uint32
 	// MaxHeaderListSize bounds a request's header list (as HTTP/2 counts
 	// it, SETTINGS_MAX_HEADER_LIST_SIZE); a request over it is answered
@@ -37,8 +39,9 @@ type Server struct {
 	// ConnContext, if set, returns the context the requests of a
 	// connection derive from.
 	ConnContext func(*tls.Conn) context.Context
-	// ErrorLog, if set, is told about handler panics and connections that
-	// end on an error of ours.
+	// ErrorLog, if set, is told about panics (with their stack: a handler's
+	// resets its stream, any other ends its connection) and connections
+	// that end on an error of ours.
 	ErrorLog func(msg string, err error)
 
 	mu       sync.Mutex
