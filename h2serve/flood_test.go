@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -77,8 +78,10 @@ func (c *rawClient) goAway() http2.ErrCode {
 	}
 }
 
-// waitNoConns waits for the server to have let every connection go.
-func waitNoConns(t *testing.T, l *h2serve.Listener) {
+// waitNoConns waits for the server to have let every connection go, and
+// checks that no goroutine started since base (taken before the client
+// dialed) is left: the connection's reader and every handler have ended.
+func waitNoConns(t *testing.T, l *h2serve.Listener, base goleak.Option) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for l.Server().Conns() > 0 {
@@ -86,6 +89,11 @@ func waitNoConns(t *testing.T, l *h2serve.Listener) {
 			t.Fatalf("%d connections still served", l.Server().Conns())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	// The listener's accept loop starts at the first Accept, which may
+	// come after base.
+	if err := goleak.Find(base, goleak.IgnoreAnyFunction("github.com/ssegate/caddy-sse/h2serve.(*Listener).acceptLoop")); err != nil {
+		t.Fatalf("goroutines left after the connection ended: %v", err)
 	}
 }
 
@@ -107,6 +115,7 @@ func TestRapidResetBounded(t *testing.T) {
 	var once sync.Once
 	releaseAll := func() { once.Do(func() { close(release) }) }
 	defer releaseAll()
+	base := goleak.IgnoreCurrent()
 	c := dialRaw(t, addr)
 	go func() {
 		for id := uint32(1); id < 2000; id += 2 {
@@ -122,7 +131,7 @@ func TestRapidResetBounded(t *testing.T) {
 		t.Fatalf("%d handlers ran at once, over MaxConcurrentStreams (10)", p)
 	}
 	releaseAll()
-	waitNoConns(t, l)
+	waitNoConns(t, l, base)
 	deadline := time.Now().Add(10 * time.Second)
 	for running.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -144,6 +153,7 @@ func TestStreamWaitsForResetHandlers(t *testing.T) {
 			}
 			io.WriteString(w, "served")
 		})})
+	base := goleak.IgnoreCurrent()
 	c := dialRaw(t, addr)
 	for _, id := range []uint32{1, 3} {
 		if err := c.open(id, "/slow", true); err != nil {
@@ -190,7 +200,7 @@ func TestStreamWaitsForResetHandlers(t *testing.T) {
 		t.Fatalf("stream 5: %q", body)
 	}
 	c.tc.Close()
-	waitNoConns(t, l)
+	waitNoConns(t, l, base)
 }
 
 // Floods of frames that carry no request (CVE-2019-9512, -9515, -9518 and
@@ -224,6 +234,7 @@ func TestControlFrameFloods(t *testing.T) {
 					}
 				})})
 			defer close(block)
+			base := goleak.IgnoreCurrent()
 			c := dialRaw(t, addr)
 			// Stream 1: done (RST_STREAM on it is allowed); stream 3: an
 			// open upload, for the DATA frames.
@@ -243,7 +254,7 @@ func TestControlFrameFloods(t *testing.T) {
 			if code := c.goAway(); code != http2.ErrCodeEnhanceYourCalm {
 				t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
 			}
-			waitNoConns(t, l)
+			waitNoConns(t, l, base)
 		})
 	}
 }
@@ -254,6 +265,7 @@ func TestControlFrameFloods(t *testing.T) {
 func TestContinuationFlood(t *testing.T) {
 	addr, l := serveWith(t, &h2serve.Server{DrainTimeout: 2 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})})
+	base := goleak.IgnoreCurrent()
 	c := dialRaw(t, addr)
 	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.headerBlock("/"), EndStream: true}); err != nil {
 		t.Fatal(err)
@@ -268,7 +280,7 @@ func TestContinuationFlood(t *testing.T) {
 	if code := c.goAway(); code != http2.ErrCodeEnhanceYourCalm {
 		t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
 	}
-	waitNoConns(t, l)
+	waitNoConns(t, l, base)
 }
 
 // A header block over MaxHeaderListSize in many CONTINUATION frames is not
@@ -277,6 +289,7 @@ func TestContinuationFlood(t *testing.T) {
 func TestContinuationOverHeaderListSize(t *testing.T) {
 	addr, l := serveWith(t, &h2serve.Server{MaxHeaderListSize: 4 << 10, DrainTimeout: 2 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})})
+	base := goleak.IgnoreCurrent()
 	c := dialRaw(t, addr)
 	c.hbuf.Reset()
 	c.headerBlock("/")
@@ -299,5 +312,5 @@ func TestContinuationOverHeaderListSize(t *testing.T) {
 	if code := c.goAway(); code != http2.ErrCodeProtocol && code != http2.ErrCodeEnhanceYourCalm {
 		t.Fatalf("GOAWAY %v, want PROTOCOL_ERROR or ENHANCE_YOUR_CALM", code)
 	}
-	waitNoConns(t, l)
+	waitNoConns(t, l, base)
 }

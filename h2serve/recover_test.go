@@ -42,6 +42,7 @@ func (l *panicLog) find(sub string) string {
 // logged with its stack; the process and the other connections go on.
 func TestPanicOnFrameReaderClosesOneConnection(t *testing.T) {
 	var logs panicLog
+	ready := make(chan struct{}) // OnGone is in place: the reset may come
 	addr, l := serveWith(t, &h2serve.Server{ErrorLog: logs.log, DrainTimeout: 2 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path != "/boom" {
@@ -59,6 +60,7 @@ func TestPanicOnFrameReaderClosesOneConnection(t *testing.T) {
 				d.Close(false)
 				panic("OnGone exploded")
 			})
+			close(ready)
 		})})
 	boomClient, _ := h2Client(t)
 	okClient, _ := h2Client(t)
@@ -75,6 +77,7 @@ func TestPanicOnFrameReaderClosesOneConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	<-ready
 	cancel() // RST_STREAM: the reader runs OnGone
 	resp.Body.Close()
 	deadline := time.Now().Add(5 * time.Second)
