@@ -661,6 +661,12 @@ func (c *conn) flushLocked(deadline time.Time) error {
 	if c.werr != nil {
 		return c.werr
 	}
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		// A stream's deadline that has passed fails that stream's write,
+		// not the connection: writing with it would time out inside TLS,
+		// whose write errors are sticky, and lose every stream.
+		return os.ErrDeadlineExceeded
+	}
 	if c.nb != nil {
 		if err := c.flushNonblockingLocked(deadline); err != nil {
 			return err

@@ -314,3 +314,57 @@ func TestContinuationOverHeaderListSize(t *testing.T) {
 	}
 	waitNoConns(t, l, base)
 }
+
+// A client that keeps its windows at zero holds a handler's write only
+// until the handler's write deadline: the stream is then reset, the
+// connection goes on (a passed deadline once broke the whole connection),
+// and once the client leaves nothing is left.
+func TestZeroWindowEndsAtWriteDeadline(t *testing.T) {
+	wrote := make(chan error, 1)
+	addr, l := serveWith(t, &h2serve.Server{DrainTimeout: 2 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rc := http.NewResponseController(w)
+			_ = rc.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+			w.WriteHeader(200)
+			_ = rc.Flush()
+			_, err := w.Write(bytes.Repeat([]byte("x"), 100<<10))
+			wrote <- err
+		})})
+	base := goleak.IgnoreCurrent()
+	c := dialRaw(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	if err := c.open(1, "/", true); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, ok := f.(*http2.DataFrame); ok && len(d.Data()) > 0 {
+			t.Fatal("DATA beyond a zero window")
+		}
+		if r, ok := f.(*http2.RSTStreamFrame); ok {
+			if r.StreamID != 1 || r.ErrCode != http2.ErrCodeCancel {
+				t.Fatalf("RST_STREAM %d %v, want 1 CANCEL", r.StreamID, r.ErrCode)
+			}
+			break
+		}
+	}
+	if err := <-wrote; err == nil {
+		t.Fatal("the write into a zero window succeeded")
+	}
+	if err := c.fr.WritePing(false, [8]byte{7}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("the connection ended with the stream: %v", err)
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+			break
+		}
+	}
+	c.tc.Close()
+	waitNoConns(t, l, base)
+}

@@ -300,11 +300,11 @@ func (c *conn) runHandler(st *stream, h http.Handler, r *http.Request) {
 			c.resetStream(st.id, http2.ErrCodeInternal)
 		} else if err := w.finish(); err != nil {
 			// The response could not be completed (its deadline passed
-			// waiting for the client's window, say): end the stream.
-			c.mu.Lock()
-			open := c.streams[st.id] == st
-			c.mu.Unlock()
-			if open {
+			// waiting for the client's window, say): end the stream. It
+			// may be out of c.streams already (its END_STREAM was about to
+			// go when the write failed), so ask its context whether the
+			// client or the connection ended it.
+			if cause := context.Cause(st.ctx); cause != errStreamReset && cause != errConnClosed && cause != errStreamClosed {
 				c.resetStream(st.id, http2.ErrCodeCancel)
 			}
 		}
