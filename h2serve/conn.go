@@ -57,11 +57,20 @@ type conn struct {
 	sendWindow  int64  // the client's connection window for our DATA
 	recvUnacked uint32 // DATA bytes received and not yet credited back
 	peerWindow  int64  // the client's initial stream window
-	handlers    int    // handler goroutines running
-	goAway      bool   // we sent GOAWAY: no new streams
-	peerGoAway  bool   // the client sent GOAWAY
-	closed      bool
-	closeErr    error
+	handlers    int    // handler goroutines running (detached streams count)
+	// queue: streams opened while MaxConcurrentStreams handlers ran (the
+	// client reset streams whose handlers had not ended yet); each starts
+	// as a handler ends. An entry whose stream was reset meanwhile stays,
+	// emptied, and counts: see maxQueued.
+	queue []*stream
+	// calmLeft, calmAt: the budget of frames that ask work of us without
+	// carrying a request (see spend); only the reader goroutine uses them.
+	calmLeft   int
+	calmAt     time.Time
+	goAway     bool // we sent GOAWAY: no new streams
+	peerGoAway bool // the client sent GOAWAY
+	closed     bool
+	closeErr   error
 }
 
 func newConn(s *Server, tc *tls.Conn) *conn {
@@ -74,12 +83,13 @@ func newConn(s *Server, tc *tls.Conn) *conn {
 		remote:     tc.RemoteAddr().String(),
 	}
 	c.cond.L = &c.mu
+	c.calmLeft, c.calmAt = calmBurst, time.Now()
 	c.peerMaxFrame.Store(initialPeerFrameSize)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.nb, _ = tc.NetConn().(NonblockingConn)
 	st := tc.ConnectionState()
 	c.tlsState = &st
-	c.fr = http2.NewFramer(io.Discard, tc)
+	c.fr = http2.NewFramer(io.Discard, &frameGuard{r: tc, maxCont: maxContinuations(s.maxHeaderList())})
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(initialPeerFrameSize) // we announce no larger
 	c.fr.MaxHeaderListSize = s.maxHeaderList()
@@ -114,6 +124,7 @@ func (e streamError) Error() string {
 // serve reads the connection until it ends.
 func (c *conn) serve() error {
 	defer c.close(nil)
+	defer c.recoverConn("reading frames") // runs first: the close above follows
 	_ = c.tc.SetReadDeadline(time.Now().Add(prefaceTimeout))
 	var preface [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(c.tc, preface[:]); err != nil {
@@ -187,6 +198,8 @@ func (c *conn) frameError(err error) bool {
 		c.fail(connError{http2.ErrCode(ce), "framing"})
 	case errors.Is(err, http2.ErrFrameTooLarge):
 		c.fail(connError{http2.ErrCodeFrameSize, "frame too large"})
+	case errors.Is(err, errContinuationFlood):
+		c.fail(connError{http2.ErrCodeEnhanceYourCalm, err.Error()})
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -254,10 +267,11 @@ func (c *conn) close(err error) {
 	c.closeErr = err
 	streams := c.streams
 	c.streams = map[uint32]*stream{}
+	c.queue = nil // their streams are in streams, or reset
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	for _, st := range streams {
-		st.abort(errConnClosed)
+		c.abortSafe(st, errConnClosed)
 	}
 	if c.brokenW.Load() {
 		c.tc.NetConn().Close()
@@ -284,13 +298,25 @@ func (c *conn) handle(f http2.Frame) error {
 	case *http2.WindowUpdateFrame:
 		return c.handleWindowUpdate(f)
 	case *http2.PingFrame:
+		if err := c.spend(); err != nil {
+			return err
+		}
 		if f.IsAck() {
 			return nil
 		}
+		// Written at once by this goroutine, not queued: a client that
+		// floods PINGs without reading stalls its own reader (until
+		// WriteTimeout ends the connection), and no memory grows.
 		return c.writeFrame(http2.FramePing, http2.FlagPingAck, 0, f.Data[:])
 	case *http2.RSTStreamFrame:
+		if err := c.spend(); err != nil {
+			return err
+		}
 		return c.handleRST(f)
 	case *http2.PriorityFrame:
+		if err := c.spend(); err != nil {
+			return err
+		}
 		if f.StreamDep == f.StreamID {
 			return streamError{f.StreamID, http2.ErrCodeProtocol}
 		}
@@ -315,6 +341,9 @@ func (c *conn) handle(f http2.Frame) error {
 }
 
 func (c *conn) handleSettings(f *http2.SettingsFrame) error {
+	if err := c.spend(); err != nil {
+		return err
+	}
 	if f.IsAck() {
 		return nil
 	}
@@ -408,11 +437,21 @@ func (c *conn) removeLocked(st *stream) {
 	if c.streams[st.id] == st {
 		delete(c.streams, st.id)
 	}
+	// A stream still queued for a handler (reset before it started) will
+	// not start: its request (up to MaxHeaderListSize) goes now.
+	st.queuedH, st.queuedR = nil, nil
 	c.cond.Broadcast()
 }
 
 func (c *conn) handleData(f *http2.DataFrame) error {
 	n := f.Length
+	if len(f.Data()) == 0 && !f.StreamEnded() {
+		// No data and no end: nothing but work (a WINDOW_UPDATE for its
+		// padding, if any).
+		if err := c.spend(); err != nil {
+			return err
+		}
+	}
 	c.mu.Lock()
 	if c.recvUnacked+n > connWindow {
 		c.mu.Unlock()
@@ -524,9 +563,33 @@ func (c *conn) handlerDone(st *stream) {
 	if st.remoteClosed && st.localClosed {
 		c.removeLocked(st)
 	}
+	// Start the streams that waited for a handler to end.
+	var next []*stream
+	for len(c.queue) > 0 && c.handlers < int(c.srv.maxStreams()) {
+		q := c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		if q.queuedH == nil {
+			continue // reset while it waited
+		}
+		c.handlers++
+		next = append(next, q)
+	}
+	if len(c.queue) == 0 {
+		c.queue = nil
+	}
 	idle := c.handlers == 0
 	leaving := idle && (c.goAway || c.peerGoAway)
+	starts := make([]func(), 0, len(next))
+	for _, q := range next {
+		h, r := q.queuedH, q.queuedR
+		q.queuedH, q.queuedR = nil, nil
+		starts = append(starts, func() { go c.runHandler(q, h, r) })
+	}
 	c.mu.Unlock()
+	for _, start := range starts {
+		start()
+	}
 	if leaving {
 		c.close(nil)
 		return
@@ -598,6 +661,12 @@ func (c *conn) flushLocked(deadline time.Time) error {
 	if c.werr != nil {
 		return c.werr
 	}
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		// A stream's deadline that has passed fails that stream's write,
+		// not the connection: writing with it would time out inside TLS,
+		// whose write errors are sticky, and lose every stream.
+		return os.ErrDeadlineExceeded
+	}
 	if c.nb != nil {
 		if err := c.flushNonblockingLocked(deadline); err != nil {
 			return err
@@ -634,7 +703,10 @@ func (c *conn) flushLocked(deadline time.Time) error {
 func (c *conn) writeFailed(err error) {
 	c.werr = fmt.Errorf("writing to the connection: %w", err)
 	c.brokenW.Store(true)
-	go c.close(c.werr)
+	go func(err error) {
+		defer c.recoverConn("closing after a failed write")
+		c.close(err)
+	}(c.werr)
 }
 
 // awaitWindow takes up to want bytes of send window for st (at most a

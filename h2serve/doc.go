@@ -23,4 +23,9 @@
 // context is cancelled), the stream states and their errors. PRIORITY is
 // read and ignored (as RFC 9113 allows); there is no server push and no
 // extended CONNECT.
+//
+// It runs at the edge: the known HTTP/2 floods (rapid reset, control
+// frames, CONTINUATION) are bounded (see flood.go), and a panic in any of
+// a connection's goroutines ends that connection only (see recover.go).
+// FuzzConn feeds a connection arbitrary bytes.
 package h2serve

@@ -83,6 +83,14 @@ func (l *Listener) acceptLoop() {
 
 func (l *Listener) handshake(c net.Conn) {
 	defer l.wg.Done()
+	defer func() {
+		// Nothing of ours should panic here, but nothing else would catch
+		// it before the process ends: lose this connection only.
+		if p := recover(); p != nil {
+			l.srv.logPanic("in a TLS handshake", c.RemoteAddr().String(), p)
+			_ = c.Close()
+		}
+	}()
 	tc, ok := c.(*tls.Conn)
 	if ok {
 		timeout := l.HandshakeTimeout

@@ -15,7 +15,9 @@ type Server struct {
 	// Handler serves every request.
 	Handler http.Handler
 	// MaxConcurrentStreams is the most streams a client may have open on
-	// one connection (SETTINGS_MAX_CONCURRENT_STREAMS); default 250.
+	// one connection (SETTINGS_MAX_CONCURRENT_STREAMS), and the most
+	// handlers that run at once for it, those of streams it reset
+	// included (see flood.go); default 250.
 	MaxConcurrentStreams uint32
 	// MaxHeaderListSize bounds a request's header list (as HTTP/2 counts
 	// it, SETTINGS_MAX_HEADER_LIST_SIZE); a request over it is answered
@@ -37,8 +39,9 @@ type Server struct {
 	// ConnContext, if set, returns the context the requests of a
 	// connection derive from.
 	ConnContext func(*tls.Conn) context.Context
-	// ErrorLog, if set, is told about handler panics and connections that
-	// end on an error of ours.
+	// ErrorLog, if set, is told about panics (with their stack: a handler's
+	// resets its stream, any other ends its connection) and connections
+	// that end on an error of ours.
 	ErrorLog func(msg string, err error)
 
 	mu       sync.Mutex
@@ -110,8 +113,22 @@ var ErrServerClosed = errors.New("h2serve: server closed")
 // and negotiated h2, until it ends; it closes tc. Run it in a goroutine of
 // its own that did not do the handshake: that goroutine reads the
 // connection for its whole life, and starts with a small stack.
-func (s *Server) ServeConn(tc *tls.Conn) error {
-	c := newConn(s, tc)
+func (s *Server) ServeConn(tc *tls.Conn) (err error) {
+	var c *conn
+	defer func() {
+		// A panic in ConnContext, say, before the connection's own
+		// recover is in place (see conn.recoverConn).
+		if p := recover(); p != nil {
+			s.logPanic("setting up a connection", tc.RemoteAddr().String(), p)
+			if c != nil {
+				c.forceClose(errPanic)
+			} else {
+				_ = tc.NetConn().Close()
+			}
+			err = errPanic
+		}
+	}()
+	c = newConn(s, tc)
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
@@ -153,7 +170,10 @@ func (s *Server) Shutdown() {
 		}
 		s.mu.Unlock()
 		for _, c := range conns {
-			c.close(errDrained)
+			func() {
+				defer c.recoverConn("closing after the drain timeout")
+				c.close(errDrained)
+			}()
 		}
 	})
 	s.mu.Unlock()

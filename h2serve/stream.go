@@ -3,7 +3,6 @@ package h2serve
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -32,6 +31,10 @@ type stream struct {
 	body         *body // nil without a request body
 	wdeadline    time.Time
 	detached     *Detached // once Detach took the stream from its handler
+	// queuedH, queuedR: the handler and request of a stream waiting in
+	// c.queue; nil once started, or once the stream was reset.
+	queuedH http.Handler
+	queuedR *http.Request
 
 	// closedW: no frame may be written on the stream any more (we ended
 	// it, or it was reset either way). Set under wmu or before any write.
@@ -86,6 +89,11 @@ func (c *conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	if uint32(len(c.streams)) >= c.srv.maxStreams() {
 		c.mu.Unlock()
+		// A client that ignores our SETTINGS_MAX_CONCURRENT_STREAMS: each
+		// refusal is a write of ours.
+		if err := c.spend(); err != nil {
+			return err
+		}
 		return streamError{id, http2.ErrCodeRefusedStream}
 	}
 	c.mu.Unlock()
@@ -111,6 +119,22 @@ func (c *conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 	c.streams[id] = st
 	if f.StreamEnded() {
 		st.remoteClosed = true
+	}
+	if c.handlers >= int(c.srv.maxStreams()) {
+		// The client reset streams whose handlers have not ended (rapid
+		// reset, CVE-2023-44487): the new stream waits for one to end, so
+		// handler goroutines stay within MaxConcurrentStreams. A client
+		// that keeps opening and resetting streams meanwhile fills the
+		// queue and is sent GOAWAY, as x/net/http2 does.
+		if len(c.queue) >= maxQueued(c.srv.maxStreams()) {
+			c.mu.Unlock()
+			st.cancel(errConnClosed)
+			return connError{http2.ErrCodeEnhanceYourCalm, "too many streams reset while their handlers run"}
+		}
+		st.queuedH, st.queuedR = handler, req
+		c.queue = append(c.queue, st)
+		c.mu.Unlock()
+		return nil
 	}
 	first := c.handlers == 0
 	c.handlers++
@@ -272,17 +296,15 @@ func (c *conn) runHandler(st *stream, h http.Handler, r *http.Request) {
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			if p != http.ErrAbortHandler {
-				c.srv.logf("handler panic", fmt.Errorf("panic serving %s: %v", r.URL.Path, p))
-			}
+			c.srv.logPanic("in a handler", c.remote+" "+r.URL.Path, p)
 			c.resetStream(st.id, http2.ErrCodeInternal)
 		} else if err := w.finish(); err != nil {
 			// The response could not be completed (its deadline passed
-			// waiting for the client's window, say): end the stream.
-			c.mu.Lock()
-			open := c.streams[st.id] == st
-			c.mu.Unlock()
-			if open {
+			// waiting for the client's window, say): end the stream. It
+			// may be out of c.streams already (its END_STREAM was about to
+			// go when the write failed), so ask its context whether the
+			// client or the connection ended it.
+			if cause := context.Cause(st.ctx); cause != errStreamReset && cause != errConnClosed && cause != errStreamClosed {
 				c.resetStream(st.id, http2.ErrCodeCancel)
 			}
 		}
