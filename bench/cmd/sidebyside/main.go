@@ -176,7 +176,7 @@ func main() {
 	flag.StringVar(&c.oursServers, "ours-servers", "", "Caddyfile lines added to ours' servers global option, e.g. 'timeouts {\\n\\twrite_idle -1s\\n}' (\\n and \\t are unescaped)")
 	flag.IntVar(&c.h2Streams, "h2-streams", 1, "h2, h3: subscriber streams per connection")
 	flag.BoolVar(&c.wrapper, "wrapper", true, "tls, h2: ours gets the sse listener wrapper before tls (listener_wrappers { sse; tls })")
-	flag.BoolVar(&c.h2Lean, "h2-lean", false, "tls, h2: ours also gets the sse_h2 listener wrapper after tls (listener_wrappers { sse; tls; sse_h2 }): its own lean HTTP/2 server")
+	flag.BoolVar(&c.h2Lean, "h2-lean", true, "h2: ours also gets the sse_h2 listener wrapper after tls (listener_wrappers { sse; tls; sse_h2 }): its own lean HTTP/2 server, the recommended config; -h2-lean=false measures net/http's HTTP/2 server")
 	flag.IntVar(&c.idleN, "idle-n", 10000, "idle: subscribers")
 	flag.DurationVar(&c.idleHold, "idle-hold", 30*time.Second, "idle: how long they are held")
 	flag.StringVar(&fanSizes, "fanout-sizes", "500,1000,2000,5000", "fan-out: subscriber counts (one topic)")
@@ -554,7 +554,7 @@ func describeConfig(c *config) map[string]string {
 		"scale":      fmt.Sprintf("%d subscribers held %s", c.scaleN, c.scaleHold),
 		"compress":   fmt.Sprintf("subscribers %v; idle %s before publishing; then 200-byte events, %.0f/s at most and at most %.0f deliveries/s, for %s; %d decode, the others count bytes; corpus %d subscribers × %d events", c.compSizes, c.compHold, c.fanMaxRate, c.compBudget, c.fanDuration, c.decodeSample, c.corpusSubs, c.corpusEvents),
 		"sources":    fmt.Sprintf("127.0.0.1..127.0.0.%d", c.sources),
-		"transport":  fmt.Sprintf("%s (h2 streams per connection: %d; ours with the sse listener wrapper: %v; ours with sse_h2: %v; ours' extra servers lines: %q)", c.transport, c.h2Streams, c.wrapper, c.h2Lean, c.oursServers),
+		"transport":  fmt.Sprintf("%s (h2 streams per connection: %d; ours with the sse listener wrapper: %v; ours with sse_h2: %v; ours' extra servers lines: %q)", c.transport, c.h2Streams, c.wrapper, c.h2Lean && c.transport == transportH2, c.oursServers),
 	}
 }
 

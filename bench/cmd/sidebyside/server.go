@@ -136,13 +136,16 @@ func (c serverConf) site(port int, dir string) (addr, tlsLine, global string) {
 		protocols = "h1 h2 h3"
 	}
 	global = "\tservers {\n\t\tprotocols " + protocols + "\n"
-	if (c.wrapper || c.h2Lean) && c.name == oursName {
+	// sse_h2 serves the subscribers' HTTP/2 only: the other transports'
+	// figures stay those of the sse wrapper alone.
+	h2Lean := c.h2Lean && c.transport == transportH2
+	if (c.wrapper || h2Lean) && c.name == oursName {
 		global += "\t\tlistener_wrappers {\n"
 		if c.wrapper {
 			global += "\t\t\tsse\n"
 		}
 		global += "\t\t\ttls\n"
-		if c.h2Lean {
+		if h2Lean {
 			global += "\t\t\tsse_h2\n"
 		}
 		global += "\t\t}\n"
