@@ -2,15 +2,9 @@ package h2serve
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"strings"
@@ -19,30 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssegate/caddy-sse/internal/testcert"
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
-
-// fuzzCert is a self-signed certificate, made once per process.
-var fuzzCert = sync.OnceValue(func() tls.Certificate {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		panic(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		panic(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-})
 
 // The limits the fuzzed server runs with: small, so that inputs of a few
 // KiB reach them.
@@ -247,7 +222,7 @@ func runFuzzConn(t *testing.T, input []byte) {
 		},
 	}
 	cp, sp := net.Pipe()
-	stc := tls.Server(sp, &tls.Config{Certificates: []tls.Certificate{fuzzCert()}, NextProtos: []string{"h2"}})
+	stc := tls.Server(sp, &tls.Config{Certificates: []tls.Certificate{testcert.Certificate(t)}, NextProtos: []string{"h2"}})
 	ctc := tls.Client(cp, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 	served := make(chan error, 1)
 	go func() {

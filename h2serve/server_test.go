@@ -4,16 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -28,30 +22,10 @@ import (
 
 	"github.com/ssegate/caddy-sse/h2serve"
 	"github.com/ssegate/caddy-sse/internal/sitetest"
+	"github.com/ssegate/caddy-sse/internal/testcert"
 )
 
 func TestMain(m *testing.M) { os.Exit(sitetest.RunChecked(m)) }
-
-func testCert(t testing.TB) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // serve starts a Listener over a TLS listener with h, and an HTTP/1.1
 // server on the connections it passes on.
@@ -68,7 +42,7 @@ func serveWith(t *testing.T, srv *h2serve.Server) (addr string, l *h2serve.Liste
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t)}, NextProtos: []string{"h2", "http/1.1"}}
+	cfg := &tls.Config{Certificates: []tls.Certificate{testcert.Certificate(t)}, NextProtos: []string{"h2", "http/1.1"}}
 	l = h2serve.NewListener(tls.NewListener(raw, cfg), srv)
 	h1 := &http.Server{Handler: h, TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
 	done := make(chan struct{})

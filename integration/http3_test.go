@@ -2,21 +2,11 @@ package integration_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,42 +18,8 @@ import (
 	"github.com/ssegate/caddy-sse/internal/sitetest"
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"github.com/ssegate/caddy-sse/internal/testcaddy"
+	"github.com/ssegate/caddy-sse/internal/testcert"
 )
-
-// writeTestCert writes a self-signed ECDSA certificate for 127.0.0.1 into
-// dir: `tls internal` would want to install its root in the system store.
-func writeTestCert(t *testing.T, dir string) (certPath, keyPath string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certPath, keyPath
-}
 
 // h3Site is an HTTPS site serving HTTP/3 (UDP on the site's port) besides
 // HTTP/1.1 and HTTP/2.
@@ -214,7 +170,7 @@ func messages(data ...string) []string {
 // and a closed topic that ends the stream and answers 204 afterwards.
 func TestHTTP3KeepsTheDeliveryGuarantees(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writeTestCert(t, dir)
+	cert, key := testcert.Write(t, dir)
 	site := h3Site{port: testcaddy.FreePort(t), cert: cert, key: key, heartbeat: "200ms", writeTimeout: "5s"}
 	p := testcaddy.Start(t, site.caddyfile())
 	port := site.port
@@ -322,7 +278,7 @@ func TestHTTP3KeepsTheDeliveryGuarantees(t *testing.T) {
 // consumer, as over HTTP/1.1; a subscriber that reads is not held back.
 func TestHTTP3SlowConsumerIsCutOffAfterWriteTimeout(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writeTestCert(t, dir)
+	cert, key := testcert.Write(t, dir)
 	site := h3Site{port: testcaddy.FreePort(t), cert: cert, key: key, heartbeat: "off", writeTimeout: "1s"}
 	p := testcaddy.Start(t, site.caddyfile())
 	port := site.port
