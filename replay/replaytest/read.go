@@ -372,31 +372,45 @@ func testConcurrentReplayThenLive(t *testing.T, newStore NewStore) {
 	}
 }
 
+// waitingRead reads c at the end of its log, which must give an empty page
+// with Wait; woken then reports whether a reader blocked on that Wait was
+// woken within patience by what the test does next.
+func waitingRead(t *testing.T, c replay.Cursor) (woken func() bool) {
+	t.Helper()
+	p, err := c.Next(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Events) != 0 || p.Closed || p.Wait == nil {
+		t.Fatalf("read at the end of the log = %+v, want an empty page with Wait", p)
+	}
+	done := make(chan struct{})
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go func() {
+		select {
+		case <-p.Wait:
+			close(done)
+		case <-stop:
+		}
+	}()
+	return func() bool {
+		select {
+		case <-done:
+			return true
+		case <-time.After(patience):
+			return false
+		}
+	}
+}
+
 func testWaitWokenByAppend(t *testing.T, newStore NewStore) {
 	s := newStore(t, replay.Config{})
 	c := subscribe(t, s, "t", "", replay.GapReplay)
 	for round := range 2 {
-		p, err := c.Next(10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(p.Events) != 0 || p.Closed || p.Wait == nil {
-			t.Fatalf("read at the end of the log = %+v, want an empty page with Wait", p)
-		}
-		woken := make(chan struct{})
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			select {
-			case <-p.Wait:
-				close(woken)
-			case <-stop:
-			}
-		}()
+		woken := waitingRead(t, c)
 		id := appendOne(t, s, "t", "x", strconv.Itoa(round))
-		select {
-		case <-woken:
-		case <-time.After(patience):
+		if !woken() {
 			t.Fatalf("round %d: the reader blocked on Wait was not woken by an append", round)
 		}
 		equalIDs(t, "after the wake", drain(t, c).ids(), []string{id})
@@ -407,32 +421,14 @@ func testWaitWokenByCloseTopic(t *testing.T, newStore NewStore) {
 	s := newStore(t, replay.Config{})
 	id := appendOne(t, s, "t", "x", "before")
 	c := subscribe(t, s, "t", id, replay.GapReplay)
-	p, err := c.Next(10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(p.Events) != 0 || p.Closed || p.Wait == nil {
-		t.Fatalf("read at the end of the log = %+v, want an empty page with Wait", p)
-	}
-	woken := make(chan struct{})
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		select {
-		case <-p.Wait:
-			close(woken)
-		case <-stop:
-		}
-	}()
+	woken := waitingRead(t, c)
 	if err := s.CloseTopic(ctx(t), "t"); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-woken:
-	case <-time.After(patience):
+	if !woken() {
 		t.Fatal("the reader blocked on Wait was not woken by CloseTopic")
 	}
-	p, err = c.Next(10)
+	p, err := c.Next(10)
 	if err != nil {
 		t.Fatal(err)
 	}
