@@ -77,20 +77,7 @@ http://127.0.0.1:%d {
 // adminDo sends a request to the admin API and returns the status and body.
 func adminDo(t *testing.T, method, url, body string, headers ...string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sitetest.AddHeaders(req.Header, headers); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return sitetest.Do(t, method, url, body, headers...)
 }
 
 // adminJSON GETs url and decodes its 200 answer into v.

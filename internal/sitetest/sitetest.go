@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ssegate/caddy-sse/internal/ssetest"
 	"go.uber.org/goleak"
@@ -88,6 +89,26 @@ func AddHeaders(h http.Header, headers []string) error {
 		h.Set(strings.TrimSpace(name), strings.TrimSpace(value))
 	}
 	return nil
+}
+
+// Do sends a request with headers given as "Name: value" and returns the
+// answer's status and body (the admin API's routes, mostly).
+func Do(t testing.TB, method, url, body string, headers ...string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := AddHeaders(req.Header, headers); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // DialStream subscribes to path on addr, failing the test unless it gets a
