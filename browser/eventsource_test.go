@@ -217,6 +217,21 @@ func (b *browser) waitFor(what string, ok func([]seen) bool) []seen {
 	}
 }
 
+// waitForOpen waits until the page's EventSources have opened n times in
+// all.
+func (b *browser) waitForOpen(n int) {
+	b.t.Helper()
+	b.waitFor(fmt.Sprintf("%d streams open", n), func(events []seen) bool {
+		open := 0
+		for _, e := range events {
+			if e.Kind == "open" {
+				open++
+			}
+		}
+		return open == n
+	})
+}
+
 func (b *browser) waitForMessages(name string, want []string) {
 	b.t.Helper()
 	b.waitFor(fmt.Sprintf("%s receive %v", name, want), func(events []seen) bool {
@@ -430,15 +445,7 @@ func TestHTTP2MultiplexesEightStreams(t *testing.T) {
 	for i := range n {
 		b.do(fmt.Sprintf(`subscribe("s%d", "/t/h2-%d")`, i, i))
 	}
-	b.waitFor("eight streams open", func(events []seen) bool {
-		open := 0
-		for _, e := range events {
-			if e.Kind == "open" {
-				open++
-			}
-		}
-		return open == n
-	})
+	b.waitForOpen(n)
 	for i := range n {
 		s.publish(fmt.Sprintf("/t/h2-%d", i), fmt.Sprintf("event for %d", i))
 	}
@@ -669,15 +676,7 @@ func TestOneEventSourceOnTenTopics(t *testing.T) {
 	list, _ := json.Marshal(topics)
 	b.do(fmt.Sprintf(`subscribe("multi", "/t/all?%s")`, q.Encode()))
 	b.do(fmt.Sprintf(`listen("multi", %s)`, list))
-	b.waitFor("six streams open", func(events []seen) bool {
-		open := 0
-		for _, e := range events {
-			if e.Kind == "open" {
-				open++
-			}
-		}
-		return open == 6
-	})
+	b.waitForOpen(6)
 	b.do(`subscribe("seventh", "/t/seventh")`)
 
 	// got returns the multi stream's events as "topic data" in order.
@@ -845,15 +844,7 @@ func TestHTTP2OverTheLeanServer(t *testing.T) {
 	for i := range n {
 		b.do(fmt.Sprintf(`subscribe("s%d", "/t/lean-%d")`, i, i))
 	}
-	b.waitFor("eight streams open", func(events []seen) bool {
-		open := 0
-		for _, e := range events {
-			if e.Kind == "open" {
-				open++
-			}
-		}
-		return open == n
-	})
+	b.waitForOpen(n)
 	want := make([][]string, n)
 	publish := func(from, to int) {
 		for i := range n {

@@ -124,31 +124,24 @@ func (p *Parser) Feed(b []byte) int {
 		switch p.st {
 		case sAside, sRefused:
 			return -1
-		case sBody:
-			// Skip the body in one step.
+		case sBody, sChunkData:
+			// Skip a body, or a chunk's data, in one step; then the next
+			// head, or the chunk's CRLF.
+			after := sStart
+			if p.st == sChunkData {
+				after = sChunkCR
+			}
 			left := uint64(len(b) - i)
 			if p.n >= left {
 				p.n -= left
 				if p.n == 0 {
-					p.st = sStart
+					p.st = after
 				}
 				return -1
 			}
 			i += int(p.n) - 1
 			p.n = 0
-			p.st = sStart
-		case sChunkData:
-			left := uint64(len(b) - i)
-			if p.n >= left {
-				p.n -= left
-				if p.n == 0 {
-					p.st = sChunkCR
-				}
-				return -1
-			}
-			i += int(p.n) - 1
-			p.n = 0
-			p.st = sChunkCR
+			p.st = after
 		case sStart:
 			// net/http reads the request line first and skips no blank
 			// line before it; a byte that cannot start a method (a TLS
