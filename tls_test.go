@@ -137,23 +137,9 @@ func TestHTTPSSlowSubscriberThroughTheListenerWrapperIsCutOff(t *testing.T) {
 	path := topic(t, "/t/", "slow")
 	slow, _ := dialTLSStream(t, s.addr, path)
 	fast, events := dialTLSStream(t, s.addr, path)
-	big := strings.Repeat("x", 60<<10)
 	const n = 120 // about 7 MiB: more than any socket buffers hold
-	done := make(chan error, 1)
-	go func() {
-		for i := range n {
-			_ = fast.SetReadDeadline(time.Now().Add(waitLimit))
-			ev, err := events.Next()
-			if err != nil || !strings.HasPrefix(ev.Data, fmt.Sprintf("%d ", i)) {
-				done <- fmt.Errorf("event %d: %v", i, err)
-				return
-			}
-		}
-		done <- nil
-	}()
-	for i := range n {
-		s.publishID(path, fmt.Sprintf("%d %s", i, big))
-	}
+	done := readNumbered(events, n, func() { _ = fast.SetReadDeadline(time.Now().Add(waitLimit)) })
+	publishNumbered(s, path, n)
 	if err := <-done; err != nil {
 		t.Fatalf("the reading subscriber: %v", err)
 	}
@@ -164,7 +150,7 @@ func TestHTTPSSlowSubscriberThroughTheListenerWrapperIsCutOff(t *testing.T) {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("the slow stream is still open after %d bytes", got)
 	}
-	if got >= n*int64(len(big)) {
+	if got >= n*numberedSize {
 		t.Fatalf("the slow subscriber got %d bytes, everything: it was never cut off", got)
 	}
 }
@@ -234,22 +220,9 @@ func TestHTTP2SlowSubscriberIsCutOffByWriteTimeout(t *testing.T) {
 	slow, _ := open()
 	fast, _ := open()
 	events := ssetest.NewReader(fast.Body)
-	big := strings.Repeat("x", 60<<10)
 	const n = 160 // about 9.4 MiB: past the client's flow-control windows
-	done := make(chan error, 1)
-	go func() {
-		for i := range n {
-			ev, err := events.Next()
-			if err != nil || !strings.HasPrefix(ev.Data, fmt.Sprintf("%d ", i)) {
-				done <- fmt.Errorf("event %d: %v", i, err)
-				return
-			}
-		}
-		done <- nil
-	}()
-	for i := range n {
-		s.publishID(path, fmt.Sprintf("%d %s", i, big))
-	}
+	done := readNumbered(events, n, func() {})
+	publishNumbered(s, path, n)
 	select {
 	case err := <-done:
 		if err != nil {
@@ -263,7 +236,7 @@ func TestHTTP2SlowSubscriberIsCutOffByWriteTimeout(t *testing.T) {
 	if err == nil {
 		t.Fatalf("the slow stream ended cleanly after %d bytes, want it reset", got)
 	}
-	if got >= n*int64(len(big)) {
+	if got >= n*numberedSize {
 		t.Fatalf("the slow subscriber got %d bytes, everything: it was never cut off", got)
 	}
 }
@@ -289,4 +262,35 @@ func TestH2ListenerWrapperCaddyfile(t *testing.T) {
 			t.Errorf("%q: error %v, want ok=%v", c.wrappers, err, c.ok)
 		}
 	}
+}
+
+// numberedSize is about the size of an event publishNumbered makes.
+const numberedSize = 60 << 10
+
+// publishNumbered publishes n events of numberedSize to path, each data
+// starting with its number.
+func publishNumbered(s *site, path string, n int) {
+	big := strings.Repeat("x", numberedSize)
+	for i := range n {
+		s.publishID(path, fmt.Sprintf("%d %s", i, big))
+	}
+}
+
+// readNumbered reads n events numbered as publishNumbered makes them, in
+// order, calling before ahead of each read; the channel gets nil when all
+// came, or the first that did not.
+func readNumbered(events *ssetest.Reader, n int, before func()) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		for i := range n {
+			before()
+			ev, err := events.Next()
+			if err != nil || !strings.HasPrefix(ev.Data, fmt.Sprintf("%d ", i)) {
+				done <- fmt.Errorf("event %d: %v", i, err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	return done
 }
