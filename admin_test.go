@@ -112,31 +112,18 @@ func wantError(t *testing.T, what string, status int, body string, wantStatus in
 }
 
 // topicURL is the admin URL of topic, its name path-encoded.
-func topicURL(admin, topic string) string {
-	return admin + "/sse/topics/" + url.PathEscape(topic)
-}
+func topicURL(admin, topic string) string { return sitetest.AdminTopicURL(admin, topic) }
 
 // nextEvent reads the stream's next event within wait.
 func nextEvent(t *testing.T, s *ssetest.Stream, wait time.Duration) ssetest.Event {
 	t.Helper()
-	_ = s.Conn.SetReadDeadline(time.Now().Add(wait))
-	defer s.Conn.SetReadDeadline(time.Time{}) //nolint:errcheck
-	ev, err := s.Next()
-	if err != nil {
-		t.Fatalf("reading event: %v", err)
-	}
-	return ev
+	return sitetest.NextEvent(t, s, wait)
 }
 
 // waitFor polls cond until it holds or 10s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	sitetest.WaitFor(t, what, 10*time.Second, cond)
 }
 
 func TestAdminListsTopicsOfEveryStore(t *testing.T) {

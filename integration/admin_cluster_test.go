@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -146,7 +145,7 @@ type clusterTopic struct {
 	} `json:"nodes"`
 }
 
-func topicURL(admin, topic string) string { return admin + "/sse/topics/" + url.PathEscape(topic) }
+func topicURL(admin, topic string) string { return sitetest.AdminTopicURL(admin, topic) }
 
 func adminDo(t *testing.T, method, url, body string) (int, string) {
 	t.Helper()
@@ -171,21 +170,10 @@ func adminJSON(t *testing.T, url string, v any) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sitetest.WaitFor(t, what, 20*time.Second, cond)
 }
 
 func nextEvent(t *testing.T, s *ssetest.Stream, wait time.Duration) ssetest.Event {
 	t.Helper()
-	_ = s.Conn.SetReadDeadline(time.Now().Add(wait))
-	defer s.Conn.SetReadDeadline(time.Time{}) //nolint:errcheck
-	ev, err := s.Next()
-	if err != nil {
-		t.Fatalf("reading event: %v", err)
-	}
-	return ev
+	return sitetest.NextEvent(t, s, wait)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"regexp"
 	"strconv"
@@ -109,6 +110,36 @@ func Do(t testing.TB, method, url, body string, headers ...string) (int, string)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// AdminTopicURL is the admin API's URL of topic on the admin endpoint
+// admin, the name path-encoded.
+func AdminTopicURL(admin, topic string) string {
+	return admin + "/sse/topics/" + url.PathEscape(topic)
+}
+
+// NextEvent reads the stream's next event within wait, failing the test
+// otherwise.
+func NextEvent(t testing.TB, s *ssetest.Stream, wait time.Duration) ssetest.Event {
+	t.Helper()
+	_ = s.Conn.SetReadDeadline(time.Now().Add(wait))
+	defer s.Conn.SetReadDeadline(time.Time{}) //nolint:errcheck
+	ev, err := s.Next()
+	if err != nil {
+		t.Fatalf("reading event: %v", err)
+	}
+	return ev
+}
+
+// WaitFor polls cond until it holds, failing the test after within.
+func WaitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // DialStream subscribes to path on addr, failing the test unless it gets a
