@@ -181,6 +181,9 @@ func TestResumeDropsOverlap(t *testing.T) {
 	if c := sc.request(1).URL.Query().Get("after"); c != "5" {
 		t.Fatalf("resumed with after=%q, want 5", c)
 	}
+	// The last append reaches the store a moment before the source counts
+	// it: wait for the count, then check both.
+	eventually(t, "the source to count its appends", func() bool { return src.Stats().Appended >= 10 })
 	if st := src.Stats(); st.Duplicates != 3 || st.Appended != 10 {
 		t.Fatalf("stats %+v", st)
 	}
